@@ -1,0 +1,67 @@
+"""The command line: parse, set up logging, hand over to one module per subcommand.
+
+Each module in ``syncd.commands`` exposes ``register(subparsers)``, which adds its
+parser and sets ``func(args) -> int`` as the default. Nothing else lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from syncd import __version__
+from syncd.errors import ConfigError, SyncdError
+from syncd.log import configure_logging
+
+COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="Keep a local folder mirrored to the OpenAI Files API.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="log lines as JSON (default when stderr is not a terminal) or for people",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"syncd.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"syncd.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(fmt=args.log_format, verbose=args.verbose)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return 2
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("syncd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line for the user, the detail in the log
+        structlog.get_logger().exception("internal_error")
+        print(f"syncd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 70
+    return code

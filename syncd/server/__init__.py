@@ -1,0 +1,1 @@
+"""`syncd serve`: a local, stateful, Files-API-compatible server."""
