@@ -1,0 +1,550 @@
+"""The ledger: the only SQL in syncd. Facts about each mirrored path, and intents.
+
+One SQLite file per mirrored folder (WAL, mode 0600, ``synchronous=FULL`` because an
+intent must be on disk before its request leaves). Tables:
+
+- ``files``: one row per path syncd tracks (relative, ``/``-separated): the local
+  fingerprint (size, mtime_ns, inode, sha256) of the content that the remote file
+  ``file_id`` holds, plus the last error, attempts, backoff and the fingerprint of the
+  content that last failed (so a permanent failure is not retried until the file changes).
+- ``intents``: write-ahead records. An upload intent is committed *before* the request;
+  its outcome and the path's new ``files`` row commit in one transaction, together with a
+  delete intent for the version it replaces. An open intent after a crash is reconciled
+  (see ``syncd.execute``) before anything else happens.
+- ``dirty``: the daemon's durable queue of paths to look at again.
+- ``passes``: one row per pass, for ``syncd status``.
+- ``meta``: the schema version; ``MIGRATIONS`` bring older files up to date.
+
+One process at a time: a lock file beside the ledger is held with ``flock`` for the
+process lifetime and names its holder, so a second process gets ``LedgerLockedError``.
+Readers (``syncd status``) open read-only without the lock; WAL lets them read while the
+owner writes. One connection is shared by the executor's workers behind one lock.
+The API key is never stored here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from syncd.errors import LedgerLockedError, SyncdError
+from syncd.remote.protocol import RemoteFile
+
+BACKOFF_FIRST_SECONDS = 60.0
+BACKOFF_MAX_SECONDS = 3600.0
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,
+        size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT,
+        purpose TEXT, file_id TEXT, remote_bytes INTEGER, remote_filename TEXT,
+        uploaded_at REAL, expires_at INTEGER,
+        last_error TEXT, error_kind TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        failed_sha256 TEXT, failed_size INTEGER, failed_mtime_ns INTEGER, failed_inode INTEGER
+    );
+    CREATE INDEX files_file_id ON files(file_id);
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
+        filename TEXT, purpose TEXT, expires_after INTEGER,
+        sha256 TEXT, size INTEGER, mtime_ns INTEGER, inode INTEGER,
+        replaces TEXT, file_id TEXT,
+        started_at REAL NOT NULL, finished_at REAL, outcome TEXT
+    );
+    CREATE INDEX intents_state ON intents(state);
+    CREATE TABLE dirty (path TEXT PRIMARY KEY, queued_at REAL NOT NULL);
+    CREATE TABLE passes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at REAL NOT NULL, finished_at REAL, result TEXT, summary TEXT
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What identifies one version of a local file's content."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One row of ``files``: what syncd knows about one path."""
+
+    path: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+    sha256: str | None = None
+    purpose: str | None = None
+    file_id: str | None = None
+    remote_bytes: int | None = None
+    remote_filename: str | None = None
+    uploaded_at: float | None = None
+    expires_at: int | None = None
+    last_error: str | None = None
+    error_kind: str | None = None  # "retryable" | "permanent" | None
+    attempts: int = 0
+    next_attempt_at: float | None = None
+    failed_sha256: str | None = None
+    failed_size: int | None = None
+    failed_mtime_ns: int | None = None
+    failed_inode: int | None = None
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One row of ``intents``: an action that was about to run (or ran)."""
+
+    id: int
+    kind: str  # "upload" | "delete"
+    path: str
+    state: str  # "open" | "done" | "failed"
+    started_at: float
+    filename: str | None = None
+    purpose: str | None = None
+    expires_after: int | None = None
+    sha256: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+    replaces: str | None = None
+    file_id: str | None = None
+    finished_at: float | None = None
+    outcome: str | None = None
+
+
+_ROW_FIELDS = tuple(f.name for f in fields(LedgerRow))
+_INTENT_FIELDS = tuple(f.name for f in fields(Intent))
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Wait before retry number ``attempts`` (1 min, doubling, at most 1 h)."""
+    return min(BACKOFF_FIRST_SECONDS * 2.0 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
+
+
+class LedgerLock:
+    """An exclusive ``flock`` on ``<ledger>.lock`` naming its holder's pid and command."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise LedgerLockedError(
+                f"ledger {path.with_suffix('')} is in use by another syncd process "
+                f"({holder or 'pid unknown'}); stop it first or use another --state"
+            ) from None
+        os.ftruncate(fd, 0)
+        command = " ".join(sys.argv)[:300]
+        os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+class Ledger:
+    """The ledger of one mirrored folder. Thread-safe: every access holds one lock."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock: LedgerLock | None) -> None:
+        self.path = path
+        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._file_lock = lock
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Ledger:
+        """Open (creating if needed) and lock the ledger at ``path``, migrating it."""
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = LedgerLock(path.with_name(path.name + ".lock"))
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            ledger = cls(conn, path, lock)
+            ledger._migrate()
+        except sqlite3.DatabaseError as exc:
+            lock.release()
+            raise SyncdError(f"ledger {path} is unreadable: {exc}") from None
+        except BaseException:
+            lock.release()
+            raise
+        return ledger
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Ledger:
+        """Open an existing ledger for reading while its owner may be writing it."""
+        if not path.is_file():
+            raise SyncdError(f"no ledger at {path}")
+        try:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout=5000")
+            ledger = cls(conn, path, None)
+            if ledger.schema_version() > len(MIGRATIONS):
+                raise SyncdError(f"ledger {path} was written by a newer syncd")
+        except sqlite3.DatabaseError as exc:
+            raise SyncdError(f"ledger {path} is unreadable: {exc}") from None
+        return ledger
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+            if self._file_lock is not None:
+                self._file_lock.release()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            if "meta" not in self.db.table_names():
+                return 0
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        version = self.schema_version()
+        if version > len(MIGRATIONS):
+            raise SyncdError(f"ledger {self.path} was written by a newer syncd")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._write() as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),)
+                )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; everything inside commits together or not at all."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cursor = self._conn.execute(sql, tuple(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+
+    # -- files -------------------------------------------------------------------------
+
+    def rows(self) -> dict[str, LedgerRow]:
+        """Every tracked path and its row."""
+        return {r["path"]: _row(r) for r in self._query("SELECT * FROM files")}
+
+    def rows_for(self, paths: Iterable[str]) -> dict[str, LedgerRow]:
+        """The rows of ``paths`` and of every path below them (a path may be a directory)."""
+        found: dict[str, LedgerRow] = {}
+        for path in set(paths):
+            prefix = path.rstrip("/") + "/"
+            sql = "SELECT * FROM files WHERE path = ? OR substr(path, 1, ?) = ?"
+            for r in self._query(sql, (path, len(prefix), prefix)):
+                found[r["path"]] = _row(r)
+        return found
+
+    def row(self, path: str) -> LedgerRow | None:
+        result = self._query("SELECT * FROM files WHERE path = ?", (path,))
+        return _row(result[0]) if result else None
+
+    def tracked_count(self) -> int:
+        """How many paths have a remote file (the mass-delete guard's denominator)."""
+        return int(self._query("SELECT count(*) AS n FROM files WHERE file_id IS NOT NULL")[0]["n"])
+
+    def known_file_ids(self) -> set[str]:
+        """Every remote id the ledger refers to: tracked rows and unfinished deletes."""
+        ids = {r["file_id"] for r in self._query("SELECT file_id FROM files")}
+        ids |= {
+            r["file_id"] for r in self._query("SELECT file_id FROM intents WHERE state = 'open'")
+        }
+        ids.discard(None)
+        return ids
+
+    def refresh(self, path: str, fingerprint: Fingerprint) -> None:
+        """Same content, new stat (touched or copied back): remember the new stat."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE files SET size = ?, mtime_ns = ?, inode = ? WHERE path = ?",
+                (fingerprint.size, fingerprint.mtime_ns, fingerprint.inode, path),
+            )
+
+    def forget(self, path: str, file_id: str | None) -> None:
+        """Drop a row whose remote file is gone (or never existed)."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM files WHERE path = ? AND file_id IS ?", (path, file_id))
+
+    def record_failure(
+        self,
+        path: str,
+        fingerprint: Fingerprint,
+        reason: str,
+        *,
+        permanent: bool,
+        now: float,
+        retry_after: float | None = None,
+        intent_id: int | None = None,
+    ) -> LedgerRow:
+        """Remember that this content of ``path`` failed (and close its intent, if any).
+
+        A permanent failure is not retried until the fingerprint changes; a retryable one
+        waits ``backoff_seconds(attempts)`` (or the server's longer Retry-After).
+        """
+        with self._write() as conn:
+            if intent_id is not None:
+                _finish_intent(conn, intent_id, "failed", now, reason)
+            conn.execute("INSERT OR IGNORE INTO files (path) VALUES (?)", (path,))
+            attempts = (
+                conn.execute("SELECT attempts FROM files WHERE path = ?", (path,)).fetchone()[0] + 1
+            )
+            wait = max(backoff_seconds(attempts), retry_after or 0.0)
+            conn.execute(
+                """UPDATE files SET last_error = ?, error_kind = ?, attempts = ?,
+                   next_attempt_at = ?, failed_sha256 = ?, failed_size = ?,
+                   failed_mtime_ns = ?, failed_inode = ? WHERE path = ?""",
+                (
+                    reason,
+                    "permanent" if permanent else "retryable",
+                    attempts,
+                    None if permanent else now + wait,
+                    fingerprint.sha256,
+                    fingerprint.size,
+                    fingerprint.mtime_ns,
+                    fingerprint.inode,
+                    path,
+                ),
+            )
+            result = conn.execute("SELECT * FROM files WHERE path = ?", (path,))
+            names = [d[0] for d in result.description]
+            return _row(dict(zip(names, result.fetchone(), strict=True)))
+
+    # -- intents -----------------------------------------------------------------------
+
+    def begin_upload(
+        self,
+        path: str,
+        fingerprint: Fingerprint,
+        *,
+        filename: str,
+        purpose: str,
+        expires_after: int | None,
+        replaces: str | None,
+        now: float,
+    ) -> int:
+        """Commit the intent to upload this content, before the request is sent."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                """INSERT INTO intents (kind, path, filename, purpose, expires_after, sha256,
+                   size, mtime_ns, inode, replaces, started_at)
+                   VALUES ('upload', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    path,
+                    filename,
+                    purpose,
+                    expires_after,
+                    fingerprint.sha256,
+                    fingerprint.size,
+                    fingerprint.mtime_ns,
+                    fingerprint.inode,
+                    replaces,
+                    now,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def complete_upload(
+        self, intent_id: int, remote: RemoteFile, *, stale: bool, now: float
+    ) -> list[Intent]:
+        """In one transaction: close the intent, point the path's row at ``remote`` and
+        open delete intents for the version(s) it replaces. Returns those delete intents.
+
+        ``stale`` means the file changed while it was uploaded: the row records the new
+        remote id but no hash, so the next plan sees "changed" and uploads again.
+        """
+        with self._write() as conn:
+            intent = _intent_by_id(conn, intent_id)
+            old = conn.execute("SELECT file_id FROM files WHERE path = ?", (intent.path,))
+            old_row = old.fetchone()
+            candidates: list[str | None] = [intent.replaces, old_row[0] if old_row else None]
+            old_ids = {c for c in candidates if c is not None and c != remote.id}
+            _finish_intent(conn, intent_id, "done", now, "uploaded", file_id=remote.id)
+            conn.execute("DELETE FROM files WHERE path = ?", (intent.path,))
+            conn.execute(
+                """INSERT INTO files (path, size, mtime_ns, inode, sha256, purpose, file_id,
+                   remote_bytes, remote_filename, uploaded_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    intent.path,
+                    intent.size,
+                    intent.mtime_ns,
+                    intent.inode,
+                    None if stale else intent.sha256,
+                    remote.purpose or intent.purpose,
+                    remote.id,
+                    remote.bytes,
+                    remote.filename,
+                    now,
+                    remote.expires_at,
+                ),
+            )
+            return [_insert_delete(conn, intent.path, old_id, now) for old_id in sorted(old_ids)]
+
+    def begin_delete(self, path: str, file_id: str, *, now: float) -> Intent:
+        """Commit the intent to delete ``file_id`` (syncd's own copy of ``path``)."""
+        with self._write() as conn:
+            return _insert_delete(conn, path, file_id, now)
+
+    def complete_delete(self, intent_id: int, *, now: float) -> None:
+        """The remote file is gone: close the intent; drop the row if it still names it."""
+        with self._write() as conn:
+            intent = _intent_by_id(conn, intent_id)
+            _finish_intent(conn, intent_id, "done", now, "deleted")
+            conn.execute(
+                "DELETE FROM files WHERE path = ? AND file_id = ?", (intent.path, intent.file_id)
+            )
+
+    def abandon_intent(self, intent_id: int, reason: str, *, now: float) -> None:
+        """Close an intent that provably left nothing behind (or was already handled)."""
+        with self._write() as conn:
+            _finish_intent(conn, intent_id, "failed", now, reason)
+
+    def open_intents(self) -> list[Intent]:
+        """Intents that started but whose outcome was never recorded (oldest first)."""
+        return [
+            _intent(r)
+            for r in self._query("SELECT * FROM intents WHERE state = 'open' ORDER BY id")
+        ]
+
+    def prune_intents(self, older_than: float) -> None:
+        """Forget finished intents that ended before ``older_than`` (unix time)."""
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM intents WHERE state != 'open' AND finished_at < ?", (older_than,)
+            )
+
+    # -- the daemon's durable queue ------------------------------------------------------
+
+    def mark_dirty(self, paths: Iterable[str], *, now: float | None = None) -> None:
+        """Queue paths to be looked at again (survives a crash)."""
+        stamp = time.time() if now is None else now
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO dirty (path, queued_at) VALUES (?, ?)",
+                [(p, stamp) for p in paths],
+            )
+
+    def dirty_paths(self) -> dict[str, float]:
+        """Queued paths and when each was (last) queued."""
+        return {r["path"]: r["queued_at"] for r in self._query("SELECT * FROM dirty")}
+
+    def clear_dirty(self, paths: Iterable[str], *, queued_before: float) -> None:
+        """Unqueue handled paths, keeping any that were queued again after the pass began."""
+        with self._write() as conn:
+            conn.executemany(
+                "DELETE FROM dirty WHERE path = ? AND queued_at <= ?",
+                [(p, queued_before) for p in paths],
+            )
+
+    # -- passes --------------------------------------------------------------------------
+
+    def start_pass(self, *, now: float) -> int:
+        with self._write() as conn:
+            cursor = conn.execute("INSERT INTO passes (started_at) VALUES (?)", (now,))
+            return int(cursor.lastrowid or 0)
+
+    def finish_pass(self, pass_id: int, *, result: str, summary: str, now: float) -> None:
+        """Record how a pass ended; keeps the last 1,000 passes."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE passes SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
+                (now, result, summary, pass_id),
+            )
+            conn.execute("DELETE FROM passes WHERE id <= ?", (pass_id - 1000,))
+
+    def last_pass(self) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM passes ORDER BY id DESC LIMIT 1")
+        return dict(rows[0]) if rows else None
+
+
+def _row(data: Any) -> LedgerRow:
+    return LedgerRow(**{name: data[name] for name in _ROW_FIELDS})
+
+
+def _intent(data: Any) -> Intent:
+    return Intent(**{name: data[name] for name in _INTENT_FIELDS})
+
+
+def _intent_by_id(conn: sqlite3.Connection, intent_id: int) -> Intent:
+    cursor = conn.execute("SELECT * FROM intents WHERE id = ?", (intent_id,))
+    names = [d[0] for d in cursor.description]
+    values = cursor.fetchone()
+    if values is None:
+        raise SyncdError(f"ledger has no intent {intent_id}")
+    return _intent(dict(zip(names, values, strict=True)))
+
+
+def _finish_intent(
+    conn: sqlite3.Connection,
+    intent_id: int,
+    state: str,
+    now: float,
+    outcome: str,
+    *,
+    file_id: str | None = None,
+) -> None:
+    conn.execute(
+        """UPDATE intents SET state = ?, finished_at = ?, outcome = ?,
+           file_id = coalesce(?, file_id) WHERE id = ?""",
+        (state, now, outcome, file_id, intent_id),
+    )
+
+
+def _insert_delete(conn: sqlite3.Connection, path: str, file_id: str, now: float) -> Intent:
+    cursor = conn.execute(
+        "INSERT INTO intents (kind, path, file_id, started_at) VALUES ('delete', ?, ?, ?)",
+        (path, file_id, now),
+    )
+    return _intent_by_id(conn, int(cursor.lastrowid or 0))

@@ -1,0 +1,191 @@
+"""The ledger: file mode, schema, lock, rows, intents, dirty queue, passes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from syncd.errors import LedgerLockedError
+from syncd.ledger import MIGRATIONS, Fingerprint, Ledger, backoff_seconds
+from syncd.remote.protocol import RemoteFile
+
+FP = Fingerprint(size=5, mtime_ns=111, inode=7, sha256="aa" * 32)
+
+
+def remote(file_id: str, path: str = "a.txt") -> RemoteFile:
+    return RemoteFile(id=file_id, filename=path, bytes=5, created_at=1000, purpose="user_data")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    led = Ledger.open(tmp_path / "state" / "x.db")
+    yield led
+    led.close()
+
+
+def test_file_is_private_and_versioned(tmp_path: Path) -> None:
+    """The ledger file is created 0600 and records the latest schema version."""
+    path = tmp_path / "s" / "l.db"
+    with Ledger.open(path) as led:
+        assert led.schema_version() == len(MIGRATIONS)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with Ledger.open(path) as led:  # reopening migrates nothing and keeps the version
+        assert led.schema_version() == len(MIGRATIONS)
+
+
+def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    """A second process gets LedgerLockedError with the holder's pid."""
+    path = tmp_path / "l.db"
+    with Ledger.open(path):
+        code = textwrap.dedent(f"""
+            from pathlib import Path
+            from syncd.ledger import Ledger
+            from syncd.errors import LedgerLockedError
+            try:
+                Ledger.open(Path({str(path)!r}))
+            except LedgerLockedError as exc:
+                print(exc)
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert f"pid {os.getpid()}" in out.stdout
+        with pytest.raises(LedgerLockedError):
+            Ledger.open(path)  # also within one process (flock is per open file)
+    Ledger.open(path).close()  # released on close
+
+
+def test_upload_completion_commits_row_and_delete_intent_together(ledger: Ledger) -> None:
+    """Completing a replace writes the new row and an open delete intent for the old id."""
+    first = ledger.begin_upload(
+        "a.txt",
+        FP,
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=10.0,
+    )
+    assert [i.id for i in ledger.open_intents()] == [first]
+    assert ledger.complete_upload(first, remote("file-1"), stale=False, now=11.0) == []
+    assert ledger.row("a.txt").file_id == "file-1"
+    assert ledger.open_intents() == []
+
+    fp2 = Fingerprint(size=6, mtime_ns=222, inode=7, sha256="bb" * 32)
+    second = ledger.begin_upload(
+        "a.txt",
+        fp2,
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces="file-1",
+        now=12.0,
+    )
+    deletes = ledger.complete_upload(second, remote("file-2"), stale=False, now=13.0)
+    assert [(d.kind, d.file_id, d.state) for d in deletes] == [("delete", "file-1", "open")]
+    row = ledger.row("a.txt")
+    assert (row.file_id, row.sha256, row.size) == ("file-2", "bb" * 32, 6)
+    assert ledger.known_file_ids() == {"file-1", "file-2"}
+    ledger.complete_delete(deletes[0].id, now=14.0)
+    assert ledger.row("a.txt").file_id == "file-2"  # the delete of the old id keeps the row
+    assert ledger.known_file_ids() == {"file-2"}
+
+
+def test_stale_upload_records_no_hash(ledger: Ledger) -> None:
+    """A file that changed during upload is recorded without a hash (so it is 'changed')."""
+    intent = ledger.begin_upload(
+        "a.txt",
+        FP,
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=1.0,
+    )
+    ledger.complete_upload(intent, remote("file-1"), stale=True, now=2.0)
+    row = ledger.row("a.txt")
+    assert row.file_id == "file-1" and row.sha256 is None
+
+
+def test_delete_completion_drops_the_row(ledger: Ledger) -> None:
+    """Deleting the path's current remote file forgets the path."""
+    intent = ledger.begin_upload(
+        "a.txt",
+        FP,
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=1.0,
+    )
+    ledger.complete_upload(intent, remote("file-1"), stale=False, now=2.0)
+    delete = ledger.begin_delete("a.txt", "file-1", now=3.0)
+    assert ledger.open_intents()[0].file_id == "file-1"
+    ledger.complete_delete(delete.id, now=4.0)
+    assert ledger.row("a.txt") is None
+    assert ledger.tracked_count() == 0
+
+
+def test_failures_back_off_and_remember_the_content(ledger: Ledger) -> None:
+    """Retryable failures double the wait up to 1 h; permanent ones have no retry time."""
+    now = 1000.0
+    for attempt in range(1, 9):
+        row = ledger.record_failure("b.txt", FP, "HTTP 503", permanent=False, now=now)
+        assert row.attempts == attempt
+        assert row.next_attempt_at == now + backoff_seconds(attempt)
+    assert backoff_seconds(1) == 60 and backoff_seconds(2) == 120 and backoff_seconds(9) == 3600
+    row = ledger.record_failure("c.jsonl", FP, "line 3 is not JSON", permanent=True, now=now)
+    assert (row.error_kind, row.next_attempt_at) == ("permanent", None)
+    assert row.failed_sha256 == FP.sha256
+    assert row.file_id is None
+
+
+def test_retry_after_longer_than_backoff_wins(ledger: Ledger) -> None:
+    """A server's Retry-After longer than the backoff sets the next attempt."""
+    row = ledger.record_failure("b", FP, "429", permanent=False, now=0.0, retry_after=500.0)
+    assert row.next_attempt_at == 500.0
+
+
+def test_rows_for_includes_paths_below_a_directory(ledger: Ledger) -> None:
+    """rows_for('d') returns d/x and d/e/y but not 'dx'."""
+    for path in ("d/x", "d/e/y", "dx", "other"):
+        ledger.record_failure(path, FP, "r", permanent=True, now=0.0)
+    assert set(ledger.rows_for(["d"])) == {"d/x", "d/e/y"}
+    assert set(ledger.rows_for(["dx", "nope"])) == {"dx"}
+
+
+def test_dirty_queue_keeps_paths_queued_again_during_a_pass(ledger: Ledger) -> None:
+    """clear_dirty only removes entries queued before the pass began."""
+    ledger.mark_dirty(["a", "b"], now=10.0)
+    ledger.mark_dirty(["b"], now=20.0)
+    ledger.clear_dirty(["a", "b"], queued_before=15.0)
+    assert ledger.dirty_paths() == {"b": 20.0}
+
+
+def test_passes_and_readonly_open(tmp_path: Path) -> None:
+    """A reader sees the last pass while the owner holds the lock."""
+    path = tmp_path / "l.db"
+    with Ledger.open(path) as led:
+        pass_id = led.start_pass(now=5.0)
+        led.finish_pass(pass_id, result="ok", summary="{}", now=6.0)
+        reader = Ledger.open_readonly(path)
+        assert reader.last_pass()["result"] == "ok"
+        reader.close()
+
+
+def test_abandon_and_prune_intents(ledger: Ledger) -> None:
+    """Abandoned intents are closed and later pruned; open ones are kept."""
+    a = ledger.begin_upload(
+        "a", FP, filename="a", purpose="user_data", expires_after=None, replaces=None, now=1.0
+    )
+    ledger.begin_upload(
+        "b", FP, filename="b", purpose="user_data", expires_after=None, replaces=None, now=1.0
+    )
+    ledger.abandon_intent(a, "nothing stored", now=2.0)
+    ledger.prune_intents(older_than=3.0)
+    assert [i.path for i in ledger.open_intents()] == ["b"]
+    assert ledger._query("SELECT count(*) AS n FROM intents")[0]["n"] == 1
