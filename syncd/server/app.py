@@ -1,0 +1,383 @@
+"""The Files API over ASGI: the five ``/v1/files`` endpoints, faithful to the spec.
+
+``create_app(store, ...)`` builds the Starlette app wrapped in the ``Gate`` (stats, key,
+faults). Handlers validate like the real API and answer ``OpenAIFile``/list/delete
+objects or the error envelope. Disk work runs in worker threads; uploads stream into
+the store (``syncd.server.form``) and content streams out of it.
+
+Choices where the spec is silent (see also ``envelope.py``):
+
+- ``first_id``/``last_id`` of an empty page are ``""`` (the schema requires strings).
+- ``after`` naming a file that never existed is a 400 (param ``after``); a file that was
+  deleted or expired still marks its place, so paging survives concurrent deletes.
+- Over-size content is a 413; ``batch`` files are limited to 200 MB as the spec says.
+- Files with purpose ``batch`` expire after 30 days unless ``expires_after`` says else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import anyio.to_thread
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from syncd.errors import SyncdError
+from syncd.remote.protocol import (
+    EXPIRES_MAX_SECONDS,
+    EXPIRES_MIN_SECONDS,
+    JSONL_PURPOSES,
+    MAX_FILE_BYTES,
+    UPLOAD_PURPOSES,
+)
+from syncd.server.envelope import ApiError, file_not_found, invalid_request, invalid_url, too_large
+from syncd.server.faults import FaultInjector, parse_faults
+from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
+from syncd.server.gate import Gate, RequestStats
+from syncd.server.store import FileStore, IncomingBlob
+
+BATCH_MAX_BYTES = 200 * 1000 * 1000
+BATCH_DEFAULT_EXPIRY = 30 * 86400
+LIST_LIMIT_MAX = 10_000
+CONTENT_CHUNK = 1024 * 1024
+
+log = structlog.get_logger()
+
+
+@dataclass
+class ServerState:
+    """What the handlers share: the store, the limits, and the test controls."""
+
+    store: FileStore
+    max_bytes: int
+    faults: FaultInjector
+    stats: RequestStats
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.syncd
+    return state
+
+
+def _purpose_error(purpose: str | None) -> ApiError | None:
+    if purpose is None or purpose == "":
+        return invalid_request(
+            "Missing required parameter: 'purpose'.",
+            param="purpose",
+            code="missing_required_parameter",
+        )
+    if purpose not in UPLOAD_PURPOSES:
+        allowed = ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
+        return invalid_request(
+            f"Invalid value: '{purpose}'. Supported values are: {allowed}.",
+            param="purpose",
+            code="invalid_value",
+        )
+    return None
+
+
+def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | None:
+    """The validated ``expires_after`` seconds, None when absent; ApiError when bad."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise invalid_request(
+            f"Invalid value for 'expires_after.anchor': {anchor!r}. Supported values are: "
+            "'created_at'.",
+            param="expires_after.anchor",
+            code="invalid_value",
+        )
+    try:
+        value = int(seconds) if seconds is not None else None
+    except ValueError:
+        value = None
+    if value is None or not EXPIRES_MIN_SECONDS <= value <= EXPIRES_MAX_SECONDS:
+        raise invalid_request(
+            f"Invalid 'expires_after.seconds': {seconds!r}. Expected an integer between "
+            f"{EXPIRES_MIN_SECONDS} and {EXPIRES_MAX_SECONDS}.",
+            param="expires_after.seconds",
+            code="invalid_value",
+        )
+    return value
+
+
+def _jsonl_name_error(purpose: str, filename: str) -> ApiError | None:
+    if purpose in JSONL_PURPOSES and not filename.lower().endswith(".jsonl"):
+        return invalid_request(
+            f"Invalid file format for purpose '{purpose}': {filename!r} must be a .jsonl "
+            "file (JSON Lines).",
+            param="file",
+            code="invalid_file_format",
+        )
+    return None
+
+
+def _invalid_jsonl(filename: str, reason: str) -> ApiError:
+    return invalid_request(
+        f"Invalid file {filename!r}: {reason}. Each line must be a valid JSON value.",
+        param="file",
+        code="invalid_file_format",
+    )
+
+
+async def create_file(request: Request) -> Response:
+    """POST /files: multipart ``file`` + ``purpose`` (+ ``expires_after[...]``)."""
+    state = _state(request)
+    boundary = multipart_boundary(request)
+    checker: list[JsonlChecker] = []
+
+    def open_file(name: str, filename: str, fields: dict[str, str]) -> IncomingBlob | None:
+        if name != "file":
+            return None  # an unknown file part: dropped, like an unknown field
+        purpose = fields.get("purpose")
+        if purpose is not None:
+            problem = _purpose_error(purpose) or _jsonl_name_error(purpose, filename)
+            if problem is not None:
+                raise problem
+            if purpose in JSONL_PURPOSES:
+                checker.append(JsonlChecker())
+                receiver.on_file_data = checker[0].feed
+        return state.store.new_incoming()
+
+    receiver = FormReceiver(
+        boundary,
+        max_file_bytes=state.max_bytes,
+        open_file=open_file,
+        too_large=lambda: too_large(state.max_bytes),
+    )
+    await receive_form(request, receiver)
+    if receiver.problem is not None:
+        raise receiver.problem
+    try:
+        record = await anyio.to_thread.run_sync(_land, state, receiver, checker)
+    except BaseException:
+        await anyio.to_thread.run_sync(receiver.discard)
+        raise
+    log.info("file_created", file_id=record["id"], bytes=record["bytes"])
+    return JSONResponse(record)
+
+
+def _land(
+    state: ServerState, receiver: FormReceiver, checker: list[JsonlChecker]
+) -> dict[str, Any]:
+    """Validate the received form, then commit its file to the store (worker thread)."""
+    parts = [p for p in receiver.files if p.field_name == "file"]
+    if not parts or parts[0].blob is None:
+        raise invalid_request(
+            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
+    part = parts[0]
+    purpose = receiver.fields.get("purpose")
+    problem = _purpose_error(purpose) or _jsonl_name_error(str(purpose), part.filename)
+    if problem is not None:
+        raise problem
+    assert purpose is not None and part.blob is not None
+    expires = parse_expires_after(
+        receiver.fields.get("expires_after[anchor]"), receiver.fields.get("expires_after[seconds]")
+    )
+    if purpose == "batch" and part.size > BATCH_MAX_BYTES:
+        raise invalid_request(
+            f"File is too large for purpose 'batch': the maximum is {BATCH_MAX_BYTES} bytes.",
+            param="file",
+            code="file_too_large",
+        )
+    if purpose in JSONL_PURPOSES:
+        part.blob.finish()
+        # Without a checker the purpose came after the file: check what landed in tmp/.
+        fault = checker[0].finish() if checker else check_jsonl_file(part.blob)
+        if fault is not None:
+            raise _invalid_jsonl(part.filename, fault)
+    if expires is None and purpose == "batch":
+        expires = BATCH_DEFAULT_EXPIRY
+    record = state.store.commit(
+        part.blob, filename=part.filename, purpose=purpose, expires_after=expires
+    )
+    return record.to_json()
+
+
+def check_jsonl_file(blob: IncomingBlob) -> str | None:
+    """Run a JsonlChecker over content already on disk; the first fault or None."""
+    checker = JsonlChecker()
+    with open(blob.path, "rb") as handle:
+        while chunk := handle.read(CONTENT_CHUNK):
+            checker.feed(chunk)
+            if checker.error is not None:
+                break
+    return checker.finish()
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        raise invalid_request(
+            f"Invalid '{name}': {raw!r}. Expected an integer between {lo} and {hi}.",
+            param=name,
+            code="invalid_value",
+        )
+    return value
+
+
+async def list_files(request: Request) -> Response:
+    """GET /files: ``purpose``, ``limit`` (1..10000), ``order`` (asc|desc), ``after``."""
+    state = _state(request)
+    limit = _int_param(request, "limit", LIST_LIMIT_MAX, 1, LIST_LIMIT_MAX)
+    order = request.query_params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid_request(
+            f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.",
+            param="order",
+            code="invalid_value",
+        )
+    purpose = request.query_params.get("purpose") or None
+    after_id = request.query_params.get("after") or None
+
+    def page() -> dict[str, Any]:
+        after = None
+        if after_id is not None:
+            after = state.store.cursor_position(after_id)
+            if after is None:
+                raise invalid_request(f"No such File object: {after_id}", param="after")
+        records, has_more = state.store.list(purpose=purpose, order=order, after=after, limit=limit)
+        data = [r.to_json() for r in records]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else "",
+            "last_id": data[-1]["id"] if data else "",
+            "has_more": has_more,
+        }
+
+    return JSONResponse(await anyio.to_thread.run_sync(page))
+
+
+async def retrieve_file(request: Request) -> Response:
+    """GET /files/{file_id}."""
+    file_id = request.path_params["file_id"]
+    record = await anyio.to_thread.run_sync(_state(request).store.get, file_id)
+    if record is None:
+        raise file_not_found(file_id)
+    return JSONResponse(record.to_json())
+
+
+async def delete_file(request: Request) -> Response:
+    """DELETE /files/{file_id}: ``{id, object: "file", deleted: true}``."""
+    file_id = request.path_params["file_id"]
+    deleted = await anyio.to_thread.run_sync(_state(request).store.delete, file_id)
+    if not deleted:
+        raise file_not_found(file_id)
+    log.info("file_deleted", file_id=file_id)
+    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+
+async def _stream(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await anyio.to_thread.run_sync(handle.read, CONTENT_CHUNK):
+            yield chunk
+    finally:
+        handle.close()
+
+
+async def file_content(request: Request) -> Response:
+    """GET /files/{file_id}/content: the raw bytes, streamed from disk."""
+    file_id = request.path_params["file_id"]
+    opened = await anyio.to_thread.run_sync(_state(request).store.open_content, file_id)
+    if opened is None:
+        raise file_not_found(file_id)
+    record, handle = opened
+    return StreamingResponse(
+        _stream(handle),
+        media_type="application/octet-stream",
+        headers={"content-length": str(record.bytes)},
+    )
+
+
+async def get_stats(request: Request) -> Response:
+    return JSONResponse(_state(request).stats.to_json())
+
+
+async def reset_stats(request: Request) -> Response:
+    _state(request).stats.reset()
+    return JSONResponse({"reset": True})
+
+
+async def faults_endpoint(request: Request) -> Response:
+    """GET: the fault configuration; PUT: replace it (a JSON object, ``{}`` for none)."""
+    injector = _state(request).faults
+    if request.method == "PUT":
+        try:
+            config = parse_faults(await request.json())
+        except (ValueError, SyncdError) as exc:  # bad JSON, or ConfigError from parse
+            raise invalid_request(f"Invalid fault configuration: {exc}") from exc
+        injector.replace(config)
+    return JSONResponse(injector.config.to_json())
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status in (404, 405):
+        error = invalid_url(request.method, request.url.path, status)
+        error.headers.update(exc.headers or {})
+        return error.response()
+    return ApiError(status, str(exc.detail)).response()
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal_error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+    return ApiError(
+        500, "The server had an error while processing your request.", type="server_error"
+    ).response()
+
+
+def create_app(
+    store: FileStore,
+    *,
+    api_key: str | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
+    faults: FaultInjector | None = None,
+) -> ASGIApp:
+    """The whole server as one ASGI app (the Files routes behind the Gate)."""
+    from syncd.server.uploads import upload_routes  # the Uploads API, a sibling module
+
+    state = ServerState(
+        store=store, max_bytes=max_bytes, faults=faults or FaultInjector(), stats=RequestStats()
+    )
+    routes = [
+        Route("/v1/files", create_file, methods=["POST"]),
+        Route("/v1/files", list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", retrieve_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
+        *upload_routes(),
+        Route("/_syncd/stats", get_stats, methods=["GET"]),
+        Route("/_syncd/stats/reset", reset_stats, methods=["POST"]),
+        Route("/_syncd/faults", faults_endpoint, methods=["GET", "PUT"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.syncd = state
+    return Gate(app, api_key=api_key, faults=state.faults, stats=state.stats)

@@ -1,0 +1,335 @@
+"""The on-disk store behind `syncd serve`: file contents as blobs, metadata in SQLite.
+
+Layout of the data directory::
+
+    files.db            metadata (one row per file, deleted rows kept as tombstones)
+    blobs/<file-id>     the content of each live file
+    tmp/                uploads in progress; emptied at start
+    uploads/            Uploads API state (see ``syncd.server.uploads``)
+    .lock               held (flock) by the one server using this directory
+
+Contract:
+
+- A file is visible only after its content is complete on disk: the upload is written
+  to ``tmp/``, fsynced, renamed into ``blobs/`` (and the directory fsynced), and only
+  then is its row committed. A crash at any point leaves either no file or a whole one;
+  leftovers (temp files, blobs without a row) are removed at the next start.
+- Every method is safe to call from many threads at once (one connection, one lock;
+  each statement is short). Methods block on disk: call them from a worker thread.
+- Listing order is ``created_at`` then insertion sequence, so paging with ``after`` is
+  stable even when many files share a second. Deleted and expired files keep their
+  row (a tombstone) so that a cursor pointing at them still finds its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import sqlite3
+import string
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from syncd.errors import SyncdError
+
+_ALPHABET = string.ascii_letters + string.digits
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT NOT NULL UNIQUE,
+    filename   TEXT NOT NULL,
+    purpose    TEXT NOT NULL,
+    bytes      INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    deleted_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS files_order ON files (created_at, seq);
+CREATE INDEX IF NOT EXISTS files_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
+"""
+TOMBSTONE_KEEP_SECONDS = 7 * 86400
+
+
+def new_id(prefix: str) -> str:
+    """An id like the real API's: a prefix and 24 random letters and digits."""
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+class StoreLockedError(SyncdError):
+    """Another server already uses this data directory."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One stored file's metadata."""
+
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``OpenAIFile`` object."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+        }
+        if self.expires_at is not None:
+            data["expires_at"] = self.expires_at
+        return data
+
+
+class IncomingBlob:
+    """Content being received into ``tmp/``; ``FileStore.commit`` lands it, else discard."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._file: IO[bytes] | None = open(path, "xb")  # noqa: SIM115 - closed by finish()/discard()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._file is not None, "write after close"
+        self._file.write(data)
+        self._md5.update(data)
+        self.size += len(data)
+
+    def md5_hex(self) -> str:
+        return self._md5.hexdigest()
+
+    def finish(self) -> None:
+        """Flush and fsync: after this the bytes are on disk."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileStore:
+    """Files on disk under one data directory (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        for directory in (root, self.blobs, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(root / ".lock", "a+b")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise StoreLockedError(f"store {root} is in use by another syncd serve") from exc
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "files.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._recover()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        self._lock_file.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _recover(self) -> None:
+        """Drop what an interrupted run left: temp files and blobs that never got a row."""
+        for leftover in self.tmp.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        with self._lock:
+            live = {
+                row[0] for row in self._db.execute("SELECT id FROM files WHERE deleted_at IS NULL")
+            }
+        for blob in self.blobs.iterdir():
+            if blob.name not in live:
+                with contextlib.suppress(OSError):
+                    blob.unlink()
+        self.purge_expired()
+
+    def new_incoming(self) -> IncomingBlob:
+        """A fresh temp file in the store to receive content into."""
+        return IncomingBlob(self.tmp / f"{uuid.uuid4().hex}.part")
+
+    def commit(
+        self,
+        incoming: IncomingBlob,
+        *,
+        filename: str,
+        purpose: str,
+        expires_after: int | None,
+        file_id: str | None = None,
+    ) -> FileRecord:
+        """Land ``incoming`` as a new file and return it; the file is durable on return."""
+        incoming.finish()
+        file_id = file_id or new_id("file-")
+        target = self.blobs / file_id
+        incoming.path.rename(target)
+        _fsync_dir(self.blobs)
+        now = int(time.time())
+        expires_at = now + expires_after if expires_after is not None else None
+        try:
+            with self._transaction() as db:
+                cursor = db.execute(
+                    "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (file_id, filename, purpose, incoming.size, now, expires_at),
+                )
+                seq = int(cursor.lastrowid or 0)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target.unlink()
+            raise
+        return FileRecord(file_id, filename, purpose, incoming.size, now, expires_at, seq)
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> FileRecord:
+        return FileRecord(
+            id=row[0],
+            filename=row[1],
+            purpose=row[2],
+            bytes=row[3],
+            created_at=row[4],
+            expires_at=row[5],
+            seq=row[6],
+        )
+
+    _COLUMNS = "id, filename, purpose, bytes, created_at, expires_at, seq"
+    _LIVE = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+
+    def get(self, file_id: str) -> FileRecord | None:
+        """The live file with this id, or None (unknown, deleted or expired)."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM files WHERE id = ? AND {self._LIVE}",  # noqa: S608
+                (file_id, int(time.time())),
+            ).fetchone()
+        return self._record(row) if row else None
+
+    def cursor_position(self, file_id: str) -> tuple[int, int] | None:
+        """(created_at, seq) of any file ever stored with this id, live or not."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT created_at, seq FROM files WHERE id = ?", (file_id,)
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def list(
+        self,
+        *,
+        purpose: str | None,
+        order: str,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> tuple[list[FileRecord], bool]:
+        """One page of live files and whether more follow it."""
+        direction = "DESC" if order == "desc" else "ASC"
+        clauses = [self._LIVE]
+        params: list[Any] = [int(time.time())]
+        if purpose is not None:
+            clauses.append("purpose = ?")
+            params.append(purpose)
+        if after is not None:
+            clauses.append(
+                "(created_at, seq) < (?, ?)" if order == "desc" else "(created_at, seq) > (?, ?)"
+            )
+            params.extend(after)
+        sql = (
+            f"SELECT {self._COLUMNS} FROM files WHERE {' AND '.join(clauses)}"  # noqa: S608
+            f" ORDER BY created_at {direction}, seq {direction} LIMIT ?"
+        )
+        params.append(limit + 1)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        records = [self._record(row) for row in rows[:limit]]
+        return records, len(rows) > limit
+
+    def delete(self, file_id: str) -> bool:
+        """Delete a live file; False if there was none. The row stays as a tombstone."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE files SET deleted_at = ? WHERE id = ? AND {self._LIVE}",  # noqa: S608
+                (int(time.time()), file_id, int(time.time())),
+            )
+            deleted = cursor.rowcount > 0
+        if deleted:
+            with contextlib.suppress(FileNotFoundError):
+                (self.blobs / file_id).unlink()
+        return deleted
+
+    def open_content(self, file_id: str) -> tuple[FileRecord, IO[bytes]] | None:
+        """The live file and an open handle on its content (valid even if deleted later)."""
+        record = self.get(file_id)
+        if record is None:
+            return None
+        try:
+            handle = open(self.blobs / file_id, "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            return None  # deleted between the lookup and the open
+        return record, handle
+
+    def purge_expired(self) -> int:
+        """Remove the content of expired files and forget old tombstones; returns a count."""
+        now = int(time.time())
+        with self._transaction() as db:
+            expired = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM files WHERE deleted_at IS NULL AND expires_at <= ?", (now,)
+                )
+            ]
+            db.execute(
+                "UPDATE files SET deleted_at = ? WHERE deleted_at IS NULL AND expires_at <= ?",
+                (now, now),
+            )
+            db.execute(
+                "DELETE FROM files WHERE deleted_at IS NOT NULL AND deleted_at < ?",
+                (now - TOMBSTONE_KEEP_SECONDS,),
+            )
+        for file_id in expired:
+            with contextlib.suppress(FileNotFoundError):
+                (self.blobs / file_id).unlink()
+        return len(expired)

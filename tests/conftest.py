@@ -1,0 +1,71 @@
+"""Shared fixtures: a real `syncd serve` per test, and an environment scrubbed clean.
+
+- ``server``: a fresh `syncd serve` (own store under tmp_path, any key accepted, no
+  faults), as a ``serverproc.ServerProcess``; ``server.base_url`` ends in ``/v1``,
+  clients send ``server.client_key``.
+- ``server_factory(api_key=None, faults=None, max_bytes=None, data_dir=None)``: more
+  servers, each started and stopped at the end of the test.
+- Every test runs with OPENAI_*/AZURE_*/SYNCD_* removed from the environment and the
+  XDG base directories pointing into tmp_path, so the developer's keys and state never
+  leak in or get written to.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import serverproc` anywhere
+
+from serverproc import SCRUBBED_ENV_PREFIXES, ServerProcess
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(autouse=True)
+def _scrubbed_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No OPENAI_*/AZURE_*/SYNCD_* from the developer; XDG dirs inside tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(SCRUBBED_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+    xdg = tmp_path / "xdg"
+    for var, sub in (
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_CONFIG_HOME", "config"),
+        ("XDG_CACHE_HOME", "cache"),
+        ("XDG_DATA_HOME", "data"),
+    ):
+        monkeypatch.setenv(var, str(xdg / sub))
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start `syncd serve` processes with chosen options; all are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def make(
+        *,
+        api_key: str | None = None,
+        faults: dict[str, Any] | None = None,
+        max_bytes: int | None = None,
+        data_dir: Path | None = None,
+    ) -> ServerProcess:
+        store = data_dir or tmp_path / f"serve-store-{len(started)}"
+        proc = ServerProcess(store, api_key=api_key, faults=faults, max_bytes=max_bytes)
+        started.append(proc)
+        return proc.start()
+
+    yield make
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> ServerProcess:
+    """A fresh `syncd serve` on a free loopback port: empty store, any key, no faults."""
+    return server_factory()
