@@ -1,0 +1,68 @@
+"""The options every command that talks to a remote shares, and opening that remote.
+
+``--local`` starts an embedded ``syncd serve`` on a free loopback port with its store in
+the state directory; ``--base-url`` (or ``OPENAI_BASE_URL``) names a real server. Either
+way the command gets one ``HttpFilesRemote`` over HTTP, shared by all its workers (and so
+one ``RetryGate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from syncd.remote.http import HttpFilesRemote
+from syncd.remote.protocol import FilesRemote
+from syncd.remote.settings import RemoteSettings, check_base_url, remote_settings_from_env
+
+LOCAL_SERVER_DIR = "local-server"
+
+
+def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the mutually exclusive ``--local`` and ``--base-url URL`` options."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--local",
+        action="store_true",
+        help="start an embedded `syncd serve` on a free loopback port, "
+        f"with its store in the state directory ({LOCAL_SERVER_DIR}/); no account needed",
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the Files API to talk to (default: $OPENAI_BASE_URL, else "
+        "https://api.openai.com/v1); the key comes from OPENAI_API_KEY, never from argv",
+    )
+
+
+@contextmanager
+def open_remote(
+    args: argparse.Namespace, state_dir: Path, *, pool_size: int = 16
+) -> Iterator[FilesRemote]:
+    """The remote the options name, open for the ``with`` block, closed after it.
+
+    With ``--local`` the embedded server gets a fresh random key for this run (so no
+    other local process can write to it) and prints where its store lives on stderr.
+    Raises ConfigError for a bad base URL or a missing key.
+    """
+    if getattr(args, "local", False):
+        from syncd.server.embedded import EmbeddedServer  # the server stack only when needed
+
+        data_dir = state_dir / LOCAL_SERVER_DIR
+        key = secrets.token_urlsafe(32)
+        with EmbeddedServer(data_dir, api_key=key) as server:
+            print(f"syncd: local server at {server.base_url}, store in {data_dir}", file=sys.stderr)
+            settings = RemoteSettings(
+                base_url=check_base_url(server.base_url, "--local"), api_key=key
+            )
+            with HttpFilesRemote(settings, pool_size=pool_size) as remote:
+                yield remote
+        return
+    settings = remote_settings_from_env(os.environ, base_url=getattr(args, "base_url", None))
+    with HttpFilesRemote(settings, pool_size=pool_size) as remote:
+        yield remote
