@@ -1,0 +1,114 @@
+"""Checks a file must pass before syncd uploads it; each failure is one clear reason.
+
+A file that fails is reported with its path and the reason, recorded in the ledger as a
+permanent failure and not tried again until it changes. The checks mirror what the
+Files API itself refuses (so a refusal costs no request):
+
+- an empty file (0 bytes);
+- more than ``max_file_bytes`` (the API's 512 MB; tests lower it);
+- for purposes ``fine-tune``, ``batch`` and ``evals``: a name not ending in ``.jsonl``,
+  a line that is not valid UTF-8 JSON object (named by its number; a blank line counts,
+  except a final newline);
+- for ``batch``: more than 200 MB or 50,000 lines, or a line without ``custom_id``,
+  ``method``, ``url`` and an object ``body``.
+
+Content checks stream the file line by line, so memory stays small.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from syncd.remote.protocol import JSONL_PURPOSES, MAX_FILE_BYTES, UPLOAD_PURPOSES
+
+BATCH_MAX_BYTES = 200 * 1000 * 1000
+BATCH_MAX_LINES = 50_000
+BATCH_KEYS = ("custom_id", "method", "url", "body")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upload limits; the defaults are the Files API's."""
+
+    max_file_bytes: int = MAX_FILE_BYTES
+    batch_max_bytes: int = BATCH_MAX_BYTES
+    batch_max_lines: int = BATCH_MAX_LINES
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1_000_000:g} MB" if n >= 1_000_000 else f"{n}-byte"
+
+
+def check_size(size: int, purpose: str, limits: Limits) -> str | None:
+    """The reason a file of ``size`` bytes cannot be uploaded, or None."""
+    if size == 0:
+        return "empty file (0 bytes); the Files API refuses empty files"
+    if size > limits.max_file_bytes:
+        return f"{size} bytes is over the {_megabytes(limits.max_file_bytes)} limit per file"
+    if purpose == "batch" and size > limits.batch_max_bytes:
+        return f"{size} bytes is over the {_megabytes(limits.batch_max_bytes)} limit for batch"
+    return None
+
+
+def check_name(path: str, purpose: str) -> str | None:
+    """The reason ``path`` cannot carry ``purpose``, or None."""
+    if purpose not in UPLOAD_PURPOSES:
+        return f"purpose {purpose!r} is not one of {', '.join(UPLOAD_PURPOSES)}"
+    if purpose in JSONL_PURPOSES and not path.endswith(".jsonl"):
+        return f"purpose {purpose} needs a .jsonl file"
+    return None
+
+
+def _check_line(raw: bytes, number: int, purpose: str) -> str | None:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return f"line {number} is not valid UTF-8"
+    except json.JSONDecodeError as exc:
+        return f"line {number} is not valid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(value, dict):
+        return f"line {number} is not a JSON object"
+    if purpose == "batch":
+        missing = [key for key in BATCH_KEYS if key not in value]
+        if missing:
+            return f"line {number} lacks {', '.join(missing)} (a batch line needs {BATCH_KEYS})"
+        if not isinstance(value["body"], dict):
+            return f"line {number}: body is not a JSON object"
+    return None
+
+
+def check_jsonl(file: Path, purpose: str, limits: Limits) -> str | None:
+    """The first problem in a JSONL file for ``purpose`` (by line number), or None."""
+    blank_at: int | None = None
+    count = 0
+    with open(file, "rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                blank_at = blank_at or number
+                continue
+            if blank_at is not None:
+                return f"line {blank_at} is empty"
+            count += 1
+            if purpose == "batch" and count > limits.batch_max_lines:
+                return f"more than {limits.batch_max_lines} lines (the limit for batch)"
+            problem = _check_line(line, number, purpose)
+            if problem:
+                return problem
+    if count == 0:
+        return "no JSON lines in the file"
+    return None
+
+
+def validate_file(file: Path, rel_path: str, size: int, purpose: str, limits: Limits) -> str | None:
+    """Every check for uploading ``file`` (known as ``rel_path``) with ``purpose``.
+
+    Returns the reason it cannot be uploaded, or None. Raises OSError if the file cannot
+    be read (the caller reports that as a per-file error, not a validation failure).
+    """
+    problem = check_size(size, purpose, limits) or check_name(rel_path, purpose)
+    if problem is None and purpose in JSONL_PURPOSES:
+        problem = check_jsonl(file, purpose, limits)
+    return problem

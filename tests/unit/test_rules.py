@@ -1,0 +1,76 @@
+"""Globs, include/exclude filters and purpose rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.rules import PathFilter, PurposeRule, choose_purpose, glob_matches
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("*.jsonl", "a.jsonl", True),
+        ("*.jsonl", "deep/er/a.jsonl", True),  # no slash: any depth
+        ("*.jsonl", "a.jsonl.bak", False),
+        ("fine-tune/**/*.jsonl", "fine-tune/a.jsonl", True),  # ** may be zero segments
+        ("fine-tune/**/*.jsonl", "fine-tune/x/y/a.jsonl", True),
+        ("fine-tune/**/*.jsonl", "other/fine-tune/a.jsonl", False),  # anchored
+        ("/top.txt", "top.txt", True),
+        ("/top.txt", "sub/top.txt", False),
+        ("logs/**", "logs/a/b.txt", True),
+        ("logs/**", "logs", True),
+        ("logs/**", "logsx/a", False),
+        ("a/*/c", "a/b/c", True),
+        ("a/*/c", "a/b/x/c", False),
+        ("a?.txt", "ab.txt", True),
+        ("a?.txt", "a/.txt", False),
+        ("[ab]*.txt", "b1.txt", True),
+        ("[!ab]*.txt", "b1.txt", False),
+        ("[a-c].txt", "b.txt", True),
+        ("data (1).txt", "data (1).txt", True),  # regex metacharacters are literal
+        ("**", "any/thing", True),
+    ],
+)
+def test_glob_matches(pattern: str, path: str, expected: bool) -> None:
+    """Each glob form matches exactly the paths the docs promise."""
+    assert glob_matches(pattern, path) is expected
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "path", "expected"),
+    [
+        ((), (), "a.txt", True),
+        ((), ("*.tmp",), "x/a.tmp", False),
+        ((), ("cache",), "cache/deep/a.txt", False),  # excluded directory covers its files
+        ((), ("cache",), "cachex/a.txt", True),
+        (("*.jsonl",), (), "a.txt", False),
+        (("*.jsonl",), (), "d/a.jsonl", True),
+        (("*.jsonl",), ("d/**",), "d/a.jsonl", False),  # exclude beats include
+    ],
+)
+def test_path_filter(
+    include: tuple[str, ...], exclude: tuple[str, ...], path: str, expected: bool
+) -> None:
+    """Files are in scope when included (if includes exist) and not excluded."""
+    assert PathFilter(include, exclude).accepts(path) is expected
+
+
+def test_excluded_directories_are_pruned() -> None:
+    """excludes_dir says when a walk may skip a whole directory."""
+    f = PathFilter(exclude=("node_modules", "build/**"))
+    assert f.excludes_dir("a/node_modules") and f.excludes_dir("build")
+    assert not f.excludes_dir("src")
+
+
+def test_first_matching_rule_decides_the_purpose() -> None:
+    """Rules are tried in order; no match falls back to the default purpose."""
+    rules = (
+        PurposeRule("fine-tune/**/*.jsonl", "fine-tune", 86400),
+        PurposeRule("*.jsonl", "batch"),
+    )
+    assert choose_purpose("fine-tune/x/a.jsonl", rules, "user_data").purpose == "fine-tune"
+    assert choose_purpose("fine-tune/x/a.jsonl", rules, "user_data").expires_after == 86400
+    assert choose_purpose("b/a.jsonl", rules, "user_data", 7200).purpose == "batch"
+    assert choose_purpose("b/a.jsonl", rules, "user_data", 7200).expires_after == 7200
+    assert choose_purpose("a.pdf", rules, "assistants").purpose == "assistants"
