@@ -1,0 +1,347 @@
+"""The folder walk: every regular file in scope, with its stat and (when needed) hash.
+
+Contract of ``Scanner.scan``:
+
+- Walks with ``os.scandir`` and never follows a symbolic link, unless
+  ``follow_links_inside`` is set; then a link whose target stays inside the folder is
+  followed (a directory link that leads back to one of its ancestors is a loop and is
+  skipped). Links are otherwise skipped with a warning saying why.
+- FIFOs, sockets and devices are skipped using ``lstat`` only: never opened.
+- A name that is not valid UTF-8 cannot be sent as a filename: it is skipped with a line
+  showing it escaped (``caf\\xe9.txt``).
+- Per-path errors (an unreadable directory or file) become ``ScanProblem`` entries and
+  the path goes into ``uncertain``: the planner must not treat it as deleted.
+- Hashes (SHA-256, streamed) only when the planner will need one: a tracked path whose
+  size still equals the ledger's (or the failed content's) but whose mtime or inode
+  changed. Unchanged stats reuse the ledger's hash; new paths are hashed by the executor
+  just before upload. A file that changes while hashed gets ``sha256=None`` ("doubt").
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from syncd.errors import SyncdError
+from syncd.ledger import Fingerprint, LedgerRow
+from syncd.rules import PathFilter
+
+HASH_CHUNK = 1024 * 1024
+
+_Pending = tuple[Path, str, frozenset[tuple[int, int]]]  # a directory still to list
+
+
+class FolderUnavailableError(SyncdError):
+    """The mirrored folder is missing or not a directory (unmounted, renamed, a typo)."""
+
+
+class FileChangedError(OSError):
+    """The file changed while it was being read; its hash describes no version of it."""
+
+
+class NotRegularFileError(OSError):
+    """The path is (no longer) a regular file."""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One regular file as the walk found it. ``sha256`` is None when not (yet) known."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None = None
+
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.size, self.mtime_ns, self.inode, self.sha256)
+
+    def same_stat(self, size: int | None, mtime_ns: int | None, inode: int | None) -> bool:
+        return (self.size, self.mtime_ns, self.inode) == (size, mtime_ns, inode)
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """A path the walk could not mirror. ``error`` False: skipped on purpose (a link, a
+    FIFO); True: a file that should be mirrored but cannot be (exit code 1)."""
+
+    path: str
+    reason: str
+    error: bool
+
+
+@dataclass
+class ScanResult:
+    files: dict[str, LocalFile] = field(default_factory=dict)
+    problems: list[ScanProblem] = field(default_factory=list)
+    uncertain: set[str] = field(default_factory=set)
+    hashed_bytes: int = 0
+
+
+def display_path(path: str) -> str:
+    """A printable form of a path that may hold undecodable bytes (surrogateescape)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def hash_file(
+    path: Path | str, *, on_chunk: Callable[[int], None] | None = None
+) -> tuple[str, os.stat_result]:
+    """SHA-256 of the file's content and the stat that content had.
+
+    Opens without blocking (a FIFO swapped in is refused, not waited on), and compares
+    the stat before and after reading: ``FileChangedError`` when they differ or when the
+    path now names another file. ``on_chunk(n)`` is called after each chunk.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as stream:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotRegularFileError(f"{path}: not a regular file")
+        digest = hashlib.sha256()
+        read = 0
+        # Read at most the size seen at the start, so a file that keeps growing as fast
+        # as it is read still ends (and is then caught by the stat comparison).
+        while read < before.st_size:
+            chunk = stream.read(min(HASH_CHUNK, before.st_size - read))
+            if not chunk:
+                break
+            digest.update(chunk)
+            read += len(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
+        after = os.fstat(fd)
+    now = Path(path).stat()
+    if not (_stat_key(before) == _stat_key(after) == _stat_key(now) and read == before.st_size):
+        raise FileChangedError(f"{path}: changed while it was read")
+    return digest.hexdigest(), before
+
+
+def known_hash(local: LocalFile, row: LedgerRow | None) -> str | None:
+    """The ledger's hash for this exact stat, if it has one."""
+    if row is None:
+        return None
+    if local.same_stat(row.size, row.mtime_ns, row.inode) and row.file_id is not None:
+        return row.sha256
+    if local.same_stat(row.failed_size, row.failed_mtime_ns, row.failed_inode):
+        return row.failed_sha256
+    return None
+
+
+def needs_hash(local: LocalFile, row: LedgerRow | None) -> bool:
+    """Whether the planner needs the hash to tell 'touched' from 'changed'."""
+    if row is None:
+        return False
+    return local.size in (row.size if row.file_id else None, row.failed_size)
+
+
+class Scanner:
+    """Walks one mirrored folder (see the module docstring for the contract)."""
+
+    def __init__(
+        self, root: Path, path_filter: PathFilter, *, follow_links_inside: bool = False
+    ) -> None:
+        self.root = root
+        self.path_filter = path_filter
+        self.follow_links_inside = follow_links_inside
+
+    def check_root(self) -> os.stat_result:
+        """Raise FolderUnavailableError unless the folder is a readable directory."""
+        try:
+            st = self.root.stat()
+        except FileNotFoundError:
+            raise FolderUnavailableError(f"folder {self.root} does not exist") from None
+        except OSError as exc:
+            raise FolderUnavailableError(f"folder {self.root}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise FolderUnavailableError(f"{self.root} is not a directory")
+        return st
+
+    def scan(self, rows: Mapping[str, LedgerRow]) -> ScanResult:
+        """Walk the whole folder; ``rows`` (the ledger) decides what needs hashing."""
+        root_stat = self.check_root()
+        result = ScanResult()
+        self._walk(self.root, "", frozenset({(root_stat.st_dev, root_stat.st_ino)}), result)
+        self._add_hashes(result, rows)
+        return result
+
+    def scan_paths(self, paths: Iterable[str], rows: Mapping[str, LedgerRow]) -> ScanResult:
+        """Examine only ``paths`` (files or directories); a missing path is simply absent."""
+        root_stat = self.check_root()
+        ancestors = frozenset({(root_stat.st_dev, root_stat.st_ino)})
+        result = ScanResult()
+        for rel in sorted(set(paths)):
+            parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
+            if parent and self._under_link_or_missing(parent):
+                continue  # the path's directory is gone (or is a link): nothing is here
+            stack: list[_Pending] = []
+            self._visit(self.root / rel, rel, ancestors, result, stack)
+            for directory, rel_dir, chain in stack:
+                self._walk(directory, rel_dir, chain, result)
+        self._add_hashes(result, rows)
+        return result
+
+    def _under_link_or_missing(self, rel_dir: str) -> bool:
+        current = self.root
+        for part in rel_dir.split("/"):
+            current = current / part
+            try:
+                st = os.lstat(current)
+            except OSError:
+                return True
+            if stat.S_ISLNK(st.st_mode) and not self.follow_links_inside:
+                return True
+        return False
+
+    def _walk(
+        self, directory: Path, rel_dir: str, ancestors: frozenset[tuple[int, int]], out: ScanResult
+    ) -> None:
+        """Walk below ``directory`` depth-first with an explicit stack (no recursion limit)."""
+        stack: list[_Pending] = [(directory, rel_dir, ancestors)]
+        while stack:
+            current, rel, chain = stack.pop()
+            try:
+                with os.scandir(current) as entries:
+                    names = sorted((entry.name for entry in entries), reverse=True)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                reason = f"cannot read directory: {exc.strerror}"
+                out.problems.append(ScanProblem(display_path(rel or "."), reason, True))
+                out.uncertain.add(rel)
+                continue
+            for name in names:
+                child = f"{rel}/{name}" if rel else name
+                self._visit(current / name, child, chain, out, stack)
+
+    def _visit(
+        self,
+        full: Path,
+        rel: str,
+        ancestors: frozenset[tuple[int, int]],
+        out: ScanResult,
+        stack: list[_Pending],
+    ) -> None:
+        if not is_utf8(rel):
+            out.problems.append(
+                ScanProblem(
+                    display_path(rel), "name is not valid UTF-8; rename it to mirror it", True
+                )
+            )
+            return
+        try:
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                if not self.follow_links_inside:
+                    out.problems.append(
+                        ScanProblem(
+                            rel,
+                            "symbolic link skipped (--follow-links follows links "
+                            "that stay inside the folder)",
+                            False,
+                        )
+                    )
+                    return
+                target = self._follow(full, rel, ancestors, out)
+                if target is None:
+                    return
+                st = target
+            self._add(full, rel, st, ancestors, out, stack)
+        except FileNotFoundError:
+            return  # vanished since the directory was listed: it is simply not here
+        except OSError as exc:
+            out.problems.append(ScanProblem(rel, f"cannot read: {exc.strerror or exc}", True))
+            out.uncertain.add(rel)
+
+    def _follow(
+        self, full: Path, rel: str, ancestors: frozenset[tuple[int, int]], out: ScanResult
+    ) -> os.stat_result | None:
+        """The stat of a link's target when it may be followed, else None (reported)."""
+        try:
+            target_stat = full.stat()
+        except FileNotFoundError:
+            out.problems.append(ScanProblem(rel, "dangling symbolic link skipped", False))
+            return None
+        except OSError as exc:
+            loop = exc.errno == errno.ELOOP
+            reason = "symbolic link loop skipped" if loop else f"link: {exc.strerror}"
+            out.problems.append(ScanProblem(rel, reason, False))
+            return None
+        target = Path(os.path.realpath(full))
+        root = Path(os.path.realpath(self.root))
+        if target != root and root not in target.parents:
+            out.problems.append(
+                ScanProblem(rel, f"link points outside the folder (to {target}); skipped", False)
+            )
+            return None
+        if stat.S_ISDIR(target_stat.st_mode) and (
+            (target_stat.st_dev, target_stat.st_ino) in ancestors
+        ):
+            out.problems.append(ScanProblem(rel, "symbolic link loop skipped", False))
+            return None
+        return target_stat
+
+    def _add(
+        self,
+        full: Path,
+        rel: str,
+        st: os.stat_result,
+        ancestors: frozenset[tuple[int, int]],
+        out: ScanResult,
+        stack: list[_Pending],
+    ) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            if not self.path_filter.excludes_dir(rel):
+                stack.append((full, rel, ancestors | {(st.st_dev, st.st_ino)}))
+        elif stat.S_ISREG(st.st_mode):
+            if self.path_filter.accepts(rel):
+                out.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        elif self.path_filter.accepts(rel):
+            out.problems.append(ScanProblem(rel, f"{_kind(st.st_mode)} skipped", False))
+
+    def _add_hashes(self, result: ScanResult, rows: Mapping[str, LedgerRow]) -> None:
+        for rel, local in list(result.files.items()):
+            row = rows.get(rel)
+            sha = known_hash(local, row)
+            if sha is None and needs_hash(local, row):
+                try:
+                    sha, _ = hash_file(self.root / rel)
+                    result.hashed_bytes += local.size
+                except FileChangedError:
+                    sha = None  # doubt: the planner treats it as changed
+                except FileNotFoundError:
+                    del result.files[rel]
+                    continue
+                except OSError as exc:
+                    result.problems.append(ScanProblem(rel, f"cannot read: {exc.strerror}", True))
+                    result.uncertain.add(rel)
+                    del result.files[rel]
+                    continue
+            if sha is not None:
+                result.files[rel] = LocalFile(rel, local.size, local.mtime_ns, local.inode, sha)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
