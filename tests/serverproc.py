@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -65,6 +66,7 @@ class ServerProcess:
         port: int = 0,
         host: str = "127.0.0.1",
         log_path: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
@@ -73,6 +75,7 @@ class ServerProcess:
         self.host = host
         self.port = port
         self.log_path = log_path or self.data_dir.with_name(self.data_dir.name + ".serve.log")
+        self.extra_args = list(extra_args)
         self.base_url = ""
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -98,7 +101,7 @@ class ServerProcess:
         argv += ["--host", self.host, "--port", str(self.port), "--data", str(self.data_dir)]
         if self.max_bytes is not None:
             argv += ["--max-bytes", str(self.max_bytes)]
-        return argv
+        return argv + self.extra_args
 
     def start(self) -> ServerProcess:
         """Start the process and wait (with a deadline) for its ready line."""

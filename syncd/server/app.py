@@ -11,6 +11,7 @@ Choices where the spec is silent (see also ``envelope.py``):
 - ``after`` naming a file that never existed is a 400 (param ``after``); a file that was
   deleted or expired still marks its place, so paging survives concurrent deletes.
 - Over-size content is a 413; ``batch`` files are limited to 200 MB as the spec says.
+- An empty (0-byte) file is refused with a 400, whatever its purpose.
 - Files with purpose ``batch`` expire after 30 days unless ``expires_after`` says else.
 """
 
@@ -182,6 +183,8 @@ def _land(
     expires = parse_expires_after(
         receiver.fields.get("expires_after[anchor]"), receiver.fields.get("expires_after[seconds]")
     )
+    if part.size == 0:
+        raise invalid_request(f"File {part.filename!r} is empty.", param="file", code="empty_file")
     if purpose == "batch" and part.size > BATCH_MAX_BYTES:
         raise invalid_request(
             f"File is too large for purpose 'batch': the maximum is {BATCH_MAX_BYTES} bytes.",

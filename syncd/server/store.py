@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import secrets
 import sqlite3
@@ -101,17 +100,12 @@ class IncomingBlob:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self._file: IO[bytes] | None = open(path, "xb")  # noqa: SIM115 - closed by finish()/discard()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._file is not None, "write after close"
         self._file.write(data)
-        self._md5.update(data)
         self.size += len(data)
-
-    def md5_hex(self) -> str:
-        return self._md5.hexdigest()
 
     def finish(self) -> None:
         """Flush and fsync: after this the bytes are on disk."""
