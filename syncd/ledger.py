@@ -305,10 +305,14 @@ class Ledger:
         return ids
 
     def refresh(self, path: str, fingerprint: Fingerprint) -> None:
-        """Same content, new stat (touched or copied back): remember the new stat."""
+        """Same content as mirrored, new stat (touched, or changed back after a failure):
+        remember the new stat and clear any error."""
         with self._write() as conn:
             conn.execute(
-                "UPDATE files SET size = ?, mtime_ns = ?, inode = ? WHERE path = ?",
+                """UPDATE files SET size = ?, mtime_ns = ?, inode = ?, last_error = NULL,
+                   error_kind = NULL, attempts = 0, next_attempt_at = NULL,
+                   failed_sha256 = NULL, failed_size = NULL, failed_mtime_ns = NULL,
+                   failed_inode = NULL WHERE path = ?""",
                 (fingerprint.size, fingerprint.mtime_ns, fingerprint.inode, path),
             )
 

@@ -1,0 +1,256 @@
+"""The planner: a pure function from (local scan, ledger, remote listing) to actions.
+
+No I/O, no clock (``now`` is an argument), no configuration reading: the same inputs
+always give the same plan, which is what the table-driven tests pin down.
+
+Every path in the local scan or the ledger is classified, as rclone's march does:
+
+==================  ============================================================
+local only          ``upload`` (new file)
+both                equal content: skip ``unchanged`` (or ``refresh`` the stat when
+                    the file was touched but its hash is the same); changed content
+                    or a new purpose: ``replace`` (upload new, then delete old)
+ledger only         ``delete`` syncd's remote copy (guarded, below), or ``forget`` a
+                    row that has no remote copy left
+==================  ============================================================
+
+Equality is size, then (mtime_ns, inode), then SHA-256; any doubt (no hash, a hash
+taken while the file changed) means "changed". A row whose remote file is missing
+from the listing is re-uploaded (or forgotten if the local file is gone too). Only ids
+recorded in the ledger are ever deleted: remote files syncd did not create never
+appear in a plan. Failed content is skipped until it changes (permanent) or until its
+backoff has elapsed (retryable).
+
+Mass-delete guard: with ``max_delete`` set, more deletes than that are refused; by
+default a plan deleting more than half of the tracked files, when more than
+``GUARD_MIN_DELETES`` would go, is refused. Refused deletes are listed in
+``Plan.refused`` with a message saying how to override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from syncd.ledger import LedgerRow
+from syncd.remote.protocol import RemoteFile
+from syncd.rules import PathFilter, PurposeRule, choose_purpose
+from syncd.scan import LocalFile
+
+GUARD_MIN_DELETES = 10
+
+
+class ActionKind(StrEnum):
+    UPLOAD = "upload"
+    REPLACE = "replace"
+    REFRESH = "refresh"
+    FORGET = "forget"
+    DELETE = "delete"
+
+
+class Skip(StrEnum):
+    UNCHANGED = "unchanged"
+    BACKOFF = "backoff"  # a retryable failure whose wait has not elapsed
+    FAILED = "failed"  # a permanent failure; the content has not changed since
+    EXPIRED = "expired"  # the remote copy expired as configured; not uploaded again
+    UNCERTAIN = "uncertain"  # could not be examined locally: neither uploaded nor deleted
+    EXCLUDED = "excluded"  # tracked, but now out of the mirror's scope: left alone
+    BUSY = "busy"  # an unfinished intent must be reconciled first
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing to do to one path. ``row`` is the ledger's row before the action."""
+
+    kind: ActionKind
+    path: str
+    reason: str
+    local: LocalFile | None = None
+    row: LedgerRow | None = None
+    purpose: str | None = None
+    expires_after: int | None = None
+
+    @property
+    def replaces(self) -> str | None:
+        """The remote id this action makes obsolete (deleted after the upload commits)."""
+        return self.row.file_id if self.kind is ActionKind.REPLACE and self.row else None
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    default_purpose: str = "user_data"
+    expires_after: int | None = None
+    rules: tuple[PurposeRule, ...] = ()
+    path_filter: PathFilter = field(default_factory=PathFilter)
+    max_delete: int | None = None
+    tracked_total: int | None = None  # all tracked files, when planning only some paths
+    uncertain: frozenset[str] = frozenset()  # paths or directories that could not be read
+    busy: frozenset[str] = frozenset()  # paths with open intents
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]  # in order: uploads and replaces, refresh/forget, deletes
+    skipped: tuple[tuple[str, Skip], ...] = ()
+    refused: tuple[Action, ...] = ()
+    refusal: str | None = None
+
+    def of_kind(self, *kinds: ActionKind) -> list[Action]:
+        return [a for a in self.actions if a.kind in kinds]
+
+    def skip_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, reason in self.skipped:
+            counts[reason.value] = counts.get(reason.value, 0) + 1
+        return counts
+
+
+_ORDER = {
+    ActionKind.UPLOAD: 0,
+    ActionKind.REPLACE: 0,
+    ActionKind.REFRESH: 1,
+    ActionKind.FORGET: 1,
+    ActionKind.DELETE: 2,
+}
+
+
+def plan(
+    local: Mapping[str, LocalFile],
+    ledger: Mapping[str, LedgerRow],
+    remote: Mapping[str, RemoteFile] | None,
+    *,
+    now: float,
+    options: PlanOptions,
+) -> Plan:
+    """Classify every path and return the plan (see the module docstring)."""
+    actions: list[Action] = []
+    skipped: list[tuple[str, Skip]] = []
+    for path in sorted(set(local) | set(ledger)):
+        decision = _decide(path, local.get(path), ledger.get(path), remote, now, options)
+        if isinstance(decision, Skip):
+            skipped.append((path, decision))
+        else:
+            actions.append(decision)
+    actions.sort(key=lambda a: (_ORDER[a.kind], a.path))
+    deletes = [a for a in actions if a.kind is ActionKind.DELETE]
+    tracked = options.tracked_total
+    if tracked is None:
+        tracked = sum(1 for row in ledger.values() if row.file_id is not None)
+    refusal = guard_message(len(deletes), tracked, options.max_delete)
+    if refusal is None:
+        return Plan(tuple(actions), tuple(skipped))
+    kept = tuple(a for a in actions if a.kind is not ActionKind.DELETE)
+    return Plan(kept, tuple(skipped), tuple(deletes), refusal)
+
+
+def guard_message(deletes: int, tracked: int, max_delete: int | None) -> str | None:
+    """Why ``deletes`` deletions out of ``tracked`` files are refused, or None."""
+    override = f"run again with --max-delete {deletes} to allow it"
+    if max_delete is not None:
+        if deletes > max_delete:
+            limit = f"more than --max-delete {max_delete}"
+            return f"refusing to delete {deletes} files ({limit}); {override}"
+        return None
+    if deletes > GUARD_MIN_DELETES and deletes * 2 > tracked:
+        return (
+            f"refusing to delete {deletes} of {tracked} mirrored files (more than half; was "
+            f"the folder emptied or unmounted by mistake?); {override}"
+        )
+    return None
+
+
+def _covered(path: str, prefixes: frozenset[str]) -> bool:
+    if not prefixes:
+        return False
+    if "" in prefixes or path in prefixes:
+        return True
+    parts = path.split("/")
+    return any("/".join(parts[:n]) in prefixes for n in range(1, len(parts)))
+
+
+def _decide(
+    path: str,
+    local: LocalFile | None,
+    row: LedgerRow | None,
+    remote: Mapping[str, RemoteFile] | None,
+    now: float,
+    options: PlanOptions,
+) -> Action | Skip:
+    if path in options.busy:
+        return Skip.BUSY
+    if local is None:
+        if row is None:  # cannot happen: every path comes from one of the two mappings
+            return Skip.UNCHANGED
+        return _decide_absent(path, row, remote, now, options)
+    choice = choose_purpose(path, options.rules, options.default_purpose, options.expires_after)
+
+    def act(kind: ActionKind, reason: str) -> Action:
+        return Action(kind, path, reason, local, row, choice.purpose, choice.expires_after)
+
+    if row is None:
+        return act(ActionKind.UPLOAD, "new file")
+    failed = _failed_skip(local, row, now)
+    if row.file_id is None:
+        return failed or act(ActionKind.UPLOAD, "retry after a failure")
+    expired = row.expires_at is not None and row.expires_at <= now
+    gone = remote is not None and row.file_id not in remote and not expired
+    if same_content(local, row) and row.purpose == choice.purpose:
+        if gone:
+            return failed or act(ActionKind.UPLOAD, "the remote copy is gone")
+        if expired:
+            return Skip.EXPIRED
+        if not local.same_stat(row.size, row.mtime_ns, row.inode) or row.error_kind:
+            return act(ActionKind.REFRESH, "same content, new stat")
+        return Skip.UNCHANGED
+    if failed:
+        return failed
+    if gone or expired:
+        return act(ActionKind.UPLOAD, "changed; the remote copy is gone")
+    if row.purpose != choice.purpose and same_content(local, row):
+        return act(ActionKind.REPLACE, f"purpose changed to {choice.purpose}")
+    return act(ActionKind.REPLACE, "changed")
+
+
+def _decide_absent(
+    path: str,
+    row: LedgerRow,
+    remote: Mapping[str, RemoteFile] | None,
+    now: float,
+    options: PlanOptions,
+) -> Action | Skip:
+    if _covered(path, options.uncertain):
+        return Skip.UNCERTAIN
+    if not options.path_filter.accepts(path):
+        return Skip.EXCLUDED
+    if row.file_id is None:
+        return Action(ActionKind.FORGET, path, "never uploaded; gone locally", row=row)
+    expired = row.expires_at is not None and row.expires_at <= now
+    if expired or (remote is not None and row.file_id not in remote):
+        return Action(ActionKind.FORGET, path, "gone locally and remotely", row=row)
+    return Action(ActionKind.DELETE, path, "deleted locally", row=row)
+
+
+def same_content(local: LocalFile, row: LedgerRow) -> bool:
+    """Size, then stat, then hash; any doubt is "changed"."""
+    if row.sha256 is None or local.size != row.size:
+        return False
+    if local.same_stat(row.size, row.mtime_ns, row.inode):
+        return True
+    return local.sha256 is not None and local.sha256 == row.sha256
+
+
+def _failed_skip(local: LocalFile, row: LedgerRow, now: float) -> Skip | None:
+    """Skip content that already failed: until it changes, or until its backoff ends."""
+    if row.error_kind is None or local.size != row.failed_size:
+        return None
+    same_failed = local.same_stat(row.failed_size, row.failed_mtime_ns, row.failed_inode) or (
+        local.sha256 is not None and local.sha256 == row.failed_sha256
+    )
+    if not same_failed:
+        return None
+    if row.error_kind == "permanent":
+        return Skip.FAILED
+    if row.next_attempt_at is not None and row.next_attempt_at > now:
+        return Skip.BACKOFF
+    return None
