@@ -61,11 +61,27 @@ from syncd.remote.settings import RemoteSettings
 
 T = TypeVar("T")
 LIST_PAGE_LIMIT = 10_000  # the API's largest (and default) page
-DOWNLOAD_CHUNK = 1024 * 1024
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _KEY_LIKE = re.compile(r"\b(sk-|key-)\S+")
 
 log = structlog.get_logger("syncd.remote")
+
+
+# How httpx (and so the official SDK) writes a filename into Content-Disposition: the
+# HTML5 form encoding, '"' and control characters other than ESC percent-encoded.
+_WIRE_ESCAPES = {'"': "%22", **{chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
+_WIRE_PATTERN = re.compile("|".join(re.escape(c) for c in _WIRE_ESCAPES))
+
+
+def wire_filename(filename: str) -> str:
+    """The filename a server stores for ``filename`` sent by ``upload``.
+
+    httpx percent-encodes ``"`` and control characters (a newline becomes ``%0A``) and
+    servers do not decode them, so a path holding such characters comes back changed.
+    Everything else, non-ASCII letters and ``/`` included, arrives as it was given.
+    Reconciliation must match remote files against ``wire_filename(name)``.
+    """
+    return _WIRE_PATTERN.sub(lambda m: _WIRE_ESCAPES[m.group(0)], filename)
 
 
 class FileChangedWhileUploading(Exception):
@@ -291,7 +307,7 @@ class HttpFilesRemote:
             )
             response = self._send(request, what=what, stream=True)
             try:
-                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                for chunk in response.iter_bytes():
                     out.write(chunk)
                     written += len(chunk)
             except httpx.TransportError as exc:
