@@ -25,7 +25,7 @@ import anyio.to_thread
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -48,6 +48,7 @@ BATCH_MAX_BYTES = 200 * 1000 * 1000
 BATCH_DEFAULT_EXPIRY = 30 * 86400
 LIST_LIMIT_MAX = 10_000
 CONTENT_CHUNK = 1024 * 1024
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up mid-request
 
 log = structlog.get_logger()
 
@@ -153,7 +154,15 @@ async def create_file(request: Request) -> Response:
         open_file=open_file,
         too_large=lambda: too_large(state.max_bytes),
     )
-    await receive_form(request, receiver)
+    try:
+        await receive_form(request, receiver)
+    except ClientDisconnect:
+        receiver.discard()
+        log.info("upload_aborted", reason="client disconnected")
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # for the stats; nobody reads it
+    except BaseException:  # cancelled (shutting down): still leave no temp file behind
+        receiver.discard()  # a few unlinks; must run even when cancelled
+        raise
     if receiver.problem is not None:
         raise receiver.problem
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -294,3 +296,28 @@ def test_empty_file_is_refused_for_any_purpose(server: ServerProcess) -> None:
     error = error_of(upload(server, b"", filename="nothing.txt", purpose="assistants"), 400)
     assert "nothing.txt" in error["message"] and error["code"] == "empty_file"
     assert server.blob_paths() == []
+
+
+def test_an_upload_cut_short_leaves_no_temp_file(server: ServerProcess) -> None:
+    """A client that disconnects mid-body leaves nothing in tmp/ and no file listed."""
+    host, port = server.root_url.removeprefix("http://").split(":")
+    body, content_type = multipart_file_first("cut.bin", b"x" * 4_000_000, "user_data")
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer k\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + body[:3_000_000])
+        deadline = time.monotonic() + 10
+        while not list((server.data_dir / "tmp").iterdir()):  # the upload has begun
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.01)
+    deadline = time.monotonic() + 10
+    while list((server.data_dir / "tmp").iterdir()):
+        assert time.monotonic() < deadline, "temp file left behind"
+        time.sleep(0.01)
+    assert list_page(server)["data"] == []
+    deadline = time.monotonic() + 10
+    while (statuses := [r["status"] for r in server.stats()["requests"]])[:1] != [499]:
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.01)
