@@ -1,0 +1,255 @@
+"""Configuration: TOML and the environment parsed into frozen dataclasses, in one place.
+
+The core (scan, plan, execute) never reads the environment or a file: commands build a
+``MirrorConfig`` here and hand it over. A config file holds one ``[[mirror]]`` table per
+mirrored folder (see ``config.example.toml`` for every key and its default)::
+
+    [[mirror]]
+    folder = "/srv/datasets"          # relative paths are relative to the config file
+    purpose = "user_data"
+    exclude = ["*.tmp"]
+
+    [[mirror.rules]]
+    glob = "fine-tune/**/*.jsonl"
+    purpose = "fine-tune"
+    expires_after = 86400
+
+Errors name the file, the table and the key: ``syncd.toml: [[mirror]] #1: key
+'concurency' is unknown``. Command-line options override the file's values.
+
+Environment: ``SYNCD_MAX_FILE_BYTES`` lowers the per-file limit (tests use it to make
+"over-size" files without writing 512 MB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncd.errors import ConfigError
+from syncd.remote.protocol import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, UPLOAD_PURPOSES
+from syncd.rules import PathFilter, PurposeRule
+from syncd.validate import Limits
+
+DEFAULT_PURPOSE = "user_data"
+DEFAULT_CONCURRENCY = 8
+MAX_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """Everything one mirror (one folder) needs; built from a file and/or options."""
+
+    folder: Path
+    purpose: str = DEFAULT_PURPOSE
+    rules: tuple[PurposeRule, ...] = ()
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    expires_after: int | None = None
+    max_delete: int | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    state_path: Path | None = None
+    follow_links: bool = False
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def path_filter(self) -> PathFilter:
+        return PathFilter(self.include, self.exclude)
+
+    def with_overrides(self, **changes: Any) -> MirrorConfig:
+        """A copy with the given fields replaced; ``None`` values leave a field alone."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Config:
+    mirrors: tuple[MirrorConfig, ...]
+    source: Path | None = None
+
+
+# -- value checks (each names the key and the problem) -----------------------------------
+
+
+def check_purpose(value: Any, where: str) -> str:
+    if value not in UPLOAD_PURPOSES:
+        raise ConfigError(f"{where}: purpose {value!r} is not one of {', '.join(UPLOAD_PURPOSES)}")
+    return str(value)
+
+
+def check_expires_after(value: Any, where: str) -> int:
+    if not _is_int(value) or not EXPIRES_MIN_SECONDS <= value <= EXPIRES_MAX_SECONDS:
+        raise ConfigError(
+            f"{where}: expires_after must be whole seconds from {EXPIRES_MIN_SECONDS} "
+            f"to {EXPIRES_MAX_SECONDS}, not {value!r}"
+        )
+    return int(value)
+
+
+def check_concurrency(value: Any, where: str) -> int:
+    if not _is_int(value) or not 1 <= value <= MAX_CONCURRENCY:
+        raise ConfigError(f"{where}: concurrency must be 1 to {MAX_CONCURRENCY}, not {value!r}")
+    return int(value)
+
+
+def check_max_delete(value: Any, where: str) -> int:
+    if not _is_int(value) or value < 0:
+        raise ConfigError(f"{where}: max_delete must be a whole number >= 0, not {value!r}")
+    return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _globs(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}: expected a list of glob strings, not {value!r}")
+    return tuple(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, not {value!r}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a non-empty string, not {value!r}")
+    return value
+
+
+# -- tables ---------------------------------------------------------------------------
+
+
+def _rule(data: Any, where: str) -> PurposeRule:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table with glob and purpose")
+    _refuse_unknown(data, {"glob", "purpose", "expires_after"}, where)
+    for key in ("glob", "purpose"):
+        if key not in data:
+            raise ConfigError(f"{where}: key {key!r} is missing")
+    expires = data.get("expires_after")
+    return PurposeRule(
+        glob=_string(data["glob"], f"{where}: glob"),
+        purpose=check_purpose(data["purpose"], where),
+        expires_after=None if expires is None else check_expires_after(expires, where),
+    )
+
+
+def _rules(value: Any, where: str) -> tuple[PurposeRule, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected [[mirror.rules]] tables")
+    return tuple(_rule(item, f"{where} #{n}") for n, item in enumerate(value, start=1))
+
+
+# Each [[mirror]] key: the MirrorConfig field it sets and how its value is checked.
+# (The daemon's keys are added here too, so a typo in any key is one clear error.)
+MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+    "folder": ("folder", _string),
+    "purpose": ("purpose", check_purpose),
+    "rules": ("rules", _rules),
+    "include": ("include", _globs),
+    "exclude": ("exclude", _globs),
+    "expires_after": ("expires_after", check_expires_after),
+    "max_delete": ("max_delete", check_max_delete),
+    "concurrency": ("concurrency", check_concurrency),
+    "state": ("state_path", _string),
+    "follow_links": ("follow_links", _bool),
+}
+
+
+def _refuse_unknown(
+    data: Mapping[str, Any], known: set[str] | Mapping[str, Any], where: str
+) -> None:
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{where}: key {key!r} is unknown (known: {', '.join(sorted(known))})"
+            )
+
+
+def _mirror(data: Any, where: str, base: Path, limits: Limits) -> MirrorConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    _refuse_unknown(data, MIRROR_KEYS, where)
+    if "folder" not in data:
+        raise ConfigError(f"{where}: key 'folder' is missing")
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        name, check = MIRROR_KEYS[key]
+        values[name] = check(raw, f"{where}: {key}")
+    values["folder"] = (base / Path(values["folder"]).expanduser()).absolute()
+    if "state_path" in values:
+        values["state_path"] = (base / Path(values["state_path"]).expanduser()).absolute()
+    return MirrorConfig(limits=limits, **values)
+
+
+def parse_config(data: Mapping[str, Any], source: Path, env: Mapping[str, str]) -> Config:
+    """Build a Config from parsed TOML; ``source`` names the file in error messages."""
+    name = source.name
+    _refuse_unknown(data, {"mirror"}, name)
+    tables = data.get("mirror", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{name}: no [[mirror]] table (each names a folder to mirror)")
+    limits = limits_from_env(env)
+    base = source.parent.absolute()
+    mirrors = tuple(
+        _mirror(t, f"{name}: [[mirror]] #{n}", base, limits) for n, t in enumerate(tables, 1)
+    )
+    seen: set[Path] = set()
+    for mirror in mirrors:
+        if mirror.folder in seen:
+            raise ConfigError(f"{name}: folder {mirror.folder} is mirrored twice")
+        seen.add(mirror.folder)
+    return Config(mirrors, source)
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> Config:
+    """Read and check a TOML config file; every problem is one ConfigError line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return parse_config(data, path, env)
+
+
+def limits_from_env(env: Mapping[str, str]) -> Limits:
+    raw = env.get("SYNCD_MAX_FILE_BYTES", "").strip()
+    if not raw:
+        return Limits()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"SYNCD_MAX_FILE_BYTES must be a positive whole number, not {raw!r}")
+    return Limits(max_file_bytes=int(raw))
+
+
+def mirror_for_folder(
+    config: Config | None, folder: Path | None, env: Mapping[str, str]
+) -> MirrorConfig:
+    """The mirror for ``folder``: its [[mirror]] table, or defaults when there is no file.
+
+    Without ``folder`` the file must hold exactly one mirror.
+    """
+    if config is None:
+        if folder is None:
+            raise ConfigError("name a FOLDER to mirror (or --config FILE)")
+        return MirrorConfig(folder=folder.absolute(), limits=limits_from_env(env))
+    if folder is None:
+        if len(config.mirrors) == 1:
+            return config.mirrors[0]
+        raise ConfigError(f"{config.source}: several mirrors; name the FOLDER to sync")
+    wanted = folder.absolute()
+    for mirror in config.mirrors:
+        if mirror.folder == wanted or mirror.folder.resolve() == wanted.resolve():
+            return mirror
+    raise ConfigError(f"{config.source}: no [[mirror]] has folder = {str(folder)!r}")
