@@ -1,0 +1,476 @@
+"""The engine: one pass = settle open intents, scan, plan, carry the plan out, record it.
+
+``SyncEngine.run_pass`` is what both ``syncd sync`` and the daemon call. Execution rules:
+
+- Uploads and replaces run first on ``concurrency`` worker threads. Each worker stats the
+  file again, hashes it if its stat moved since the scan, validates it, commits an upload
+  intent, uploads, stats again and commits the outcome (``Ledger.complete_upload``). A
+  file that changed while it was uploaded is recorded without a hash and queued again.
+- A replace deletes the old version right after the new one is committed (the delete
+  intent is part of that commit, so a crash cannot orphan it).
+- ``AmbiguousError`` (the answer was lost): once the transfers are done, all ambiguous
+  intents of the pass are reconciled with one listing per purpose; paths whose upload
+  provably stored nothing are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
+- Deletes run last and only when no upload failed in this pass and no guard refused.
+- ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
+- Every per-file error is recorded in the ledger (with backoff) and reported; it never
+  stops the other files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+import structlog
+
+from syncd.config import MirrorConfig
+from syncd.errors import AmbiguousError, FatalError, RemoteError, Verdict
+from syncd.execute_types import (
+    NullReporter,
+    Outcome,
+    OutcomeStatus,
+    PassResult,
+    Reporter,
+)
+from syncd.ledger import Fingerprint, Ledger, LedgerRow
+from syncd.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
+from syncd.reconcile import Reconciler
+from syncd.remote.protocol import FilesRemote, RemoteFile
+from syncd.scan import FileChangedError, LocalFile, Scanner, ScanResult, hash_file
+from syncd.validate import check_jsonl, check_name, check_size
+
+AMBIGUOUS_ROUNDS = 3
+HASH_ATTEMPTS = 3
+INTENT_RETENTION_SECONDS = 7 * 86400
+
+log = structlog.get_logger("syncd.execute")
+
+
+class SyncEngine:
+    """Mirrors one folder (``mirror``) to ``remote``, recording everything in ``ledger``."""
+
+    def __init__(
+        self,
+        mirror: MirrorConfig,
+        ledger: Ledger,
+        remote: FilesRemote,
+        *,
+        reporter: Reporter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mirror = mirror
+        self.ledger = ledger
+        self.remote = remote
+        self.reporter = reporter or NullReporter()
+        self.clock = clock
+        self.scanner = Scanner(
+            mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
+        )
+        self.reconciler = Reconciler(ledger, remote, clock=clock)
+        self._stop = threading.Event()
+
+    # -- the pass ------------------------------------------------------------------------
+
+    def run_pass(
+        self,
+        only_paths: Collection[str] | None = None,
+        *,
+        dry_run: bool = False,
+        check_remote: bool | None = None,
+    ) -> PassResult:
+        """One pass over the folder, or over ``only_paths`` (files or directories).
+
+        ``check_remote`` (default: on for full passes) lists the remote files so that a
+        tracked file deleted remotely is uploaded again. ``dry_run`` plans and returns
+        without any write call and without touching the ledger. Raises
+        ``FolderUnavailableError`` when the folder is missing.
+        """
+        result = PassResult(started_at=self.clock(), dry_run=dry_run)
+        self._stop.clear()
+        pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
+        try:
+            self._run(result, only_paths, dry_run, check_remote)
+        finally:
+            result.finished_at = self.clock()
+            if pass_id is not None:
+                self._record_pass(pass_id, result, only_paths)
+        self.reporter.pass_finished(result)
+        return result
+
+    def _run(
+        self,
+        result: PassResult,
+        only_paths: Collection[str] | None,
+        dry_run: bool,
+        check_remote: bool | None,
+    ) -> None:
+        if not dry_run:
+            try:
+                self.reconcile_open_intents(result)
+            except FatalError as exc:
+                result.fatal = str(exc)
+                return
+        the_plan, scan = self.make_plan(only_paths, check_remote, result)
+        result.plan = the_plan
+        result.problems = scan.problems
+        result.refusal = the_plan.refusal
+        self._note_still_failing(the_plan, result)
+        self.reporter.pass_started(the_plan, scan)
+        if not dry_run:
+            self._execute(the_plan, result)
+
+    def reconcile_open_intents(self, result: PassResult) -> None:
+        """Settle intents a crash or a lost answer left open (before planning)."""
+        intents = self.ledger.open_intents()
+        if intents:
+            log.info("reconciling", intents=len(intents))
+            result.reconciled = self.reconciler.settle(intents)
+
+    def make_plan(
+        self,
+        only_paths: Collection[str] | None,
+        check_remote: bool | None,
+        result: PassResult,
+    ) -> tuple[Plan, ScanResult]:
+        """Scan and plan (no write calls)."""
+        if only_paths is None:
+            rows = self.ledger.rows()
+            scan = self.scanner.scan(rows)
+        else:
+            rows = self.ledger.rows_for(only_paths)
+            scan = self.scanner.scan_paths(only_paths, rows)
+        listing = None
+        if check_remote if check_remote is not None else only_paths is None:
+            listing = self._remote_listing(result)
+        options = PlanOptions(
+            default_purpose=self.mirror.purpose,
+            expires_after=self.mirror.expires_after,
+            rules=self.mirror.rules,
+            path_filter=self.mirror.path_filter,
+            max_delete=self.mirror.max_delete,
+            tracked_total=None if only_paths is None else self.ledger.tracked_count(),
+            uncertain=frozenset(scan.uncertain),
+            busy=frozenset(i.path for i in self.ledger.open_intents()),
+        )
+        return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
+
+    def _remote_listing(self, result: PassResult) -> dict[str, RemoteFile] | None:
+        try:
+            return {f.id: f for f in self.remote.list_files()}
+        except FatalError:
+            raise
+        except RemoteError as exc:
+            result.warnings.append(f"cannot list remote files ({exc}); planning without it")
+            return None
+
+    def _note_still_failing(self, the_plan: Plan, result: PassResult) -> None:
+        """Files skipped because they failed before still keep the remote unequal."""
+        for path, reason in the_plan.skipped:
+            if reason in (Skip.FAILED, Skip.BACKOFF):
+                row = self.ledger.row(path)
+                message = row.last_error if row and row.last_error else reason.value
+                result.still_failing.append((path, message, reason is Skip.FAILED))
+
+    def _record_pass(
+        self, pass_id: int, result: PassResult, only_paths: Collection[str] | None
+    ) -> None:
+        handled = only_paths if only_paths is not None else self.ledger.dirty_paths()
+        self.ledger.clear_dirty(handled, queued_before=result.started_at)
+        now = self.clock()
+        self.ledger.finish_pass(
+            pass_id, result=result.verdict, summary=result.to_json_text(), now=now
+        )
+        self.ledger.prune_intents(older_than=now - INTENT_RETENTION_SECONDS)
+
+    # -- executing a plan ------------------------------------------------------------------
+
+    def _execute(self, the_plan: Plan, result: PassResult) -> None:
+        transfers = the_plan.of_kind(ActionKind.UPLOAD, ActionKind.REPLACE)
+        for _ in range(AMBIGUOUS_ROUNDS):
+            outcomes = self._run_pool(transfers, self._transfer, result)
+            ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
+            if not ambiguous or result.fatal:
+                break
+            transfers = self._settle_ambiguous(ambiguous, result)
+            if not transfers:
+                break
+        else:
+            for action in transfers:  # lost answers every round: try again next pass
+                self._fail(action, None, "the server's answer was lost repeatedly", result)
+        for action in the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET):
+            self._fix_ledger(action, result)
+        deletes = the_plan.of_kind(ActionKind.DELETE)
+        if deletes and (result.failures or result.fatal):
+            result.deletes_skipped = len(deletes)
+            return
+        self._run_pool(deletes, self._delete, result)
+
+    def _run_pool(
+        self,
+        actions: Sequence[Action],
+        work: Callable[[Action], Outcome],
+        result: PassResult,
+    ) -> list[Outcome]:
+        if not actions:
+            return []
+        outcomes: list[Outcome] = []
+        workers = min(self.mirror.concurrency, len(actions))
+        with concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker") as pool:
+            futures = {pool.submit(self._guarded, work, a): a for a in actions}
+            for future in concurrent.futures.as_completed(futures):
+                outcome = future.result()
+                outcomes.append(outcome)
+                result.add(outcome)
+                if outcome.status is OutcomeStatus.FATAL:
+                    self._stop.set()
+                    result.fatal = result.fatal or outcome.reason
+                self.reporter.action_finished(outcome)
+        return outcomes
+
+    def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:
+        if self._stop.is_set():
+            return Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped by a fatal error")
+        self.reporter.action_started(action)
+        started = time.monotonic()
+        outcome = work(action)
+        outcome.duration = time.monotonic() - started
+        return outcome
+
+    def _settle_ambiguous(self, ambiguous: list[Outcome], result: PassResult) -> list[Action]:
+        """Reconcile lost answers; return the actions whose upload stored nothing."""
+        open_ids = {o.intent_id for o in ambiguous}
+        intents = [i for i in self.ledger.open_intents() if i.id in open_ids]
+        try:
+            report = self.reconciler.settle(intents)
+        except FatalError as exc:
+            result.fatal = str(exc)
+            return []
+        result.merge_reconcile(report)
+        for outcome in ambiguous:
+            if outcome.action.path in report.adopted:
+                done = Outcome(
+                    outcome.action,
+                    OutcomeStatus.DONE,
+                    file_id=report.adopted[outcome.action.path],
+                    bytes=outcome.bytes,
+                    reason="adopted after a lost answer",
+                )
+                result.add(done)
+                self.reporter.action_finished(done)
+        retry = set(report.not_stored)
+        return [o.action for o in ambiguous if o.action.path in retry]
+
+    # -- one action ----------------------------------------------------------------------
+
+    def _transfer(self, action: Action) -> Outcome:
+        """Upload (or replace) one file; see the module docstring for the steps."""
+        full = self.mirror.folder / action.path
+        purpose = action.purpose or self.mirror.purpose
+        st = self._stat(full)
+        if st is None:
+            self._requeue(action.path)
+            return Outcome(action, OutcomeStatus.VANISHED, reason="vanished before upload")
+        stat_fp = Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, None)
+        problem = check_size(st.st_size, purpose, self.mirror.limits) or check_name(
+            action.path, purpose
+        )
+        if problem:
+            return self._fail(action, stat_fp, problem, permanent=True)
+        try:
+            fingerprint = self._fingerprint(full, action.local, st)
+            if purpose in ("fine-tune", "batch", "evals"):
+                problem = check_jsonl(full, purpose, self.mirror.limits)
+        except FileNotFoundError:
+            self._requeue(action.path)
+            return Outcome(action, OutcomeStatus.VANISHED, reason="vanished before upload")
+        except FileChangedError:
+            return self._fail(action, stat_fp, "kept changing while it was read; will retry")
+        except OSError as exc:
+            return self._fail(action, stat_fp, f"cannot read: {exc.strerror or exc}")
+        if problem:
+            return self._fail(action, fingerprint, problem, permanent=True)
+        if action.kind is ActionKind.REPLACE and _same_as_mirrored(
+            action.row, fingerprint, purpose
+        ):
+            self.ledger.refresh(action.path, fingerprint)
+            return Outcome(action, OutcomeStatus.REFRESHED, reason="same content after all")
+        return self._upload(action, full, purpose, fingerprint)
+
+    def _upload(self, action: Action, full: Path, purpose: str, fp: Fingerprint) -> Outcome:
+        intent_id = self.ledger.begin_upload(
+            action.path,
+            fp,
+            filename=action.path,
+            purpose=purpose,
+            expires_after=action.expires_after,
+            replaces=action.replaces,
+            now=self.clock(),
+        )
+        attempt = (action.row.attempts if action.row else 0) + 1
+        try:
+            remote = self.remote.upload(full, action.path, purpose, action.expires_after)
+        except AmbiguousError as exc:
+            return Outcome(
+                action,
+                OutcomeStatus.AMBIGUOUS,
+                reason=str(exc),
+                intent_id=intent_id,
+                bytes=fp.size,
+                attempt=attempt,
+            )
+        except FatalError as exc:
+            self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
+            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt)
+        except RemoteError as exc:
+            permanent = exc.verdict is not Verdict.RETRYABLE
+            return self._fail(
+                action,
+                fp,
+                str(exc),
+                permanent=permanent,
+                intent_id=intent_id,
+                retry_after=exc.retry_after,
+                attempt=attempt,
+            )
+        except OSError as exc:
+            return self._fail(
+                action,
+                fp,
+                f"cannot read: {exc.strerror or exc}",
+                intent_id=intent_id,
+                attempt=attempt,
+            )
+        after = self._stat(full)
+        stale = after is None or (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            fp.size,
+            fp.mtime_ns,
+            fp.inode,
+        )
+        deletes = self.ledger.complete_upload(intent_id, remote, stale=stale, now=self.clock())
+        if stale:
+            self._requeue(action.path)
+        for delete in deletes:
+            self._delete_old_version(delete.id, delete.path, delete.file_id or "")
+        return Outcome(
+            action,
+            OutcomeStatus.DONE,
+            file_id=remote.id,
+            bytes=fp.size,
+            attempt=attempt,
+            stale=stale,
+        )
+
+    def _delete_old_version(self, intent_id: int, path: str, file_id: str) -> None:
+        try:
+            self.remote.delete(file_id)
+        except RemoteError as exc:  # the open intent is finished at the next start
+            log.warning(
+                "delete_failed", path=path, file_id=file_id, action="replace", error=str(exc)
+            )
+            return
+        self.ledger.complete_delete(intent_id, now=self.clock())
+
+    def _delete(self, action: Action) -> Outcome:
+        file_id = action.row.file_id if action.row else None
+        if file_id is None:
+            return Outcome(action, OutcomeStatus.NOT_RUN, reason="nothing to delete")
+        intent = self.ledger.begin_delete(action.path, file_id, now=self.clock())
+        try:
+            self.remote.delete(file_id)
+        except FatalError as exc:
+            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc))
+        except RemoteError as exc:
+            return Outcome(action, OutcomeStatus.FAILED, reason=str(exc), file_id=file_id)
+        self.ledger.complete_delete(intent.id, now=self.clock())
+        return Outcome(action, OutcomeStatus.DONE, file_id=file_id)
+
+    def _fix_ledger(self, action: Action, result: PassResult) -> None:
+        if action.kind is ActionKind.REFRESH and action.local is not None:
+            self.ledger.refresh(action.path, action.local.fingerprint())
+            outcome = Outcome(action, OutcomeStatus.REFRESHED)
+        else:
+            self.ledger.forget(action.path, action.row.file_id if action.row else None)
+            outcome = Outcome(action, OutcomeStatus.DONE)
+        result.add(outcome)
+        self.reporter.action_finished(outcome)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _fail(
+        self,
+        action: Action,
+        fingerprint: Fingerprint | None,
+        reason: str,
+        result: PassResult | None = None,
+        *,
+        permanent: bool = False,
+        intent_id: int | None = None,
+        retry_after: float | None = None,
+        attempt: int = 1,
+    ) -> Outcome:
+        fp = fingerprint or (action.local.fingerprint() if action.local else None)
+        if fp is not None:
+            self.ledger.record_failure(
+                action.path,
+                fp,
+                reason,
+                permanent=permanent,
+                now=self.clock(),
+                retry_after=retry_after,
+                intent_id=intent_id,
+            )
+        outcome = Outcome(
+            action, OutcomeStatus.FAILED, reason=reason, permanent=permanent, attempt=attempt
+        )
+        if result is not None:
+            result.add(outcome)
+            self.reporter.action_finished(outcome)
+        return outcome
+
+    def _stat(self, full: Path) -> os.stat_result | None:
+        """The file's stat, or None when it is gone or no longer a regular file."""
+        try:
+            st = full.stat() if self.mirror.follow_links else full.lstat()
+        except OSError:
+            return None
+        return st if stat.S_ISREG(st.st_mode) else None
+
+    def _fingerprint(self, full: Path, local: LocalFile | None, st: os.stat_result) -> Fingerprint:
+        """The content's fingerprint: the scan's hash if the stat has not moved, else a
+        fresh hash (retried if the file changes while read)."""
+        if (
+            local is not None
+            and local.sha256
+            and local.same_stat(st.st_size, st.st_mtime_ns, st.st_ino)
+        ):
+            return local.fingerprint()
+        for attempt in range(HASH_ATTEMPTS):
+            try:
+                sha, hashed = hash_file(full)
+            except FileChangedError:
+                if attempt == HASH_ATTEMPTS - 1:
+                    raise
+                continue
+            return Fingerprint(hashed.st_size, hashed.st_mtime_ns, hashed.st_ino, sha)
+        raise FileChangedError(str(full))  # not reached: the loop returns or raises
+
+    def _requeue(self, path: str) -> None:
+        self.ledger.mark_dirty([path], now=self.clock())
+
+
+def _same_as_mirrored(row: LedgerRow | None, fp: Fingerprint, purpose: str) -> bool:
+    """A replace whose fresh hash equals the mirrored content needs no upload."""
+    return (
+        row is not None
+        and row.file_id is not None
+        and row.sha256 is not None
+        and row.sha256 == fp.sha256
+        and row.size == fp.size
+        and row.purpose == purpose
+    )

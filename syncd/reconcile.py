@@ -1,0 +1,166 @@
+"""Settle intents whose outcome is unknown: after a lost answer, or a crash.
+
+The Files API has no idempotency key, so the only way to learn whether an upload whose
+answer was lost stored a file is to list the remote files and match. For each path with
+open upload intents (oldest first):
+
+- a remote file *matches* an intent when its filename is the name sent (or the name as
+  the wire carries it, or its last part: some servers keep only the basename), its
+  ``bytes`` equal the intent's size, it was created no earlier than the intent's start
+  minus ``CLOCK_SKEW_MARGIN``, and the ledger does not already know its id;
+- the newest intent adopts the newest file matching it: the ledger row and the delete
+  intent for the replaced version commit together, exactly as after a normal upload;
+- every other file matching any of the path's intents is provably a copy syncd made
+  (one request per intent, never retried blind), so it is deleted;
+- an intent nothing matches stored nothing: it is closed, and the next plan uploads
+  the path again.
+
+Open delete intents are simply carried out again (deleting a missing file succeeds).
+Files that match no intent are never touched. Listing is done once per purpose, newest
+first, stopping at the oldest intent's start minus the margin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from syncd.errors import FatalError, RemoteError
+from syncd.ledger import Intent, Ledger
+from syncd.remote.http import wire_filename
+from syncd.remote.protocol import FilesRemote, RemoteFile
+
+CLOCK_SKEW_MARGIN = 120.0
+
+log = structlog.get_logger("syncd.reconcile")
+
+
+@dataclass
+class ReconcileReport:
+    adopted: dict[str, str] = field(default_factory=dict)  # path -> adopted file id
+    duplicates_deleted: list[str] = field(default_factory=list)
+    deletes_finished: int = 0
+    not_stored: list[str] = field(default_factory=list)  # paths whose upload must be redone
+    errors: list[str] = field(default_factory=list)  # left open; retried at the next start
+
+
+def filename_matches(remote_name: str, sent: str) -> bool:
+    """Whether a remote file's name is what a server may have stored for ``sent``."""
+    names = {sent, wire_filename(sent)}
+    names |= {n.rsplit("/", 1)[-1] for n in names}
+    return remote_name in names
+
+
+def matches(intent: Intent, remote: RemoteFile, known: set[str]) -> bool:
+    """Whether ``remote`` could be the file this upload intent stored."""
+    return (
+        remote.id not in known
+        and remote.bytes == intent.size
+        and remote.created_at >= intent.started_at - CLOCK_SKEW_MARGIN
+        and filename_matches(remote.filename, intent.filename or intent.path)
+    )
+
+
+class Reconciler:
+    """Settles open intents of one ledger against one remote."""
+
+    def __init__(
+        self, ledger: Ledger, remote: FilesRemote, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.ledger = ledger
+        self.remote = remote
+        self.clock = clock
+
+    def settle(self, intents: Iterable[Intent]) -> ReconcileReport:
+        """Settle these open intents. Raises FatalError; other remote errors leave the
+        affected intents open and are listed in ``report.errors``."""
+        report = ReconcileReport()
+        uploads: list[Intent] = []
+        for intent in intents:
+            if intent.kind == "delete":
+                self.finish_delete(intent, report)
+            else:
+                uploads.append(intent)
+        by_purpose: dict[str, list[Intent]] = defaultdict(list)
+        for intent in uploads:
+            by_purpose[intent.purpose or ""].append(intent)
+        for purpose, group in sorted(by_purpose.items()):
+            try:
+                listing = self._recent_files(purpose or None, group)
+            except FatalError:
+                raise
+            except RemoteError as exc:
+                report.errors.append(f"listing {purpose} files to reconcile: {exc}")
+                continue
+            self._settle_uploads(group, listing, report)
+        return report
+
+    def finish_delete(self, intent: Intent, report: ReconcileReport) -> bool:
+        """Carry out a delete intent (again); True when it is done."""
+        if intent.file_id is None:
+            self.ledger.abandon_intent(intent.id, "no file id", now=self.clock())
+            return True
+        try:
+            self.remote.delete(intent.file_id)
+        except FatalError:
+            raise
+        except RemoteError as exc:
+            report.errors.append(f"{intent.path}: delete {intent.file_id}: {exc}")
+            return False
+        self.ledger.complete_delete(intent.id, now=self.clock())
+        report.deletes_finished += 1
+        return True
+
+    def _recent_files(self, purpose: str | None, group: list[Intent]) -> list[RemoteFile]:
+        oldest = min(i.started_at for i in group) - CLOCK_SKEW_MARGIN
+        found: list[RemoteFile] = []
+        for remote in self.remote.list_files(purpose=purpose, order="desc"):
+            if remote.created_at < oldest:
+                break  # newest first: nothing older can match
+            found.append(remote)
+        return found
+
+    def _settle_uploads(
+        self, group: list[Intent], listing: list[RemoteFile], report: ReconcileReport
+    ) -> None:
+        by_path: dict[str, list[Intent]] = defaultdict(list)
+        for intent in sorted(group, key=lambda i: i.id):
+            by_path[intent.path].append(intent)
+        for path, intents in sorted(by_path.items()):
+            known = self.ledger.known_file_ids()
+            newest = intents[-1]
+            mine = sorted(
+                (r for r in listing if matches(newest, r, known)),
+                key=lambda r: (r.created_at, r.id),
+            )
+            adopted = mine[-1] if mine else None
+            now = self.clock()
+            for intent in intents:
+                if intent is newest and adopted is not None:
+                    deletes = self.ledger.complete_upload(intent.id, adopted, stale=False, now=now)
+                    report.adopted[path] = adopted.id
+                    log.info("adopted", path=path, file_id=adopted.id, action="reconcile")
+                    for delete in deletes:
+                        self.finish_delete(delete, report)
+                else:
+                    self.ledger.abandon_intent(intent.id, "superseded or not stored", now=now)
+            if adopted is None:
+                report.not_stored.append(path)
+            copies = {
+                r.id: r
+                for r in listing
+                if (adopted is None or r.id != adopted.id)
+                and any(matches(i, r, known) for i in intents)
+            }
+            for copy in copies.values():
+                self._delete_copy(path, copy, report)
+
+    def _delete_copy(self, path: str, copy: RemoteFile, report: ReconcileReport) -> None:
+        intent = self.ledger.begin_delete(path, copy.id, now=self.clock())
+        if self.finish_delete(intent, report):
+            report.duplicates_deleted.append(copy.id)
+            log.info("duplicate_deleted", path=path, file_id=copy.id, action="reconcile")
