@@ -512,6 +512,63 @@ class Ledger:
         rows = self._query("SELECT * FROM passes ORDER BY id DESC LIMIT 1")
         return dict(rows[0]) if rows else None
 
+    # -- meta and status -----------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def status(self) -> LedgerStatus:
+        """Counts for ``syncd status``: mirrored, pending and failed paths."""
+        counts = self._query(
+            """SELECT
+                 sum(file_id IS NOT NULL AND sha256 IS NOT NULL AND error_kind IS NULL)
+                   AS mirrored,
+                 coalesce(sum(CASE WHEN file_id IS NOT NULL THEN remote_bytes END), 0)
+                   AS bytes,
+                 sum(error_kind = 'retryable' OR (file_id IS NOT NULL AND sha256 IS NULL))
+                   AS retrying,
+                 sum(error_kind = 'permanent') AS failed
+               FROM files"""
+        )[0]
+        queued = self._query(
+            "SELECT count(*) AS n FROM dirty WHERE path NOT IN "
+            "(SELECT path FROM files WHERE error_kind IS NOT NULL)"
+        )[0]["n"]
+        problems = self._query(
+            "SELECT * FROM files WHERE error_kind IS NOT NULL ORDER BY error_kind, path"
+        )
+        return LedgerStatus(
+            mirrored=int(counts["mirrored"] or 0),
+            bytes=int(counts["bytes"] or 0),
+            retrying=int(counts["retrying"] or 0),
+            failed=int(counts["failed"] or 0),
+            queued=int(queued),
+            open_intents=len(self.open_intents()),
+            problem_rows=[_row(r) for r in problems],
+            last_pass=self.last_pass(),
+        )
+
+
+@dataclass(frozen=True)
+class LedgerStatus:
+    mirrored: int
+    bytes: int
+    retrying: int  # retryable failures waiting for their backoff, or stale uploads
+    failed: int  # permanent failures, waiting for the file to change
+    queued: int  # dirty paths not yet handled
+    open_intents: int
+    problem_rows: list[LedgerRow]
+    last_pass: dict[str, Any] | None
+
+    @property
+    def pending(self) -> int:
+        return self.retrying + self.queued + self.open_intents
+
 
 def _row(data: Any) -> LedgerRow:
     return LedgerRow(**{name: data[name] for name in _ROW_FIELDS})

@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         Ledger.open(ledger_file) as ledger,
         open_remote(args, ledger_file.parent, pool_size=mirror.concurrency + 2) as remote,
     ):
+        ledger.set_meta("folder", str(mirror.folder))
         engine = SyncEngine(mirror, ledger, remote, reporter=make_reporter(sys.stderr))
         result = engine.run_pass(dry_run=args.dry_run)
         for _ in range(FOLLOW_UP_PASSES):

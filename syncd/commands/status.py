@@ -1,0 +1,146 @@
+"""``syncd status [FOLDER]``: what the ledger says about a mirror, without touching it.
+
+Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
+mirrored / pending / failed counts, bytes, the last pass, and each failed file with its
+reason. Without FOLDER, the state directory must hold exactly one ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from syncd.config import load_config, mirror_for_folder
+from syncd.errors import SyncdError
+from syncd.ledger import Ledger, LedgerStatus
+from syncd.paths import default_state_dir, find_ledgers, ledger_path
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="show what is mirrored, pending and failed",
+        description="Show a mirror's state from its ledger: counts, bytes, the last pass "
+        "and every failed file with its reason.",
+    )
+    parser.add_argument("folder", nargs="?", type=Path, metavar="FOLDER")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="state directory, or the ledger file itself if it ends in .db",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="a syncd config file")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.set_defaults(func=run)
+
+
+def find_ledger(args: argparse.Namespace) -> Path:
+    """The ledger the arguments name (see the module docstring)."""
+    env = os.environ
+    state = args.state.absolute() if args.state else None
+    if args.folder is not None or args.config is not None:
+        config = load_config(args.config, env) if args.config else None
+        mirror = mirror_for_folder(config, args.folder, env)
+        path = ledger_path(mirror.folder, state or mirror.state_path, env)
+        if not path.exists():
+            raise SyncdError(f"no ledger for {mirror.folder} at {path}; run `syncd sync` first")
+        return path
+    found = find_ledgers(state, env)
+    where = state or default_state_dir(env)
+    if not found:
+        raise SyncdError(f"no ledger in {where}; run `syncd sync FOLDER` first")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise SyncdError(f"{where} holds several ledgers ({names}); name the FOLDER")
+    return found[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    path = find_ledger(args)
+    ledger = Ledger.open_readonly(path)
+    try:
+        folder = ledger.get_meta("folder")
+        status = ledger.status()
+    finally:
+        ledger.close()
+    data = status_json(status, folder, path)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        print_status(data)
+    return 0
+
+
+def _when(stamp: float | None) -> str | None:
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def status_json(status: LedgerStatus, folder: str | None, path: Path) -> dict[str, Any]:
+    last = status.last_pass
+    last_pass = None
+    if last is not None:
+        summary = json.loads(last["summary"]) if last.get("summary") else {}
+        last_pass = {
+            "started": _when(last["started_at"]),
+            "finished": _when(last["finished_at"]),
+            "result": last["result"] or "running or interrupted",
+            "counts": summary.get("counts", {}),
+        }
+    return {
+        "folder": folder,
+        "ledger": str(path),
+        "mirrored": status.mirrored,
+        "bytes": status.bytes,
+        "pending": status.pending,
+        "retrying": status.retrying,
+        "queued": status.queued,
+        "unfinished_actions": status.open_intents,
+        "failed": status.failed,
+        "last_pass": last_pass,
+        "problems": [
+            {
+                "path": row.path,
+                "reason": row.last_error,
+                "kind": row.error_kind,
+                "attempts": row.attempts,
+                "next_attempt": _when(row.next_attempt_at),
+            }
+            for row in status.problem_rows
+        ],
+    }
+
+
+def print_status(data: dict[str, Any]) -> None:
+    out = sys.stdout
+    print(f"folder:    {data['folder'] or '(unknown)'}", file=out)
+    print(f"ledger:    {data['ledger']}", file=out)
+    print(f"mirrored:  {data['mirrored']} files, {data['bytes'] / 1_000_000:.1f} MB", file=out)
+    print(
+        f"pending:   {data['pending']} (retrying {data['retrying']}, queued {data['queued']}, "
+        f"unfinished actions {data['unfinished_actions']})",
+        file=out,
+    )
+    print(f"failed:    {data['failed']}", file=out)
+    last = data["last_pass"]
+    if last is None:
+        print("last pass: none yet", file=out)
+    else:
+        counts = ", ".join(f"{n} {k}" for k, n in last["counts"].items()) or "no changes"
+        print(
+            f"last pass: {last['finished'] or last['started']}: {last['result']}; {counts}",
+            file=out,
+        )
+    for problem in data["problems"]:
+        if problem["kind"] == "permanent":
+            note = "not retried until the file changes"
+        else:
+            note = f"attempt {problem['attempts']}, next try {problem['next_attempt']}"
+        print(f"  {problem['path']}: {problem['reason']} ({note})", file=out)
