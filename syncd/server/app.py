@@ -18,7 +18,6 @@ Choices where the spec is silent (see also ``envelope.py``):
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 import anyio.to_thread
@@ -31,21 +30,25 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from syncd.errors import SyncdError
-from syncd.remote.protocol import (
-    EXPIRES_MAX_SECONDS,
-    EXPIRES_MIN_SECONDS,
-    JSONL_PURPOSES,
-    MAX_FILE_BYTES,
-    UPLOAD_PURPOSES,
-)
+from syncd.remote.protocol import JSONL_PURPOSES, MAX_FILE_BYTES
 from syncd.server.envelope import ApiError, file_not_found, invalid_request, invalid_url, too_large
 from syncd.server.faults import FaultInjector, parse_faults
 from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
 from syncd.server.gate import Gate, RequestStats
+from syncd.server.state import ServerState, drain_body, server_state
 from syncd.server.store import FileStore, IncomingBlob
+from syncd.server.upload_store import UploadStore
+from syncd.server.uploads import upload_routes
+from syncd.server.validation import (
+    BATCH_MAX_BYTES,
+    check_jsonl_file,
+    default_expiry,
+    invalid_jsonl,
+    jsonl_name_error,
+    parse_expires_after,
+    purpose_error,
+)
 
-BATCH_MAX_BYTES = 200 * 1000 * 1000
-BATCH_DEFAULT_EXPIRY = 30 * 86400
 LIST_LIMIT_MAX = 10_000
 CONTENT_CHUNK = 1024 * 1024
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up mid-request
@@ -53,86 +56,14 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up mid-requ
 log = structlog.get_logger()
 
 
-@dataclass
-class ServerState:
-    """What the handlers share: the store, the limits, and the test controls."""
-
-    store: FileStore
-    max_bytes: int
-    faults: FaultInjector
-    stats: RequestStats
-
-
-def _state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.syncd
-    return state
-
-
-def _purpose_error(purpose: str | None) -> ApiError | None:
-    if purpose is None or purpose == "":
-        return invalid_request(
-            "Missing required parameter: 'purpose'.",
-            param="purpose",
-            code="missing_required_parameter",
-        )
-    if purpose not in UPLOAD_PURPOSES:
-        allowed = ", ".join(f"'{p}'" for p in UPLOAD_PURPOSES)
-        return invalid_request(
-            f"Invalid value: '{purpose}'. Supported values are: {allowed}.",
-            param="purpose",
-            code="invalid_value",
-        )
-    return None
-
-
-def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | None:
-    """The validated ``expires_after`` seconds, None when absent; ApiError when bad."""
-    if anchor is None and seconds is None:
-        return None
-    if anchor != "created_at":
-        raise invalid_request(
-            f"Invalid value for 'expires_after.anchor': {anchor!r}. Supported values are: "
-            "'created_at'.",
-            param="expires_after.anchor",
-            code="invalid_value",
-        )
-    try:
-        value = int(seconds) if seconds is not None else None
-    except ValueError:
-        value = None
-    if value is None or not EXPIRES_MIN_SECONDS <= value <= EXPIRES_MAX_SECONDS:
-        raise invalid_request(
-            f"Invalid 'expires_after.seconds': {seconds!r}. Expected an integer between "
-            f"{EXPIRES_MIN_SECONDS} and {EXPIRES_MAX_SECONDS}.",
-            param="expires_after.seconds",
-            code="invalid_value",
-        )
-    return value
-
-
-def _jsonl_name_error(purpose: str, filename: str) -> ApiError | None:
-    if purpose in JSONL_PURPOSES and not filename.lower().endswith(".jsonl"):
-        return invalid_request(
-            f"Invalid file format for purpose '{purpose}': {filename!r} must be a .jsonl "
-            "file (JSON Lines).",
-            param="file",
-            code="invalid_file_format",
-        )
-    return None
-
-
-def _invalid_jsonl(filename: str, reason: str) -> ApiError:
-    return invalid_request(
-        f"Invalid file {filename!r}: {reason}. Each line must be a valid JSON value.",
-        param="file",
-        code="invalid_file_format",
-    )
-
-
 async def create_file(request: Request) -> Response:
     """POST /files: multipart ``file`` + ``purpose`` (+ ``expires_after[...]``)."""
-    state = _state(request)
-    boundary = multipart_boundary(request)
+    state = server_state(request)
+    try:
+        boundary = multipart_boundary(request)
+    except ApiError:
+        await drain_body(request)
+        raise
     checker: list[JsonlChecker] = []
 
     def open_file(name: str, filename: str, fields: dict[str, str]) -> IncomingBlob | None:
@@ -140,7 +71,7 @@ async def create_file(request: Request) -> Response:
             return None  # an unknown file part: dropped, like an unknown field
         purpose = fields.get("purpose")
         if purpose is not None:
-            problem = _purpose_error(purpose) or _jsonl_name_error(purpose, filename)
+            problem = purpose_error(purpose) or jsonl_name_error(purpose, filename)
             if problem is not None:
                 raise problem
             if purpose in JSONL_PURPOSES:
@@ -185,7 +116,7 @@ def _land(
         )
     part = parts[0]
     purpose = receiver.fields.get("purpose")
-    problem = _purpose_error(purpose) or _jsonl_name_error(str(purpose), part.filename)
+    problem = purpose_error(purpose) or jsonl_name_error(str(purpose), part.filename)
     if problem is not None:
         raise problem
     assert purpose is not None and part.blob is not None
@@ -205,24 +136,14 @@ def _land(
         # Without a checker the purpose came after the file: check what landed in tmp/.
         fault = checker[0].finish() if checker else check_jsonl_file(part.blob)
         if fault is not None:
-            raise _invalid_jsonl(part.filename, fault)
-    if expires is None and purpose == "batch":
-        expires = BATCH_DEFAULT_EXPIRY
+            raise invalid_jsonl(part.filename, fault)
     record = state.store.commit(
-        part.blob, filename=part.filename, purpose=purpose, expires_after=expires
+        part.blob,
+        filename=part.filename,
+        purpose=purpose,
+        expires_after=default_expiry(purpose, expires),
     )
     return record.to_json()
-
-
-def check_jsonl_file(blob: IncomingBlob) -> str | None:
-    """Run a JsonlChecker over content already on disk; the first fault or None."""
-    checker = JsonlChecker()
-    with open(blob.path, "rb") as handle:
-        while chunk := handle.read(CONTENT_CHUNK):
-            checker.feed(chunk)
-            if checker.error is not None:
-                break
-    return checker.finish()
 
 
 def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -244,7 +165,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 async def list_files(request: Request) -> Response:
     """GET /files: ``purpose``, ``limit`` (1..10000), ``order`` (asc|desc), ``after``."""
-    state = _state(request)
+    state = server_state(request)
     limit = _int_param(request, "limit", LIST_LIMIT_MAX, 1, LIST_LIMIT_MAX)
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
@@ -278,7 +199,7 @@ async def list_files(request: Request) -> Response:
 async def retrieve_file(request: Request) -> Response:
     """GET /files/{file_id}."""
     file_id = request.path_params["file_id"]
-    record = await anyio.to_thread.run_sync(_state(request).store.get, file_id)
+    record = await anyio.to_thread.run_sync(server_state(request).store.get, file_id)
     if record is None:
         raise file_not_found(file_id)
     return JSONResponse(record.to_json())
@@ -287,7 +208,7 @@ async def retrieve_file(request: Request) -> Response:
 async def delete_file(request: Request) -> Response:
     """DELETE /files/{file_id}: ``{id, object: "file", deleted: true}``."""
     file_id = request.path_params["file_id"]
-    deleted = await anyio.to_thread.run_sync(_state(request).store.delete, file_id)
+    deleted = await anyio.to_thread.run_sync(server_state(request).store.delete, file_id)
     if not deleted:
         raise file_not_found(file_id)
     log.info("file_deleted", file_id=file_id)
@@ -305,7 +226,7 @@ async def _stream(handle: IO[bytes]) -> AsyncIterator[bytes]:
 async def file_content(request: Request) -> Response:
     """GET /files/{file_id}/content: the raw bytes, streamed from disk."""
     file_id = request.path_params["file_id"]
-    opened = await anyio.to_thread.run_sync(_state(request).store.open_content, file_id)
+    opened = await anyio.to_thread.run_sync(server_state(request).store.open_content, file_id)
     if opened is None:
         raise file_not_found(file_id)
     record, handle = opened
@@ -317,17 +238,17 @@ async def file_content(request: Request) -> Response:
 
 
 async def get_stats(request: Request) -> Response:
-    return JSONResponse(_state(request).stats.to_json())
+    return JSONResponse(server_state(request).stats.to_json())
 
 
 async def reset_stats(request: Request) -> Response:
-    _state(request).stats.reset()
+    server_state(request).stats.reset()
     return JSONResponse({"reset": True})
 
 
 async def faults_endpoint(request: Request) -> Response:
     """GET: the fault configuration; PUT: replace it (a JSON object, ``{}`` for none)."""
-    injector = _state(request).faults
+    injector = server_state(request).faults
     if request.method == "PUT":
         try:
             config = parse_faults(await request.json())
@@ -367,10 +288,12 @@ def create_app(
     faults: FaultInjector | None = None,
 ) -> ASGIApp:
     """The whole server as one ASGI app (the Files routes behind the Gate)."""
-    from syncd.server.uploads import upload_routes  # the Uploads API, a sibling module
-
     state = ServerState(
-        store=store, max_bytes=max_bytes, faults=faults or FaultInjector(), stats=RequestStats()
+        store=store,
+        uploads=UploadStore(store),
+        max_bytes=max_bytes,
+        faults=faults or FaultInjector(),
+        stats=RequestStats(),
     )
     routes = [
         Route("/v1/files", create_file, methods=["POST"]),

@@ -115,6 +115,8 @@ class FormReceiver:
     ``open_file(field_name, filename, fields_so_far)`` is called when a file part starts:
     it returns the blob to write into (or None to drop the part) and may raise ApiError.
     ``on_file_data(data)`` sees every byte written (e.g. a JsonlChecker's feed).
+    Parts named in ``file_fields`` are received as files even without a filename
+    (``curl -F data=...`` sends a plain field).
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class FormReceiver:
         max_file_bytes: int,
         open_file: Callable[[str, str, dict[str, str]], IncomingBlob | None],
         too_large: Callable[[], ApiError],
+        file_fields: frozenset[str] = frozenset(),
     ) -> None:
         self.fields: dict[str, str] = {}
         self.files: list[FilePart] = []
@@ -132,6 +135,7 @@ class FormReceiver:
         self._max_file_bytes = max_file_bytes
         self._open_file = open_file
         self._too_large = too_large
+        self._file_fields = file_fields
         self._part = _Part()
         self._parser = MultipartParser(
             boundary,
@@ -198,8 +202,8 @@ class FormReceiver:
         if b"name" not in options:
             raise invalid_request("A multipart part has no name in its Content-Disposition.")
         self._part.name = options[b"name"].decode("utf-8", "replace")
-        if b"filename" in options:
-            filename = options[b"filename"].decode("utf-8", "replace")
+        if b"filename" in options or self._part.name in self._file_fields:
+            filename = options.get(b"filename", b"").decode("utf-8", "replace")
             self._part.filename = filename
             blob = self._open_file(self._part.name, filename, dict(self.fields))
             self._part.file = FilePart(self._part.name, filename, blob)

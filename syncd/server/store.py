@@ -159,7 +159,11 @@ class FileStore:
         self._lock_file.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The store's connection inside BEGIN IMMEDIATE ... COMMIT, under its lock.
+
+        Also for sibling stores (the Uploads API's) that keep their tables in files.db.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -168,6 +172,16 @@ class FileStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement, under the store's lock."""
+        with self._lock:
+            return list(self._db.execute(sql, params).fetchall())
+
+    def ensure_schema(self, schema: str) -> None:
+        """Create a sibling store's tables (idempotent ``CREATE ... IF NOT EXISTS``)."""
+        with self._lock:
+            self._db.executescript(schema)
 
     def _recover(self) -> None:
         """Drop what an interrupted run left: temp files and blobs that never got a row."""
@@ -206,7 +220,7 @@ class FileStore:
         now = int(time.time())
         expires_at = now + expires_after if expires_after is not None else None
         try:
-            with self._transaction() as db:
+            with self.transaction() as db:
                 cursor = db.execute(
                     "INSERT INTO files (id, filename, purpose, bytes, created_at, expires_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -283,7 +297,7 @@ class FileStore:
 
     def delete(self, file_id: str) -> bool:
         """Delete a live file; False if there was none. The row stays as a tombstone."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             cursor = db.execute(
                 f"UPDATE files SET deleted_at = ? WHERE id = ? AND {self._LIVE}",  # noqa: S608
                 (int(time.time()), file_id, int(time.time())),
@@ -308,7 +322,7 @@ class FileStore:
     def purge_expired(self) -> int:
         """Remove the content of expired files and forget old tombstones; returns a count."""
         now = int(time.time())
-        with self._transaction() as db:
+        with self.transaction() as db:
             expired = [
                 row[0]
                 for row in db.execute(

@@ -1,0 +1,35 @@
+"""What every handler of `syncd serve` shares, kept on the Starlette app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from syncd.server.faults import FaultInjector
+from syncd.server.gate import RequestStats
+from syncd.server.store import FileStore
+from syncd.server.upload_store import UploadStore
+
+
+@dataclass
+class ServerState:
+    """The stores, the size limit, and the test controls (faults, stats)."""
+
+    store: FileStore
+    uploads: UploadStore
+    max_bytes: int
+    faults: FaultInjector
+    stats: RequestStats
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.syncd
+    return state
+
+
+async def drain_body(request: Request) -> None:
+    """Read and drop the rest of the body before answering an error early: a client
+    still sending a large body would otherwise see a reset instead of the answer."""
+    async for _ in request.stream():
+        pass

@@ -1,0 +1,102 @@
+"""Request checks shared by the Files and Uploads endpoints (purpose, expiry, JSON Lines).
+
+Each check returns or raises an ``ApiError`` worded like the real API's, naming the
+parameter at fault.
+"""
+
+from __future__ import annotations
+
+from syncd.remote.protocol import (
+    EXPIRES_MAX_SECONDS,
+    EXPIRES_MIN_SECONDS,
+    JSONL_PURPOSES,
+    UPLOAD_PURPOSES,
+)
+from syncd.server.envelope import ApiError, invalid_request
+from syncd.server.form import JsonlChecker
+from syncd.server.store import IncomingBlob
+
+BATCH_MAX_BYTES = 200 * 1000 * 1000
+BATCH_DEFAULT_EXPIRY = 30 * 86400
+READ_CHUNK = 1024 * 1024
+
+
+def purpose_error(
+    purpose: str | None, allowed: tuple[str, ...] = UPLOAD_PURPOSES
+) -> ApiError | None:
+    if purpose is None or purpose == "":
+        return invalid_request(
+            "Missing required parameter: 'purpose'.",
+            param="purpose",
+            code="missing_required_parameter",
+        )
+    if purpose not in allowed:
+        choices = ", ".join(f"'{p}'" for p in allowed)
+        return invalid_request(
+            f"Invalid value: '{purpose}'. Supported values are: {choices}.",
+            param="purpose",
+            code="invalid_value",
+        )
+    return None
+
+
+def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | None:
+    """The validated ``expires_after`` seconds, None when absent; ApiError when bad."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise invalid_request(
+            f"Invalid value for 'expires_after.anchor': {anchor!r}. Supported values are: "
+            "'created_at'.",
+            param="expires_after.anchor",
+            code="invalid_value",
+        )
+    try:
+        value = int(seconds) if seconds is not None else None
+    except ValueError:
+        value = None
+    if value is None or not EXPIRES_MIN_SECONDS <= value <= EXPIRES_MAX_SECONDS:
+        raise invalid_request(
+            f"Invalid 'expires_after.seconds': {seconds!r}. Expected an integer between "
+            f"{EXPIRES_MIN_SECONDS} and {EXPIRES_MAX_SECONDS}.",
+            param="expires_after.seconds",
+            code="invalid_value",
+        )
+    return value
+
+
+def jsonl_name_error(purpose: str, filename: str) -> ApiError | None:
+    if purpose in JSONL_PURPOSES and not filename.lower().endswith(".jsonl"):
+        return invalid_request(
+            f"Invalid file format for purpose '{purpose}': {filename!r} must be a .jsonl "
+            "file (JSON Lines).",
+            param="file",
+            code="invalid_file_format",
+        )
+    return None
+
+
+def invalid_jsonl(filename: str, reason: str) -> ApiError:
+    return invalid_request(
+        f"Invalid file {filename!r}: {reason}. Each line must be a valid JSON value.",
+        param="file",
+        code="invalid_file_format",
+    )
+
+
+def check_jsonl_file(blob: IncomingBlob) -> str | None:
+    """Run a JsonlChecker over content already on disk; the first fault or None."""
+    checker = JsonlChecker()
+    with open(blob.path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            checker.feed(chunk)
+            if checker.error is not None:
+                break
+    return checker.finish()
+
+
+def default_expiry(purpose: str, expires_after: int | None) -> int | None:
+    """Batch files expire after 30 days unless ``expires_after`` says otherwise."""
+    if expires_after is None and purpose == "batch":
+        return BATCH_DEFAULT_EXPIRY
+    return expires_after
