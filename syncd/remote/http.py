@@ -28,7 +28,8 @@ retried when the server provably did not store the file. The rule:
   came (read timeout, reset, protocol error), or the answer was a 5xx (the local server
   injects exactly that: file stored, then 502), or a 2xx whose body is not a file
   object. The caller reconciles by listing the remote files.
-- anything else is the status's verdict (``error_for_status``): permanent or fatal.
+- anything else is the status's verdict (``error_for_status``): permanent or fatal; a
+  redirect (3xx, never followed) is permanent: the base URL is wrong.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ class HttpFilesRemote:
             response = self._client.send(request, stream=stream)
         except httpx.TransportError as exc:
             raise self._transport_error(exc, what, ambiguous=False) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             if stream:
                 response.read()
                 response.close()
@@ -391,7 +392,7 @@ class HttpFilesRemote:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
         except httpx.TransportError as exc:
             raise self._transport_error(exc, what, ambiguous=reader.sent_all) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 300:
             error = self._status_error(response, what)
             if response.status_code >= 500 and reader.sent_all:
                 raise AmbiguousError(
@@ -425,6 +426,13 @@ class HttpFilesRemote:
 
     def _status_error(self, response: httpx.Response, what: str) -> RemoteError:
         status = response.status_code
+        if status < 400:  # redirects are not followed: a POST must not be re-sent blindly
+            location = response.headers.get("location", "elsewhere")
+            return PermanentError(
+                f"{what}: the server redirects to {location}; set the base URL to where "
+                "the API really is",
+                status=status,
+            )
         message, code = _error_message(response)
         message = self._scrub(message)
         retry_after = parse_retry_after(response.headers)

@@ -430,3 +430,12 @@ def test_azure_and_organization_settings_reach_every_request(odd_server: Any, so
     upload_body = server.requests[0].body or b""
     assert 'filename="dir/ä.txt"'.encode() in upload_body
     assert b'name="purpose"\r\n\r\nuser_data' in upload_body
+
+
+def test_a_redirect_is_not_followed_and_is_permanent(odd_server: Any, source: Path) -> None:
+    """A 307 (wrong base URL, http->https) is PermanentError naming the target; one request."""
+    target = {"Location": "https://elsewhere.invalid/v1/files"}
+    server = odd_server(lambda h, r, n: h.answer(307, b"", target))
+    with client(server.base_url) as remote, pytest.raises(PermanentError, match="elsewhere"):
+        remote.upload(source, "a.txt", "user_data")
+    assert len(server.requests) == 1
