@@ -1,0 +1,131 @@
+"""Helpers for end-to-end tests of `syncd sync` / `syncd status`: run the real command
+against a `syncd serve` process and look at the remote side over plain HTTP.
+
+    result = run_syncd(server, "sync", folder, "--state", state)
+    assert result.returncode == 0
+    assert remote_files(server) == {"a.txt": b"hello"}
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from serverproc import REPO_ROOT, ServerProcess, clean_env
+
+COMMAND_TIMEOUT = 120.0
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
+
+
+def _drop_file_permission_override() -> None:
+    """In the child, before exec: drop root's power to ignore file modes.
+
+    Removing CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set makes the
+    exec'd root process obey owner permission bits, so ``chmod 000`` really denies it
+    (tests run as root, where chmod alone denies nothing).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def run_syncd(
+    server: ServerProcess | None,
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    remote: bool = True,
+    obey_file_modes: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m syncd ARGS`` (plus ``--base-url`` of ``server`` when ``remote``).
+
+    The key goes through OPENAI_API_KEY, never argv. ``obey_file_modes`` runs the
+    command without root's permission override, so unreadable files are unreadable.
+    """
+    argv = [sys.executable, "-m", "syncd", *map(str, args)]
+    extra = dict(env or {})
+    if server is not None:
+        extra.setdefault("OPENAI_API_KEY", server.client_key)
+        if remote:
+            argv += ["--base-url", server.base_url]
+    return subprocess.run(
+        argv,
+        env=clean_env(extra),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        cwd=REPO_ROOT,
+        preexec_fn=_drop_file_permission_override if obey_file_modes else None,
+        check=False,
+    )
+
+
+def sync_json(server: ServerProcess, folder: Path, state: Path, *args: str) -> dict[str, Any]:
+    """Run `syncd sync --json` and return its summary (whatever the exit code)."""
+    result = run_syncd(server, "sync", folder, "--state", state, "--json", *args)
+    assert result.stdout.strip(), f"no JSON on stdout; stderr:\n{result.stderr}"
+    data: dict[str, Any] = json.loads(result.stdout)
+    data["_exit"] = result.returncode
+    data["_stderr"] = result.stderr
+    return data
+
+
+def list_remote(server: ServerProcess) -> list[dict[str, Any]]:
+    """Every remote file as the server lists it (all purposes)."""
+    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
+        response = h.get("files", params={"limit": 10000})
+        response.raise_for_status()
+        files: list[dict[str, Any]] = response.json()["data"]
+        return files
+
+
+def remote_files(server: ServerProcess) -> dict[str, bytes]:
+    """filename -> content for every remote file; fails on duplicate filenames."""
+    out: dict[str, bytes] = {}
+    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
+        for item in list_remote(server):
+            name = item["filename"]
+            assert name not in out, f"duplicate remote file {name!r}"
+            response = h.get(f"files/{item['id']}/content")
+            response.raise_for_status()
+            out[name] = response.content
+    return out
+
+
+def local_files(folder: Path) -> dict[str, bytes]:
+    """relative path -> content for every regular file below ``folder``."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def upload_directly(server: ServerProcess, filename: str, content: bytes) -> str:
+    """Put a file on the server without syncd (a 'foreign' file); returns its id."""
+    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
+        response = h.post(
+            "files", data={"purpose": "user_data"}, files={"file": (filename, content)}
+        )
+        response.raise_for_status()
+        file_id: str = response.json()["id"]
+        return file_id
+
+
+def write(root: Path, rel: str, content: bytes | str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def write_counts(server: ServerProcess) -> dict[str, int]:
+    """How many create and delete requests the server has seen."""
+    counts = server.stats()["counts"]
+    return {"create": counts.get("create", 0), "delete": counts.get("delete", 0)}
