@@ -41,7 +41,7 @@ from syncd.execute_types import (
 from syncd.ledger import Fingerprint, Ledger, LedgerRow
 from syncd.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.reconcile import Reconciler
-from syncd.remote.protocol import FilesRemote, RemoteFile
+from syncd.remote.protocol import JSONL_PURPOSES, FilesRemote, RemoteFile
 from syncd.scan import FileChangedError, LocalFile, Scanner, ScanResult, hash_file
 from syncd.validate import check_jsonl, check_name, check_size
 
@@ -110,13 +110,13 @@ class SyncEngine:
         dry_run: bool,
         check_remote: bool | None,
     ) -> None:
-        if not dry_run:
-            try:
+        try:
+            if not dry_run:
                 self.reconcile_open_intents(result)
-            except FatalError as exc:
-                result.fatal = str(exc)
-                return
-        the_plan, scan = self.make_plan(only_paths, check_remote, result)
+            the_plan, scan = self.make_plan(only_paths, check_remote, result)
+        except FatalError as exc:  # the key is refused: nothing else can work
+            result.fatal = str(exc)
+            return
         result.plan = the_plan
         result.problems = scan.problems
         result.refusal = the_plan.refusal
@@ -180,8 +180,8 @@ class SyncEngine:
     def _record_pass(
         self, pass_id: int, result: PassResult, only_paths: Collection[str] | None
     ) -> None:
-        handled = only_paths if only_paths is not None else self.ledger.dirty_paths()
-        self.ledger.clear_dirty(handled, queued_before=result.started_at)
+        handled = set(only_paths if only_paths is not None else self.ledger.dirty_paths())
+        self.ledger.clear_dirty(handled - result.requeued, queued_before=result.started_at)
         now = self.clock()
         self.ledger.finish_pass(
             pass_id, result=result.verdict, summary=result.to_json_text(), now=now
@@ -240,6 +240,8 @@ class SyncEngine:
         started = time.monotonic()
         outcome = work(action)
         outcome.duration = time.monotonic() - started
+        if outcome.status is OutcomeStatus.FATAL:
+            self._stop.set()  # here, before this worker takes the next action
         return outcome
 
     def _settle_ambiguous(self, ambiguous: list[Outcome], result: PassResult) -> list[Action]:
@@ -284,7 +286,7 @@ class SyncEngine:
             return self._fail(action, stat_fp, problem, permanent=True)
         try:
             fingerprint = self._fingerprint(full, action.local, st)
-            if purpose in ("fine-tune", "batch", "evals"):
+            if purpose in JSONL_PURPOSES:
                 problem = check_jsonl(full, purpose, self.mirror.limits)
         except FileNotFoundError:
             self._requeue(action.path)
@@ -328,6 +330,12 @@ class SyncEngine:
             self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
             return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt)
         except RemoteError as exc:
+            if exc.verdict is Verdict.RETRYABLE and self._moved(full, fp):
+                # The client stops a body whose file changed size mid-way, so the server
+                # stored nothing: not a failure, the new content is handled again.
+                self.ledger.abandon_intent(intent_id, "changed while sent", now=self.clock())
+                self._requeue(action.path)
+                return Outcome(action, OutcomeStatus.CHANGED, reason="changed while uploading")
             permanent = exc.verdict is not Verdict.RETRYABLE
             return self._fail(
                 action,
@@ -346,12 +354,7 @@ class SyncEngine:
                 intent_id=intent_id,
                 attempt=attempt,
             )
-        after = self._stat(full)
-        stale = after is None or (after.st_size, after.st_mtime_ns, after.st_ino) != (
-            fp.size,
-            fp.mtime_ns,
-            fp.inode,
-        )
+        stale = self._moved(full, fp)
         deletes = self.ledger.complete_upload(intent_id, remote, stale=stale, now=self.clock())
         if stale:
             self._requeue(action.path)
@@ -432,6 +435,15 @@ class SyncEngine:
             result.add(outcome)
             self.reporter.action_finished(outcome)
         return outcome
+
+    def _moved(self, full: Path, fp: Fingerprint) -> bool:
+        """Whether the file is gone or its stat differs from ``fp``'s."""
+        after = self._stat(full)
+        return after is None or (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            fp.size,
+            fp.mtime_ns,
+            fp.inode,
+        )
 
     def _stat(self, full: Path) -> os.stat_result | None:
         """The file's stat, or None when it is gone or no longer a regular file."""

@@ -22,6 +22,7 @@ class OutcomeStatus(StrEnum):
     FAILED = "failed"
     AMBIGUOUS = "ambiguous"  # the answer was lost; settled by reconciliation
     VANISHED = "vanished"  # the file went away before it could be read
+    CHANGED = "changed"  # the file changed while it was sent; nothing stored, queued again
     FATAL = "fatal"
     NOT_RUN = "not_run"
 
@@ -102,8 +103,8 @@ class PassResult:
         status = outcome.status
         if status is OutcomeStatus.FAILED:
             self.failures.append(outcome)
-        elif status is OutcomeStatus.VANISHED:
-            self._count("vanished")
+        elif status in (OutcomeStatus.VANISHED, OutcomeStatus.CHANGED):
+            self._count(status.value)
             self.requeued.add(outcome.action.path)
         elif status is OutcomeStatus.REFRESHED:
             self._count("refreshed")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -241,6 +242,19 @@ def test_second_process_is_refused_naming_the_holder(
         assert "Traceback" not in result.stderr
     finally:
         holder.communicate("")
+
+
+def test_wrong_key_stops_with_one_line(
+    server_factory: Callable[..., ServerProcess], folder: Path, state: Path
+) -> None:
+    """A refused key stops the pass: exit 1, a 'stopped' line, no traceback, key not shown."""
+    server = server_factory(api_key="sk-right-key-123456")
+    result = run_syncd(
+        server, "sync", folder, "--state", state, env={"OPENAI_API_KEY": "sk-wrong-key-987654"}
+    )
+    assert result.returncode == 1
+    assert "syncd: stopped:" in result.stderr and "key" in result.stderr
+    assert "Traceback" not in result.stderr and "sk-wrong-key-987654" not in result.stderr
 
 
 def test_local_server(tmp_path: Path, folder: Path, state: Path) -> None:

@@ -1,0 +1,288 @@
+"""SyncEngine in-process against a real `syncd serve`: races, lost answers, crash leftovers,
+retry backoff. A thin wrapper around the real HTTP remote runs a hook at an exact moment
+(before or after an upload) so races are deterministic, not timed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serverproc import ServerProcess
+from synccli import list_remote, local_files, remote_files, upload_directly, write
+
+from syncd.config import MirrorConfig
+from syncd.execute import SyncEngine
+from syncd.ledger import Fingerprint, Ledger
+from syncd.remote.http import HttpFilesRemote
+from syncd.remote.settings import RemoteSettings
+
+Hook = Callable[[str], None]
+
+
+class HookedRemote:
+    """The real remote, calling ``before(filename)``/``after(filename)`` around uploads."""
+
+    def __init__(self, inner: HttpFilesRemote) -> None:
+        self.inner = inner
+        self.before: Hook | None = None
+        self.after: Hook | None = None
+
+    def upload(self, path: Path, filename: str, purpose: str, expires: int | None = None):
+        if self.before:
+            self.before(filename)
+        result = self.inner.upload(path, filename, purpose, expires)
+        if self.after:
+            self.after(filename)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    led = Ledger.open(tmp_path / "state" / "ledger.db")
+    yield led
+    led.close()
+
+
+def make_remote(server: ServerProcess) -> HookedRemote:
+    settings = RemoteSettings(
+        base_url=server.base_url, api_key=server.client_key, max_attempts=2, backoff_base=0.01
+    )
+    return HookedRemote(HttpFilesRemote(settings, pool_size=4))
+
+
+def engine_for(folder: Path, ledger: Ledger, remote: Any, clock: Clock | None = None, **kw):
+    mirror = MirrorConfig(folder=folder, concurrency=kw.pop("concurrency", 1), **kw)
+    return SyncEngine(mirror, ledger, remote, clock=clock or Clock())
+
+
+def test_file_vanishing_between_scan_and_upload(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A file deleted after the scan is reported as vanished, queued, and not uploaded."""
+    write(folder, "a.txt", "a")
+    write(folder, "b.txt", "b")
+    remote = make_remote(server)
+    remote.before = lambda name: (folder / "b.txt").unlink(missing_ok=True)
+    result = engine_for(folder, ledger, remote).run_pass()
+    assert result.counts == {"uploaded": 1, "vanished": 1}
+    assert result.requeued == {"b.txt"} and set(ledger.dirty_paths()) == {"b.txt"}
+    follow_up = engine_for(folder, ledger, remote).run_pass(only_paths=result.requeued)
+    assert follow_up.in_sync and ledger.dirty_paths() == {}
+    assert remote_files(server) == {"a.txt": b"a"}
+
+
+def test_file_changing_after_upload_is_uploaded_again(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A file modified while its upload was in flight is not recorded as current."""
+    write(folder, "a.txt", "first")
+    remote = make_remote(server)
+    remote.after = lambda name: write(folder, "a.txt", "second!")
+    engine = engine_for(folder, ledger, remote)
+    result = engine.run_pass()
+    assert result.requeued == {"a.txt"} and not result.in_sync
+    assert ledger.row("a.txt").sha256 is None  # the stale hash is not recorded
+    remote.after = None
+    follow_up = engine.run_pass(only_paths=result.requeued)
+    assert follow_up.in_sync and follow_up.counts == {"replaced": 1}
+    assert remote_files(server) == {"a.txt": b"second!"}
+
+
+def test_file_changing_size_while_sent_stores_nothing(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A file that grows between hashing and sending is stopped and handled again."""
+    write(folder, "a.txt", "x" * 100)
+    remote = make_remote(server)
+
+    def grow_during_send(name: str) -> None:
+        # Open the file as the client will, then grow it before the body is read.
+        remote.before = None
+        write(folder, "a.txt", "y" * 200)
+
+    remote.before = grow_during_send
+    result = engine_for(folder, ledger, remote).run_pass()
+    assert result.requeued == {"a.txt"}
+    follow_up = engine_for(folder, ledger, remote).run_pass(only_paths=result.requeued)
+    assert follow_up.in_sync
+    assert remote_files(server) == {"a.txt": b"y" * 200}
+
+
+def test_lost_answers_are_adopted_not_duplicated(
+    server_factory: Callable[..., ServerProcess], folder: Path, ledger: Ledger
+) -> None:
+    """With half of the create answers lost (file stored, 502 sent), no duplicate remains."""
+    server = server_factory(faults={"seed": 3, "lost_answer_rate": 0.5, "routes": ["create"]})
+    for i in range(20):
+        write(folder, f"f{i:02}.txt", f"content {i}")
+    result = engine_for(folder, ledger, make_remote(server), concurrency=4).run_pass()
+    assert result.in_sync, result.to_json()
+    assert result.reconciled is not None and result.reconciled.adopted
+    server.set_faults(None)
+    assert remote_files(server) == local_files(folder)
+    assert len(list_remote(server)) == 20
+
+
+def fp_of(path: Path) -> Fingerprint:
+    import hashlib
+
+    st = path.stat()
+    return Fingerprint(
+        st.st_size, st.st_mtime_ns, st.st_ino, hashlib.sha256(path.read_bytes()).hexdigest()
+    )
+
+
+def test_crash_after_upload_before_commit_is_adopted(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """An open intent whose file reached the server is adopted; extra copies deleted."""
+    path = write(folder, "a.txt", "hello")
+    clock = Clock()
+    ledger.begin_upload(
+        "a.txt",
+        fp_of(path),
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=clock.now,
+    )
+    first = upload_directly(server, "a.txt", b"hello")  # what the dead process sent
+    second = upload_directly(server, "a.txt", b"hello")  # and a blind retry's copy
+    foreign = upload_directly(server, "a.txt", b"other bytes")  # not ours: other size
+    server.reset_stats()
+    result = engine_for(folder, ledger, make_remote(server), clock).run_pass()
+    assert result.in_sync, result.to_json()
+    assert server.stats()["counts"].get("create", 0) == 0
+    ids = {f["id"] for f in list_remote(server)}
+    assert ledger.row("a.txt").file_id in {first, second}
+    assert ids == {ledger.row("a.txt").file_id, foreign}
+
+
+def test_crash_before_upload_reached_the_server(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """An open intent with nothing stored is closed and the file uploaded once."""
+    path = write(folder, "a.txt", "hello")
+    clock = Clock()
+    ledger.begin_upload(
+        "a.txt",
+        fp_of(path),
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=clock.now,
+    )
+    result = engine_for(folder, ledger, make_remote(server), clock).run_pass()
+    assert result.in_sync and result.counts == {"uploaded": 1}
+    assert remote_files(server) == {"a.txt": b"hello"}
+    assert ledger.open_intents() == []
+
+
+def test_interrupted_delete_is_finished(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """An open delete intent is carried out at the next start (404 counts as done)."""
+    write(folder, "keep.txt", "keep")
+    engine = engine_for(folder, ledger, make_remote(server))
+    assert engine.run_pass().in_sync
+    doomed = upload_directly(server, "old.txt", b"old")
+    ledger.begin_delete("old.txt", doomed, now=time.time())
+    ledger.begin_delete("gone.txt", "file-never-existed", now=time.time())
+    result = engine.run_pass()
+    assert result.in_sync and result.reconciled.deletes_finished == 2
+    assert {f["filename"] for f in list_remote(server)} == {"keep.txt"}
+
+
+def test_retryable_failures_back_off_and_skip_deletes(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A 503 on create is recorded with backoff; that pass deletes nothing; later it retries."""
+    write(folder, "old.txt", "old")
+    clock = Clock()
+    engine = engine_for(folder, ledger, make_remote(server), clock)
+    assert engine.run_pass().in_sync
+    (folder / "old.txt").unlink()
+    write(folder, "new.txt", "new")
+    server.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["create"]})
+    failed = engine.run_pass()
+    assert [o.action.path for o in failed.failures] == ["new.txt"]
+    assert failed.deletes_skipped == 1 and "old.txt" in remote_files(server)
+    row = ledger.row("new.txt")
+    assert row.error_kind == "retryable" and row.next_attempt_at == clock.now + 60
+    server.set_faults(None)
+    server.reset_stats()
+    waiting = engine.run_pass()
+    assert server.stats()["counts"].get("create", 0) == 0
+    assert waiting.still_failing and not waiting.in_sync
+    clock.now += 61
+    done = engine.run_pass()
+    assert done.in_sync, done.to_json()
+    assert remote_files(server) == {"new.txt": b"new"}
+
+
+def test_bad_key_stops_the_pass(
+    server_factory: Callable[..., ServerProcess], folder: Path, ledger: Ledger
+) -> None:
+    """401 is fatal: the pass stops, says so, and deletes nothing."""
+    server = server_factory(api_key="the-right-key")
+    for i in range(5):
+        write(folder, f"f{i}.txt", "x")
+    settings = RemoteSettings(base_url=server.base_url, api_key="wrong", max_attempts=1)
+    engine = engine_for(folder, ledger, HttpFilesRemote(settings), concurrency=2)
+    result = engine.run_pass()  # the listing is refused first
+    assert result.fatal and "key" in result.fatal and result.verdict == "fatal"
+    server.reset_stats()
+    result = engine.run_pass(check_remote=False)  # now the uploads are refused
+    assert result.fatal and result.counts == {}
+    assert server.stats()["counts"]["create"] <= 2  # no new work after the first 401
+    assert ledger.open_intents() == []
+
+
+def test_dry_run_touches_neither_remote_nor_ledger(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A dry run plans, lists, and writes nothing anywhere."""
+    write(folder, "a.txt", "a")
+    result = engine_for(folder, ledger, make_remote(server)).run_pass(dry_run=True)
+    assert [a.path for a in result.plan.actions] == ["a.txt"]
+    assert ledger.rows() == {} and ledger.last_pass() is None
+    assert list_remote(server) == []
+
+
+def test_only_paths_pass_handles_just_those(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """run_pass(only_paths) uploads/deletes only below the given paths (daemon's entry)."""
+    write(folder, "a.txt", "a")
+    write(folder, "d/b.txt", "b")
+    engine = engine_for(folder, ledger, make_remote(server))
+    assert engine.run_pass().in_sync
+    write(folder, "c.txt", "c")
+    (folder / "d" / "b.txt").unlink()
+    (folder / "d").rmdir()
+    result = engine.run_pass(only_paths=["d"])
+    assert result.counts == {"deleted": 1}
+    assert set(remote_files(server)) == {"a.txt"}
