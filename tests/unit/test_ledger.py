@@ -189,3 +189,35 @@ def test_abandon_and_prune_intents(ledger: Ledger) -> None:
     ledger.prune_intents(older_than=3.0)
     assert [i.path for i in ledger.open_intents()] == ["b"]
     assert ledger._query("SELECT count(*) AS n FROM intents")[0]["n"] == 1
+
+
+def test_status_counts(ledger: Ledger) -> None:
+    """status() counts mirrored, retrying (incl. stale), failed, queued and open intents."""
+    for path, stale in (("ok1", False), ("ok2", False), ("stale", True)):
+        i = ledger.begin_upload(
+            path,
+            FP,
+            filename=path,
+            purpose="user_data",
+            expires_after=None,
+            replaces=None,
+            now=1.0,
+        )
+        ledger.complete_upload(i, remote(f"file-{path}", path), stale=stale, now=2.0)
+    ledger.record_failure("retry", FP, "HTTP 503", permanent=False, now=3.0)
+    ledger.record_failure("bad", FP, "line 1 is not JSON", permanent=True, now=3.0)
+    ledger.mark_dirty(["queued", "bad"], now=4.0)
+    ledger.begin_upload(
+        "inflight",
+        FP,
+        filename="inflight",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=5.0,
+    )
+    status = ledger.status()
+    assert (status.mirrored, status.bytes) == (2, 15)
+    assert (status.retrying, status.failed, status.queued, status.open_intents) == (2, 1, 1, 1)
+    assert status.pending == 4
+    assert [r.path for r in status.problem_rows] == ["bad", "retry"]
