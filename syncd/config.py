@@ -38,6 +38,12 @@ from syncd.validate import Limits
 DEFAULT_PURPOSE = "user_data"
 DEFAULT_CONCURRENCY = 8
 MAX_CONCURRENCY = 64
+# The daemon (`syncd run`): quiet time before a changed path is handled, and the period
+# of the full rescan that catches whatever the watcher missed.
+DEFAULT_DEBOUNCE_SECONDS = 1.0
+MAX_DEBOUNCE_SECONDS = 3600.0
+DEFAULT_RESCAN_INTERVAL_SECONDS = 600.0
+MIN_RESCAN_INTERVAL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,11 @@ class MirrorConfig:
     state_path: Path | None = None
     follow_links: bool = False
     limits: Limits = field(default_factory=Limits)
+    # Daemon only (`syncd run`). ``ignore`` None means the watcher's default editor-temp
+    # globs (``syncd.watch.DEFAULT_IGNORES``); () mirrors temp files too.
+    debounce: float = DEFAULT_DEBOUNCE_SECONDS
+    rescan_interval: float = DEFAULT_RESCAN_INTERVAL_SECONDS
+    ignore: tuple[str, ...] | None = None
 
     @property
     def path_filter(self) -> PathFilter:
@@ -99,6 +110,27 @@ def check_max_delete(value: Any, where: str) -> int:
     if not _is_int(value) or value < 0:
         raise ConfigError(f"{where}: max_delete must be a whole number >= 0, not {value!r}")
     return int(value)
+
+
+def check_debounce(value: Any, where: str) -> float:
+    if not _is_number(value) or not 0 <= value <= MAX_DEBOUNCE_SECONDS:
+        raise ConfigError(
+            f"{where}: debounce must be seconds from 0 to {MAX_DEBOUNCE_SECONDS:g}, not {value!r}"
+        )
+    return float(value)
+
+
+def check_rescan_interval(value: Any, where: str) -> float:
+    if not _is_number(value) or value < MIN_RESCAN_INTERVAL_SECONDS:
+        raise ConfigError(
+            f"{where}: rescan_interval must be seconds >= {MIN_RESCAN_INTERVAL_SECONDS:g}, "
+            f"not {value!r}"
+        )
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
 def _is_int(value: Any) -> bool:
@@ -160,6 +192,9 @@ MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "concurrency": ("concurrency", check_concurrency),
     "state": ("state_path", _string),
     "follow_links": ("follow_links", _bool),
+    "debounce": ("debounce", check_debounce),
+    "rescan_interval": ("rescan_interval", check_rescan_interval),
+    "ignore": ("ignore", _globs),
 }
 
 
