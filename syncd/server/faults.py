@@ -11,7 +11,7 @@ Off by default. Configured with one JSON object (``--faults``, ``SYNCD_SERVE_FAU
       "latency_ms": 30,               # added to every matching request before it is handled
       "rate_limit": {"requests": 10, "per_seconds": 1, "retry_after": 1},
                                       # sliding window; beyond it: 429 + Retry-After
-      "lost_answer_rate": 0.1,        # POST /files: the file IS stored, the client gets 502
+      "lost_answer_rate": 0.1,        # POSTs (files, uploads): carried out, then a 502
       "methods": ["POST"],            # only requests with these methods get faults
       "routes": ["create", "list"]    # only these routes (names from ``route_name``)
     }
@@ -261,7 +261,7 @@ class FaultInjector:
                     latency_s=latency, error_status=status, retry_after=cfg.retry_after
                 )
             lose = (
-                route == "create"
+                method.upper() == "POST"
                 and cfg.lost_answer_rate > 0
                 and self._rng.random() < cfg.lost_answer_rate
             )

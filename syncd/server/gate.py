@@ -8,7 +8,8 @@ checks the key, then applies the fault decision:
 - rate limit / injected error: the body is read and dropped, then the error is sent
   (answering before the body is read makes clients see a reset, not the status);
 - latency: a sleep before the handler runs;
-- lost answer: the handler runs (the file is stored) and its answer is replaced by 502.
+- lost answer (POSTs only): the handler runs (the file is stored, the part added...) and
+  its answer is replaced by a 502.
 
 ``/_syncd/*`` (statistics and fault control for tests) needs the same key as the API and
 is never recorded nor faulted.

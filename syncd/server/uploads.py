@@ -44,6 +44,7 @@ from syncd.server.validation import (
 UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
 MAX_PART_BYTES = 64 * 1024 * 1024
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024
+MAX_JSON_BODY_BYTES = 1024 * 1024  # a request body of JSON is never read whole beyond this
 CREATE_KEYS = frozenset({"filename", "purpose", "bytes", "mime_type", "expires_after"})
 COMPLETE_KEYS = frozenset({"part_ids", "md5"})
 
@@ -64,8 +65,14 @@ def _not_pending(upload: UploadRecord, action: str) -> ApiError:
 
 async def _json_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
     """The JSON object body, or the real API's 400s for bad JSON and unknown keys."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        if len(raw) <= MAX_JSON_BODY_BYTES:
+            raw += chunk  # past the cap the rest is read and dropped
+    if len(raw) > MAX_JSON_BODY_BYTES:
+        raise ApiError(413, f"The JSON body is larger than {MAX_JSON_BODY_BYTES} bytes.")
     try:
-        body = json.loads(await request.body())
+        body = json.loads(raw)
     except ValueError:
         body = None
     if not isinstance(body, dict):

@@ -79,7 +79,7 @@ def test_lost_answer_stores_the_file_but_answers_502(server: ServerProcess) -> N
     response = post_file(server, "kept.txt")
     assert response.status_code == 502
     validate("ErrorResponse", response.json())
-    assert list_files(server).status_code == 200  # only uploads lose their answer
+    assert list_files(server).status_code == 200  # reads never lose their answer
     assert stored_names(server) == ["kept.txt"]
     assert [r["fault"] for r in server.stats()["requests"] if r["route"] == "create"] == [
         "lost_answer"

@@ -240,3 +240,30 @@ def test_a_part_over_64_mib_is_refused(server: ServerProcess) -> None:
     assert list((server.data_dir / "tmp").iterdir()) == []
     part = add_part(client, upload["id"], b"\0" * limit)
     assert client.uploads.complete(upload["id"], part_ids=[part]).status == "completed"
+
+
+def test_a_lost_complete_answer_still_completes(server: ServerProcess) -> None:
+    """With lost answers on, complete gives a 502 yet the File exists; a retry says so."""
+    client = sdk(server)
+    upload = start_upload(client, 3)
+    part = add_part(client, upload["id"], b"abc")
+    server.set_faults({"lost_answer_rate": 1.0, "routes": ["upload_complete"]})
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.uploads.complete(upload["id"], part_ids=[part])
+    assert caught.value.status_code == 502
+    server.set_faults(None)
+    with pytest.raises(openai.BadRequestError) as retried:
+        client.uploads.complete(upload["id"], part_ids=[part])
+    assert "'completed'" in error_of(retried.value)["message"]
+    assert [f.filename for f in client.files.list()] == ["big.bin"]
+
+
+def test_an_oversized_json_body_is_refused(server: ServerProcess) -> None:
+    """A JSON body above 1 MiB is a 413, read in bounded memory."""
+    response = httpx.post(
+        f"{server.base_url}/uploads",
+        headers={**server.headers(), "content-type": "application/json"},
+        content=b'{"filename": "' + b"a" * (2 * 1024 * 1024) + b'"}',
+    )
+    assert response.status_code == 413
+    validate("ErrorResponse", response.json())

@@ -65,11 +65,13 @@ def test_seeded_faults_repeat() -> None:
     ]
 
 
-def test_lost_answers_only_touch_uploads() -> None:
-    """lost_answer_rate applies to POST /files only."""
+def test_lost_answers_only_touch_posts() -> None:
+    """lost_answer_rate applies to the POSTs (file create, uploads), never to reads/deletes."""
     injector = FaultInjector(parse_faults({"lost_answer_rate": 1.0}))
     assert injector.decide("POST", "create").lose_answer
+    assert injector.decide("POST", "upload_complete").lose_answer
     assert not injector.decide("GET", "list").lose_answer
+    assert not injector.decide("DELETE", "delete").lose_answer
 
 
 @pytest.mark.parametrize(
