@@ -67,8 +67,8 @@ async def create_file(request: Request) -> Response:
     checker: list[JsonlChecker] = []
 
     def open_file(name: str, filename: str, fields: dict[str, str]) -> IncomingBlob | None:
-        if name != "file":
-            return None  # an unknown file part: dropped, like an unknown field
+        if name != "file" or any(p.field_name == "file" for p in receiver.files):
+            return None  # an unknown or a second file part: dropped, like an unknown field
         purpose = fields.get("purpose")
         if purpose is not None:
             problem = purpose_error(purpose) or jsonl_name_error(purpose, filename)

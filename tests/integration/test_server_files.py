@@ -321,3 +321,16 @@ def test_an_upload_cut_short_leaves_no_temp_file(server: ServerProcess) -> None:
     while (statuses := [r["status"] for r in server.stats()["requests"]])[:1] != [499]:
         assert time.monotonic() < deadline, statuses
         time.sleep(0.01)
+
+
+def test_a_second_file_part_is_ignored(server: ServerProcess) -> None:
+    """Of two `file` parts the first is stored and the second leaves no trace in tmp/."""
+    response = httpx.post(
+        f"{server.base_url}/files",
+        headers=server.headers(),
+        data={"purpose": "user_data"},
+        files=[("file", ("one.txt", b"one")), ("file", ("two.txt", b"two"))],
+    )
+    assert response.json()["filename"] == "one.txt"
+    assert len(server.blob_paths()) == 1
+    assert list((server.data_dir / "tmp").iterdir()) == []
