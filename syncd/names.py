@@ -203,7 +203,8 @@ def place_remote_files(
 ) -> tuple[list[Placement], list[Refusal]]:
     """Give every remote file a distinct safe path (rules in the module docstring).
 
-    The newest file (``created_at``, then id) keeps a contested name; a file whose
+    The newest file (``created_at``; within one second, the earlier in ``files``, which
+    is newer in the API's default listing order) keeps a contested name; a file whose
     name is another file's directory yields to the directory. ``reserved`` paths are
     treated as taken already. Deterministic: the same listing gives the same paths.
     """
@@ -217,7 +218,9 @@ def place_remote_files(
     directories = {d for _, c in cleaned for d in parent_dirs(c.path)}
     taken: set[str] = set(reserved)
     placements: list[Placement] = []
-    newest_first = sorted(cleaned, key=lambda fc: (-fc[0].created_at, fc[0].id))
+    # Stable: files created in the same second keep the listing's order, which the API
+    # gives newest first (``order=desc``), so the last upload wins the plain name.
+    newest_first = sorted(cleaned, key=lambda fc: -fc[0].created_at)
     for remote, clean in newest_first:
         path, notes = clean.path, list(clean.notes)
         if _clashes(path, taken, directories):

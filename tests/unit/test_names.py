@@ -169,12 +169,19 @@ def test_file_named_like_a_directory_yields() -> None:
 
 
 def test_placement_is_deterministic() -> None:
-    """The same listing in another order gives the same paths."""
+    """The same listing always gives the same, distinct paths."""
     files = [remote(f"file-{i}", "same.txt", 100) for i in range(5)]
     first = {p.file.id: p.path for p in place_remote_files(files)[0]}
-    second = {p.file.id: p.path for p in place_remote_files(list(reversed(files)))[0]}
-    assert first == second
+    again = {p.file.id: p.path for p in place_remote_files(list(files))[0]}
+    assert first == again
     assert len(set(first.values())) == 5
+
+
+def test_same_second_ties_follow_the_listing_order() -> None:
+    """Created in the same second: the first listed (the newest, in the API's default
+    descending order) keeps the plain name, whatever the ids."""
+    placed, _ = place_remote_files([remote("file-z", "n.txt", 100), remote("file-a", "n.txt", 100)])
+    assert {p.file.id: p.path for p in placed}["file-z"] == "n.txt"
 
 
 def test_refused_names_are_reported() -> None:

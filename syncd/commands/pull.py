@@ -1,0 +1,267 @@
+"""``syncd pull DEST``: bring the mirrored files back into DEST (see ``syncd.restore``).
+
+Two sources:
+
+- the ledger (default): every file the ledger of one mirrored folder tracks, at its
+  relative path, checked against the recorded size and SHA-256, with its mtime. The
+  ledger is the one of ``--folder FOLDER``, the one ``--state PATH`` names, or the only
+  one in the state directory (the command says which it chose).
+- ``--all [--purpose P]``: every remote file of the account, under its remote filename
+  cleaned of anything unsafe (``syncd.names``); each change is said in one line.
+
+Exit codes: 0 when every file is in DEST; 1 when any file failed, was kept because a
+different file was in the way, or was not tried (the summary says which); 2 for usage
+and configuration errors. Progress: a bar on a terminal, one log line per file
+otherwise; problems always get one line each on stderr, and a summary closes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import structlog
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from syncd.commands._remote import add_remote_arguments, open_remote
+from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from syncd.destination import Destination
+from syncd.errors import ConfigError
+from syncd.ledger import Ledger
+from syncd.names import printable
+from syncd.remote.protocol import UPLOAD_PURPOSES, FilesRemote
+from syncd.restore import (
+    Puller,
+    PullItem,
+    PullOutcome,
+    PullResult,
+    choose_ledger,
+    item_notes,
+    ledger_items,
+    remote_items,
+    state_dir,
+    summarise,
+)
+
+log = structlog.get_logger("syncd.pull")
+
+
+class TransferDisplay:
+    """Bytes and files moving: a rich bar on a terminal, log lines otherwise. Problem
+    lines are printed above the bar (or as plain lines) as they happen."""
+
+    def __init__(self, stream: IO[str], *, verb: str, interactive: bool | None = None) -> None:
+        self.stream = stream
+        self.verb = verb
+        self.interactive = stream.isatty() if interactive is None else interactive
+        self._lock = threading.Lock()
+        self._done = 0
+        self._total = 0
+        self.console = Console(file=stream, stderr=True, highlight=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._task = self.progress.add_task("", total=None, visible=False)
+
+    def start(self, files: int, total_bytes: int) -> None:
+        self._total = files
+        self.progress.update(
+            self._task, total=total_bytes or None, visible=True, description=self._label()
+        )
+        if self.interactive and files:
+            self.progress.start()
+
+    def stop(self) -> None:
+        if self.interactive:
+            self.progress.stop()
+
+    def _label(self) -> str:
+        return f"{self.verb} {self._done}/{self._total} files"
+
+    def advanced(self, nbytes: int) -> None:
+        if self.interactive:
+            self.progress.update(self._task, advance=nbytes)
+
+    def file_done(self) -> None:
+        with self._lock:
+            self._done += 1
+            if self.interactive:
+                self.progress.update(self._task, description=self._label())
+
+    def say(self, line: str) -> None:
+        """One line on stderr, above the bar when there is one."""
+        with self._lock:  # one whole line at a time, whichever thread says it
+            if self.interactive and self.progress.live.is_started:
+                self.console.print(escape(line), markup=False, soft_wrap=True)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+
+class PullDisplay(TransferDisplay):
+    """``PullListener`` for the command: progress plus one line per file."""
+
+    def finished(self, result: PullResult) -> None:
+        self.file_done()
+        item = result.item
+        fields = {"path": item.path, "file_id": item.file_id}
+        if result.outcome is PullOutcome.PULLED:
+            if not self.interactive:
+                log.info("pulled", bytes=result.bytes, duration=round(result.duration, 3), **fields)
+        elif result.outcome is PullOutcome.SAME:
+            if not self.interactive:
+                log.info("already_there", **fields)
+        elif result.outcome is PullOutcome.NOT_TRIED:
+            log.debug("not_tried", reason=result.message, **fields)
+        else:
+            self.say(f"syncd: {result.outcome.value}: {printable(item.path)}: {result.message}")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "pull",
+        help="download the mirrored files into a folder (restore)",
+        description="Download every file a mirror's ledger tracks into DEST at its path, "
+        "checked against the recorded SHA-256, or with --all every remote file under its "
+        "(cleaned) remote name. Files already identical are skipped, so a second run "
+        "only finishes what the first left.",
+    )
+    parser.add_argument("dest", type=Path, metavar="DEST", help="the folder to restore into")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--folder",
+        type=Path,
+        metavar="FOLDER",
+        help="the mirrored folder whose ledger to use (it may be gone)",
+    )
+    source.add_argument(
+        "--all",
+        action="store_true",
+        help="every remote file of the account, named by its remote filename",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="state directory, or the ledger file itself if it ends in .db",
+    )
+    parser.add_argument(
+        "--purpose", choices=UPLOAD_PURPOSES, help="with --all: only files of this purpose"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"downloads at once (default: {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different file already at a ledger path (default: keep it)",
+    )
+    add_remote_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency must be 1..{MAX_CONCURRENCY}")
+    if args.purpose and not args.all:
+        raise ConfigError("--purpose only applies with --all")
+    env = os.environ
+    display = PullDisplay(sys.stderr, verb="pulling")
+    with Destination(args.dest) as dest:
+        if args.all:
+            remote_state = state_dir(args.state, env)
+        else:
+            ledger_file, note = choose_ledger(args.folder, args.state, env)
+            if note:
+                display.say(f"syncd: {note}")
+            remote_state = ledger_file.parent
+        with open_remote(args, remote_state, pool_size=args.concurrency + 2) as remote:
+            if args.all:
+                items, problems = _remote_plan(remote, dest, args.purpose, display)
+            else:
+                items, problems = _ledger_plan(ledger_file, display)
+            puller = Puller(
+                remote, dest, display, concurrency=args.concurrency, overwrite=args.overwrite
+            )
+            display.start(len(items), sum(i.size for i in items))
+            try:
+                results = puller.run(items)
+            finally:
+                display.stop()
+    return report(results, problems, dest_path=args.dest)
+
+
+def _ledger_plan(ledger_file: Path, display: TransferDisplay) -> tuple[list[PullItem], int]:
+    """The ledger's files; says what is skipped. Returns the items and the refusals."""
+    with Ledger.open_readonly(ledger_file) as ledger:
+        items, skipped = ledger_items(ledger.rows())
+    for skip in skipped:
+        kind = "refused" if skip.error else "skipped"
+        display.say(f"syncd: {kind}: {printable(skip.path)}: {skip.reason}")
+    return items, sum(1 for skip in skipped if skip.error)
+
+
+def _remote_plan(
+    remote: FilesRemote, dest: Destination, purpose: str | None, display: TransferDisplay
+) -> tuple[list[PullItem], int]:
+    """Every remote file under a safe name; says each rename and refusal."""
+    listing = list(remote.list_files(purpose=purpose))
+    items, refused = remote_items(listing, dest)
+    for refusal in refused:
+        display.say(
+            f"syncd: refused: '{printable(refusal.file.filename)}' ({refusal.file.id}): "
+            f"{refusal.reason}"
+        )
+    names = {f.id: f.filename for f in listing}
+    for item in items:
+        if item.notes:
+            display.say(
+                f"syncd: renamed: '{printable(names[item.file_id])}' ({item.file_id}) "
+                f"-> {item.path}: {item_notes(item)}"
+            )
+    return items, len(refused)
+
+
+def report(results: Sequence[PullResult], problems: int, *, dest_path: Path) -> int:
+    """The closing summary on stderr; the exit code."""
+    counts = summarise(results)
+    not_tried = [r for r in results if r.outcome is PullOutcome.NOT_TRIED]
+    if not_tried:
+        print(f"syncd: stopped early ({not_tried[0].message})", file=sys.stderr)
+    bad = counts["failed"] + counts["kept"] + counts["not_tried"] + problems
+    megabytes = counts["bytes"] / 1_000_000
+    state = "complete" if bad == 0 else "INCOMPLETE"
+    print(
+        f"syncd: pull into {dest_path} {state}: {counts['pulled']} pulled ({megabytes:.1f} MB), "
+        f"{counts['same']} already there, {counts['kept']} kept, {counts['failed']} failed"
+        + (f", {counts['not_tried']} not tried" if counts["not_tried"] else "")
+        + (f", {problems} refused" if problems else ""),
+        file=sys.stderr,
+    )
+    return 0 if bad == 0 else 1
