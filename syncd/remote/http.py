@@ -292,14 +292,22 @@ class HttpFilesRemote:
         expected = self.retrieve(file_id).bytes
         try:
             start: int | None = out.tell() if out.seekable() else None
-        except (OSError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             start = None
         what = f"download {file_id}"
 
-        def attempt() -> int:
-            if start is not None:
+        def rewind() -> bool:
+            """Undo a broken attempt's output; False if ``out`` cannot be rewound."""
+            if start is None:
+                return False
+            try:
                 out.seek(start)
                 out.truncate()
+            except (OSError, ValueError):
+                return False
+            return True
+
+        def attempt() -> int:
             written = 0
             request = self._client.build_request(
                 "GET",
@@ -313,7 +321,7 @@ class HttpFilesRemote:
                     written += len(chunk)
             except httpx.TransportError as exc:
                 error = self._transport_error(exc, what, ambiguous=False)
-                if written and start is None:
+                if written and not rewind():
                     raise _Unrepeatable(error) from exc
                 raise error from exc
             finally:

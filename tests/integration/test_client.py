@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_delete_of_a_missing_file_succeeds(server: ServerProcess, tmp_path: Path
 
 
 def test_download_into_a_file_and_of_a_missing_id(server: ServerProcess, tmp_path: Path) -> None:
-    """download streams into a real file; a missing id is NotFoundError and nothing written."""
+    """download streams into a file or /dev/null; a missing id: NotFoundError, nothing written."""
     data = bytes(range(256)) * 4096
     source = write(tmp_path / "bin.dat", data)
     with client(server) as remote:
@@ -129,6 +130,8 @@ def test_download_into_a_file_and_of_a_missing_id(server: ServerProcess, tmp_pat
         with open(tmp_path / "copy.dat", "wb") as out:
             assert remote.download(uploaded.id, out) == len(data)
         assert (tmp_path / "copy.dat").read_bytes() == data
+        with open(os.devnull, "wb") as sink:  # seekable but cannot be truncated
+            assert remote.download(uploaded.id, sink) == len(data)
         empty = io.BytesIO()
         with pytest.raises(NotFoundError):
             remote.download("file-doesnotexist000000000000", empty)
