@@ -1,0 +1,143 @@
+"""Reconciliation rules against an in-memory Files remote (no HTTP): what is adopted,
+what is deleted as a provable duplicate, and what is never touched."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.ledger import Fingerprint, Ledger
+from syncd.reconcile import CLOCK_SKEW_MARGIN, Reconciler, filename_matches
+from syncd.remote.protocol import RemoteFile
+
+T0 = 1_700_000_000.0
+
+
+class MemoryRemote:
+    """Just enough of FilesRemote for reconciliation: list (newest first) and delete."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, RemoteFile] = {}
+        self.deleted: list[str] = []
+        self._ids = itertools.count(1)
+
+    def add(self, filename: str, size: int, created: float, purpose: str = "user_data") -> str:
+        file_id = f"file-{next(self._ids)}"
+        self.files[file_id] = RemoteFile(file_id, filename, size, int(created), purpose)
+        return file_id
+
+    def list_files(self, purpose: str | None = None, order: str = "desc") -> Iterator[RemoteFile]:
+        chosen = [f for f in self.files.values() if purpose in (None, f.purpose)]
+        yield from sorted(chosen, key=lambda f: (f.created_at, f.id), reverse=order == "desc")
+
+    def delete(self, file_id: str) -> None:
+        self.deleted.append(file_id)
+        self.files.pop(file_id, None)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    led = Ledger.open(tmp_path / "l.db")
+    yield led
+    led.close()
+
+
+def intend(ledger: Ledger, path: str, size: int, at: float = T0, replaces: str | None = None):
+    fp = Fingerprint(size, 1, 1, "ab" * 32)
+    return ledger.begin_upload(
+        path, fp, filename=path, purpose="user_data", expires_after=None, replaces=replaces, now=at
+    )
+
+
+def settle(ledger: Ledger, remote: MemoryRemote):
+    return Reconciler(ledger, remote, clock=lambda: T0 + 10).settle(ledger.open_intents())
+
+
+def test_adopts_one_copy_and_deletes_the_other_matching_copies(ledger: Ledger) -> None:
+    """Two stored copies of one intent: the newest is adopted, the other deleted."""
+    remote = MemoryRemote()
+    intend(ledger, "d/a.txt", 5)
+    older = remote.add("d/a.txt", 5, T0 + 1)
+    newer = remote.add("d/a.txt", 5, T0 + 2)
+    report = settle(ledger, remote)
+    assert report.adopted == {"d/a.txt": newer} and report.duplicates_deleted == [older]
+    assert ledger.row("d/a.txt").file_id == newer and ledger.open_intents() == []
+
+
+@pytest.mark.parametrize(
+    ("filename", "size", "created", "reason"),
+    [
+        ("d/a.txt", 6, T0 + 1, "other size"),
+        ("d/b.txt", 5, T0 + 1, "other name"),
+        ("d/a.txt", 5, T0 - CLOCK_SKEW_MARGIN - 1, "created before the intent"),
+    ],
+)
+def test_files_that_do_not_match_are_never_touched(
+    ledger: Ledger, filename: str, size: int, created: float, reason: str
+) -> None:
+    """A remote file differing in name, size or time is foreign: kept, not adopted."""
+    remote = MemoryRemote()
+    intend(ledger, "d/a.txt", 5)
+    foreign = remote.add(filename, size, created)
+    report = settle(ledger, remote)
+    assert report.adopted == {} and report.not_stored == ["d/a.txt"], reason
+    assert remote.deleted == [] and foreign in remote.files
+    assert ledger.open_intents() == [] and ledger.row("d/a.txt") is None
+
+
+def test_known_ids_are_never_adopted_or_deleted(ledger: Ledger) -> None:
+    """A matching file the ledger already tracks (another path's) is left alone."""
+    remote = MemoryRemote()
+    tracked = remote.add("a.txt", 5, T0 + 1)
+    i = intend(ledger, "other", 5, at=T0 - 100)
+    ledger.complete_upload(i, remote.files[tracked], stale=False, now=T0)
+    intend(ledger, "a.txt", 5)
+    report = settle(ledger, remote)
+    assert report.adopted == {} and remote.deleted == []
+
+
+def test_basename_only_servers_still_match() -> None:
+    """A server that keeps only the last part of the name still matches the intent."""
+    assert filename_matches("a.txt", "d/e/a.txt")
+    assert filename_matches("say%22hi%22.txt", 'say"hi".txt')  # the wire's escaping
+    assert not filename_matches("b.txt", "d/a.txt")
+
+
+def test_adoption_of_a_replace_deletes_the_old_version(ledger: Ledger) -> None:
+    """Adopting a replace's upload also deletes the version it replaced."""
+    remote = MemoryRemote()
+    old = remote.add("a.txt", 3, T0 - 500)
+    first = intend(ledger, "a.txt", 3, at=T0 - 501)
+    ledger.complete_upload(first, remote.files[old], stale=False, now=T0 - 500)
+    intend(ledger, "a.txt", 5, replaces=old)
+    new = remote.add("a.txt", 5, T0 + 1)
+    report = settle(ledger, remote)
+    assert report.adopted == {"a.txt": new} and old in remote.deleted
+    assert set(remote.files) == {new}
+
+
+def test_several_intents_for_one_path(ledger: Ledger) -> None:
+    """Only the newest intent adopts; copies from older intents of the path are deleted."""
+    remote = MemoryRemote()
+    intend(ledger, "a.txt", 3, at=T0)
+    intend(ledger, "a.txt", 5, at=T0 + 5)
+    stale_copy = remote.add("a.txt", 3, T0 + 1)
+    current = remote.add("a.txt", 5, T0 + 6)
+    report = settle(ledger, remote)
+    assert report.adopted == {"a.txt": current} and report.duplicates_deleted == [stale_copy]
+    assert ledger.row("a.txt").size == 5
+
+
+def test_open_deletes_are_redone(ledger: Ledger) -> None:
+    """An open delete intent is carried out again; the path's row goes with it."""
+    remote = MemoryRemote()
+    fid = remote.add("a.txt", 5, T0)
+    i = intend(ledger, "a.txt", 5, at=T0 - 1)
+    ledger.complete_upload(i, remote.files[fid], stale=False, now=T0)
+    ledger.begin_delete("a.txt", fid, now=T0 + 1)
+    report = settle(ledger, remote)
+    assert report.deletes_finished == 1 and remote.deleted == [fid]
+    assert ledger.row("a.txt") is None and ledger.open_intents() == []
