@@ -1,0 +1,168 @@
+"""``syncd verify FOLDER``: check that the folder, its ledger and the remote agree.
+
+By default every tracked local file is hashed and every tracked remote file is
+downloaded (streamed into a hash, never to disk) and compared with the ledger;
+``--quick`` compares local files by stat and remote files by the listing's size. Each
+difference is one line on stdout (``KIND  PATH  DETAIL``), or a JSON document with
+``--json``. Exit 0 only when everything agrees, 1 when anything differs, 2 for usage
+errors. The include/exclude globs (options or the mirror's ``--config`` table) scope
+the folder as they scope ``syncd sync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from syncd.commands._remote import add_remote_arguments, open_remote
+from syncd.commands.pull import TransferDisplay
+from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, load_config, mirror_for_folder
+from syncd.errors import ConfigError
+from syncd.ledger import Ledger
+from syncd.names import printable
+from syncd.paths import ledger_path
+from syncd.scan import FolderUnavailableError, Scanner
+from syncd.verify import (
+    Difference,
+    check_remote_content,
+    compare,
+    content_bytes,
+    hash_local,
+    sort_differences,
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="check that the folder, the ledger and the remote agree",
+        description="Compare the folder, its ledger and the remote: files not mirrored, "
+        "changed or deleted locally, remote copies missing, of the wrong size or "
+        "content, and extra remote copies. Exit 0 only when all agree.",
+    )
+    parser.add_argument("folder", type=Path, metavar="FOLDER", help="the mirrored folder")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="state directory, or the ledger file itself if it ends in .db",
+    )
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="take the folder's globs from this config"
+    )
+    parser.add_argument("--include", action="append", metavar="GLOB", help="as for sync")
+    parser.add_argument("--exclude", action="append", metavar="GLOB", help="as for sync")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="compare by stat and listed size only: no hashing, no download",
+    )
+    parser.add_argument("--json", action="store_true", help="print the differences as JSON")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"downloads at once (default: {DEFAULT_CONCURRENCY})",
+    )
+    add_remote_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"--concurrency must be 1..{MAX_CONCURRENCY}")
+    env = os.environ
+    config = load_config(args.config, env) if args.config else None
+    mirror = mirror_for_folder(config, args.folder, env).with_overrides(
+        include=tuple(args.include) if args.include else None,
+        exclude=tuple(args.exclude) if args.exclude else None,
+        state_path=args.state.absolute() if args.state else None,
+    )
+    scanner = Scanner(mirror.folder, mirror.path_filter)
+    try:
+        scanner.check_root()
+    except FolderUnavailableError as exc:
+        folder = args.folder
+        raise ConfigError(f"{exc}; to restore it: syncd pull {folder} --folder {folder}") from None
+    ledger_file = ledger_path(mirror.folder, mirror.state_path, env)
+    if not ledger_file.is_file():
+        raise ConfigError(f"no ledger for {mirror.folder} at {ledger_file}; has it been synced?")
+    with Ledger.open_readonly(ledger_file) as ledger:
+        rows = ledger.rows()
+        pending = {
+            str(i.file_id): i.path
+            for i in ledger.open_intents()
+            if i.kind == "delete" and i.file_id
+        }
+    display = TransferDisplay(sys.stderr, verb="verifying")
+    scan = scanner.scan(rows if args.quick else {})
+    with open_remote(args, ledger_file.parent, pool_size=args.concurrency + 2) as remote:
+        listing = list(remote.list_files())
+        found: list[Difference] = []
+        local_hashes = None
+        if not args.quick:
+            total = content_bytes(rows, listing) + sum(
+                f.size for p, f in scan.files.items() if p in rows
+            )
+            display.start(len(rows), total)
+            try:
+                local_hashes, unreadable = hash_local(
+                    mirror.folder,
+                    scan,
+                    rows,
+                    concurrency=args.concurrency,
+                    on_bytes=display.advanced,
+                )
+                found += unreadable
+                found += check_remote_content(
+                    remote,
+                    rows,
+                    listing,
+                    concurrency=args.concurrency,
+                    on_bytes=display.advanced,
+                    on_file=display.file_done,
+                )
+            finally:
+                display.stop()
+    found += compare(
+        scan,
+        rows,
+        listing,
+        path_filter=mirror.path_filter,
+        pending_deletes=pending,
+        local_hashes=local_hashes,
+    )
+    return report(sort_differences(found), args, checked=len(rows), remote_files=len(listing))
+
+
+def report(
+    found: list[Difference], args: argparse.Namespace, *, checked: int, remote_files: int
+) -> int:
+    """Differences on stdout (lines or JSON), a summary on stderr; the exit code."""
+    if args.json:
+        document = {
+            "ok": not found,
+            "folder": str(args.folder),
+            "mode": "quick" if args.quick else "full",
+            "tracked": checked,
+            "remote_files": remote_files,
+            "differences": [d.to_json() for d in found],
+        }
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+    else:
+        for difference in found:
+            print(f"{difference.kind.value:17} {printable(difference.path)}  {difference.detail}")
+    mode = "quick" if args.quick else "full"
+    if found:
+        plural = "s" if len(found) != 1 else ""
+        print(f"syncd: verify ({mode}): {len(found)} difference{plural}", file=sys.stderr)
+        return 1
+    print(
+        f"syncd: verify ({mode}): folder, ledger and remote agree ({checked} tracked files)",
+        file=sys.stderr,
+    )
+    return 0
