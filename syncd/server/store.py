@@ -107,6 +107,24 @@ class IncomingBlob:
         self._file.write(data)
         self.size += len(data)
 
+    def append_file(self, source: Path) -> None:
+        """Append a whole file, copied in the kernel (``copy_file_range``) where it can be."""
+        assert self._file is not None, "write after close"
+        self._file.flush()
+        with open(source, "rb") as src:
+            remaining = os.fstat(src.fileno()).st_size
+            try:
+                while remaining > 0:
+                    copied = os.copy_file_range(src.fileno(), self._file.fileno(), remaining)
+                    if copied == 0:
+                        break
+                    remaining -= copied
+                    self.size += copied
+            except OSError:  # not supported here (old kernel, odd filesystem): plain copy
+                while chunk := src.read(1024 * 1024):
+                    self.write(chunk)
+        self._file.seek(0, os.SEEK_END)
+
     def finish(self) -> None:
         """Flush and fsync: after this the bytes are on disk."""
         if self._file is not None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -253,22 +255,20 @@ def _assemble(
     if not state.uploads.set_status(upload.id, "completing", old="pending"):
         raise _not_pending(upload, "complete")
     incoming = state.store.new_incoming()
+    paths = [state.uploads.part_path(parts[p]) for p in part_ids]
     try:
-        digest = hashlib.md5(usedforsecurity=False) if md5 else None
-        checker = JsonlChecker() if upload.purpose in JSONL_PURPOSES else None
-        for part_id in part_ids:
-            with open(state.uploads.part_path(parts[part_id]), "rb") as handle:
-                while chunk := handle.read(READ_CHUNK):
-                    incoming.write(chunk)
-                    if digest is not None:
-                        digest.update(chunk)
-                    if checker is not None:
-                        checker.feed(chunk)
-        if digest is not None and md5 is not None and digest.hexdigest() != md5.lower():
+        # Copy (in the kernel) and inspect (md5, JSON Lines) side by side: two reads of
+        # the same pages, mostly from the page cache, instead of one slow Python loop.
+        with ThreadPoolExecutor(1, thread_name_prefix="syncd-assemble") as pool:
+            copying = pool.submit(_append_all, incoming, paths)
+            try:
+                digest, fault = _inspect(paths, md5 is not None, upload.purpose in JSONL_PURPOSES)
+            finally:
+                copying.result()
+        if md5 is not None and digest != md5.lower():
             raise invalid_request(
-                f"The md5 of the assembled file is {digest.hexdigest()}, not {md5}.", param="md5"
+                f"The md5 of the assembled file is {digest}, not {md5}.", param="md5"
             )
-        fault = checker.finish() if checker is not None else None
         if fault is not None:
             raise invalid_jsonl(upload.filename, fault)
         record = state.store.commit(
@@ -285,6 +285,27 @@ def _assemble(
     completed = state.uploads.get(upload.id)
     assert completed is not None
     return completed.to_json(file=record.to_json())
+
+
+def _append_all(incoming: IncomingBlob, paths: list[Path]) -> None:
+    for path in paths:
+        incoming.append_file(path)
+
+
+def _inspect(paths: list[Path], want_md5: bool, want_jsonl: bool) -> tuple[str, str | None]:
+    """The md5 (hex, "" if not wanted) and the first JSON Lines fault of the parts in order."""
+    digest = hashlib.md5(usedforsecurity=False)
+    checker = JsonlChecker() if want_jsonl else None
+    if not want_md5 and checker is None:
+        return "", None
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(READ_CHUNK):
+                if want_md5:
+                    digest.update(chunk)
+                if checker is not None:
+                    checker.feed(chunk)
+    return (digest.hexdigest() if want_md5 else ""), (checker.finish() if checker else None)
 
 
 async def cancel_upload(request: Request) -> Response:
