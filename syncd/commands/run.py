@@ -1,0 +1,189 @@
+"""``syncd run``: the daemon. Watch folders and mirror every change until stopped.
+
+``syncd run FOLDER [options of sync] [--debounce S] [--rescan-interval S]`` mirrors one
+folder; ``syncd run --config FILE`` mirrors every ``[[mirror]]`` of the file (options
+apply to each). A folder the ledger has never seen is created (so the README's
+``syncd run --local ./data`` works on a fresh clone); a missing folder that *was*
+mirrored means an unmounted disk, and that mirror waits for it. Configuration mistakes
+exit 2 with one line before anything starts. Behaviour: ``syncd.daemon``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+from syncd.commands._remote import open_remote
+from syncd.commands.sync import add_mirror_arguments, mirror_from_args
+from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, load_config
+from syncd.daemon import Daemon
+from syncd.daemon_support import SignalRelay
+from syncd.errors import ConfigError
+from syncd.paths import LEDGER_SUFFIX, ledger_path
+from syncd.remote.protocol import FilesRemote
+from syncd.remote.settings import (
+    AZURE_CREDENTIAL_NAME,
+    CREDENTIAL_NAME,
+    RemoteSettings,
+    remote_settings_from_env,
+)
+
+
+def _seconds_option(check: Callable[[Any, str], float]) -> Callable[[str], float]:
+    """An argparse type that parses seconds and applies a config check."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        try:
+            return check(value, "value")
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+    return parse
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="watch folders and mirror every change (the daemon; systemd Type=notify)",
+        description="A full reconcile, then watch the folder(s) and mirror each change once "
+        "it has been quiet for --debounce seconds, with a full rescan every "
+        "--rescan-interval seconds. SIGTERM/SIGINT stop gracefully, SIGHUP reloads.",
+    )
+    add_mirror_arguments(parser)
+    parser.add_argument(
+        "--debounce",
+        type=_seconds_option(check_debounce),
+        metavar="SECONDS",
+        help="handle a changed path once it has been quiet this long (default: 1)",
+    )
+    parser.add_argument(
+        "--rescan-interval",
+        type=_seconds_option(check_rescan_interval),
+        metavar="SECONDS",
+        help="full rescan period, which catches anything the watcher missed (default: 600)",
+    )
+    parser.add_argument(
+        "--accept-folder-change",
+        action="store_true",
+        help="the folder now lives on another filesystem (or was replaced by an empty "
+        "directory) on purpose: mirror it as it is (the mass-delete guard still applies)",
+    )
+    parser.set_defaults(func=run)
+
+
+def load_mirrors(args: argparse.Namespace, env: Mapping[str, str]) -> list[MirrorConfig]:
+    """The mirrors the options describe: one FOLDER, or every [[mirror]] of --config."""
+    if args.config is None or args.folder is not None:
+        mirrors = [mirror_from_args(args, env)]
+    else:
+        config = load_config(args.config, env)
+        mirrors = [
+            mirror_from_args(argparse.Namespace(**{**vars(args), "folder": m.folder}), env)
+            for m in config.mirrors
+        ]
+        if len(mirrors) > 1 and args.state is not None and args.state.name.endswith(LEDGER_SUFFIX):
+            raise ConfigError(
+                f"--state {args.state} names one ledger file, but {args.config} has "
+                f"{len(mirrors)} mirrors; give a directory instead"
+            )
+    return [
+        m.with_overrides(debounce=args.debounce, rescan_interval=args.rescan_interval)
+        for m in mirrors
+    ]
+
+
+class ArgsRemoteSource:
+    """The remote named by ``--local`` / ``--base-url`` and the environment's key.
+
+    A reload re-reads the key (from its file or credential) and opens a new remote only
+    when the settings changed; with ``--local`` the embedded server's key never changes.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        state_dir: Path,
+        *,
+        pool_size: int,
+        env: Mapping[str, str],
+    ) -> None:
+        self._args = args
+        self._state_dir = state_dir
+        self._pool_size = pool_size
+        self._env = env
+        self._stack = contextlib.ExitStack()
+        self._settings: RemoteSettings | None = None
+
+    def _settings_now(self) -> RemoteSettings | None:
+        if self._args.local:
+            return None
+        return remote_settings_from_env(self._env, base_url=self._args.base_url)
+
+    def open(self) -> FilesRemote:
+        self._settings = self._settings_now()
+        return self._stack.enter_context(
+            open_remote(self._args, self._state_dir, pool_size=self._pool_size)
+        )
+
+    def reload(self) -> FilesRemote | None:
+        settings = self._settings_now()
+        if settings == self._settings:
+            return None
+        stack = contextlib.ExitStack()
+        remote = stack.enter_context(
+            open_remote(self._args, self._state_dir, pool_size=self._pool_size)
+        )
+        self._stack.close()
+        self._stack, self._settings = stack, settings
+        return remote
+
+    def key_stamp(self) -> Hashable:
+        """The identity and mtime of every file the key may be read from."""
+        candidates: list[Path] = []
+        if self._env.get("OPENAI_API_KEY_FILE", ""):
+            candidates.append(Path(self._env["OPENAI_API_KEY_FILE"]))
+        credentials = self._env.get("CREDENTIALS_DIRECTORY", "")
+        if credentials:
+            candidates += [
+                Path(credentials, CREDENTIAL_NAME),
+                Path(credentials, AZURE_CREDENTIAL_NAME),
+            ]
+        stamps: list[tuple[Path, int, int, int] | None] = []
+        for path in candidates:
+            try:
+                st = path.stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    env = os.environ
+    mirrors = load_mirrors(args, env)
+    first = mirrors[0]
+    state_dir = ledger_path(first.folder, first.state_path, env).parent
+    source = ArgsRemoteSource(
+        args, state_dir, pool_size=max(m.concurrency for m in mirrors) + 2, env=env
+    )
+    daemon = Daemon(
+        mirrors,
+        lambda: load_mirrors(args, env),
+        source,
+        env=env,
+        accept_folder_change=args.accept_folder_change,
+    )
+    with SignalRelay(daemon.request_stop, daemon.request_reload):
+        return daemon.run()

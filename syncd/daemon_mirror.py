@@ -1,0 +1,455 @@
+"""One mirrored folder inside the daemon: its ledger, engine, watcher and schedule.
+
+A :class:`MirrorRunner` decides *when* to run a pass; the engine decides what a pass
+does. Its schedule, each step running at most one pass:
+
+- a **full pass** at start, after the folder comes back, when the watcher lost events,
+  and every ``rescan_interval`` seconds;
+- a **partial pass** over the paths whose hints have been quiet for ``debounce``
+  seconds (``only_paths``, no remote listing: the per-batch cost stays tiny), plus the
+  paths whose per-file backoff has run out.
+
+Hints go to the aggregator at once and to the ledger's ``dirty`` table at the next step
+(one transaction per batch, not one fsync per event). Hints not yet written when the
+process dies are not lost either: every start begins with a full pass.
+
+Safety: before every pass the folder itself is checked. Gone, on another filesystem
+than the one recorded in the ledger, or empty (and another directory than before)
+while the ledger tracks files: that is an unmounted disk or a renamed folder, not
+"every file deleted". The runner pauses (no pass, so no delete), says why, polls the
+folder every ``FOLDER_POLL_SECONDS`` and resumes with a new watcher and a full pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from syncd.config import MirrorConfig
+from syncd.daemon_support import Heartbeat, MirrorStatus
+from syncd.errors import FatalError, SyncdError
+from syncd.execute import SyncEngine
+from syncd.execute_types import Outcome, PassResult
+from syncd.ledger import Ledger
+from syncd.plan import Action, Plan
+from syncd.progress import LogReporter
+from syncd.remote.protocol import FilesRemote
+from syncd.scan import FolderUnavailableError, ScanResult
+from syncd.watch import DEFAULT_IGNORES, DirtyPathAggregator, FolderWatcher
+
+log = structlog.get_logger("syncd.daemon")
+
+FOLDER_POLL_SECONDS = 2.0
+ERROR_RETRY_SECONDS = 60.0
+META_FOLDER = "folder"
+META_DEVICE = "folder_device"
+META_INODE = "folder_inode"
+
+Identity = tuple[int, int]  # (st_dev, st_ino) of the folder
+
+
+def folder_problem(
+    folder: str,
+    identity: Identity | None,
+    recorded: Identity | None,
+    *,
+    empty: bool,
+    tracked: int,
+) -> str | None:
+    """Why the folder must not be mirrored as it is now, or None when it may be.
+
+    Pure. ``identity`` is the folder's now (None: missing or not a directory),
+    ``recorded`` the one the ledger remembers, ``tracked`` how many files are mirrored.
+    """
+    advice = "paused, nothing deleted; waiting for it to come back"
+    if identity is None:
+        return f"folder {folder} is gone (unmounted or renamed away?): {advice}"
+    if tracked == 0:
+        return None  # nothing mirrored, nothing a wrong folder could make us delete
+    override = "(restart with --accept-folder-change if this is the right folder now)"
+    if recorded is not None and identity[0] != recorded[0]:
+        return (
+            f"folder {folder} is on another filesystem than before (device {identity[0]}, "
+            f"was {recorded[0]}): unmounted? {advice} {override}"
+        )
+    if empty and identity != recorded:
+        return (
+            f"folder {folder} is empty but {tracked} files are mirrored from it "
+            f"(unmounted disk?): {advice} {override}"
+        )
+    return None
+
+
+class _RunnerReporter(LogReporter):
+    """The engine's per-action log lines, plus liveness and a prompt stop."""
+
+    def __init__(self, heartbeat: Heartbeat, stopping: threading.Event) -> None:
+        self._heartbeat = heartbeat
+        self._stopping = stopping
+        self.engine: SyncEngine | None = None
+
+    def pass_started(self, plan: Plan, scan: ScanResult) -> None:
+        self._heartbeat.beat()
+        if self._stopping.is_set() and self.engine is not None:
+            stop_engine(self.engine)  # a stop that came while scanning: run no action
+        super().pass_started(plan, scan)
+
+    def action_started(self, action: Action) -> None:
+        self._heartbeat.beat()
+
+    def action_finished(self, outcome: Outcome) -> None:
+        self._heartbeat.beat()
+        super().action_finished(outcome)
+
+
+def stop_engine(engine: SyncEngine) -> None:
+    """Ask a running pass to start no new action (in-flight ones finish).
+
+    SyncEngine has no public stop yet; its fatal-error stop event does exactly this.
+    """
+    engine._stop.set()
+
+
+class MirrorRunner:
+    """Schedules the passes of one mirror (see the module docstring); owns ``ledger``
+    from now on (closes it in :meth:`close`)."""
+
+    def __init__(
+        self,
+        config: MirrorConfig,
+        ledger: Ledger,
+        remote: FilesRemote,
+        *,
+        wake: Callable[[float], None],
+        heartbeat: Heartbeat,
+        stopping: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.ignore = DEFAULT_IGNORES if config.ignore is None else config.ignore
+        # The scanner skips what the watcher ignores, so a temp file is never uploaded.
+        self.mirror = config.with_overrides(exclude=config.exclude + self.ignore)
+        self.folder = self.mirror.folder
+        self.ledger = ledger
+        self._wake = wake
+        self._clock = clock
+        self._stopping = stopping
+        self._reporter = _RunnerReporter(heartbeat, stopping)
+        self.engine = self._make_engine(remote)
+        self.aggregator = DirtyPathAggregator(config.debounce)
+        self.watcher: FolderWatcher | None = None
+        self.paused: str | None = None
+        self.refusal: str | None = None
+        self._hints: set[str] = set()
+        self._hints_lock = threading.Lock()
+        self._root_gone = threading.Event()
+        self._full_due = clock()
+        self._watcher_started = -math.inf
+        self._next_folder_check = 0.0
+        self._retry_at: dict[str, float] = {}  # path -> unix time its backoff ends
+        self._status = MirrorStatus(str(self.folder), 0, 0, 0)
+        self._recorded = self._recorded_identity()
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def _make_engine(self, remote: FilesRemote) -> SyncEngine:
+        engine = SyncEngine(self.mirror, self.ledger, remote, reporter=self._reporter)
+        self._reporter.engine = engine
+        return engine
+
+    def rebind(self, remote: FilesRemote) -> None:
+        """Use another remote (a new key) from the next pass on."""
+        self.engine = self._make_engine(remote)
+
+    def prepare(self, *, accept_folder_change: bool = False) -> None:
+        """Create a missing folder nothing was mirrored from; record or check its identity."""
+        if not self.folder.exists() and self._never_seen():
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                log.info("folder_created", folder=str(self.folder))
+            except OSError as exc:
+                log.error("folder_create_failed", folder=str(self.folder), error=str(exc))
+        if accept_folder_change:
+            identity = _identity(self.folder)
+            if identity is not None:
+                self._record(identity)
+                log.warning("folder_change_accepted", folder=str(self.folder))
+        self.ledger.set_meta(META_FOLDER, str(self.folder))
+        self._refresh_status()
+        problem = self._folder_problem()
+        if problem:
+            self._pause(problem)
+        else:
+            self.start_watching()
+
+    def start_watching(self) -> None:
+        """A new watcher (one only starts once). Started before the pass it precedes, so
+        that changes made during that pass are hinted."""
+        self.stop_watching()
+        self._root_gone.clear()
+        self._watcher_started = self._clock()
+        self.watcher = FolderWatcher(
+            self.folder,
+            self._on_hint,
+            ignore_globs=self.ignore,
+            on_trouble=self._on_trouble,
+            on_root_gone=self._on_root_gone,
+            state_dir=self.ledger.path.parent,
+        )
+        self.watcher.start()
+
+    def _watcher_needs_restart(self, now: float) -> bool:
+        """A dead watcher is restarted at most once per rescan interval: one that fails
+        at start reports trouble, and trouble asks for a full pass, which must not loop."""
+        if self._stopping.is_set() or (self.watcher is not None and self.watcher.alive):
+            return False
+        return now - self._watcher_started >= self.config.rescan_interval
+
+    def stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+    def request_stop(self) -> None:
+        stop_engine(self.engine)
+
+    def close(self) -> None:
+        self.stop_watching()
+        self.ledger.close()
+
+    # -- callbacks from the watcher's threads -------------------------------------------
+
+    def _on_hint(self, hint: str) -> None:
+        now = self._clock()
+        self.aggregator.note(hint, now)
+        with self._hints_lock:
+            self._hints.add(hint)
+        self._wake(now + self.aggregator.debounce)
+
+    def _on_trouble(self, reason: str) -> None:
+        log.warning("full_rescan_requested", folder=str(self.folder), reason=reason)
+        self.aggregator.note_rescan()
+        self._wake(0.0)
+
+    def _on_root_gone(self) -> None:
+        self._root_gone.set()
+        self._wake(0.0)
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def request_full(self) -> None:
+        self._full_due = self._clock()
+
+    def flush_hints(self) -> None:
+        """Write the hints noted since the last step to the ledger's dirty table."""
+        with self._hints_lock:
+            hints, self._hints = self._hints, set()
+        if hints:
+            self.ledger.mark_dirty(hints, now=time.time())
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until :meth:`step` has work (0: now), None if only a hint can wake it."""
+        if self._root_gone.is_set():
+            return 0.0
+        if self.paused:
+            return max(0.0, self._next_folder_check - now)
+        waits = [self._full_due - now]
+        hint_due = self.aggregator.next_due(now)
+        if hint_due is not None:
+            waits.append(hint_due)
+        if self._retry_at:
+            waits.append(min(self._retry_at.values()) - time.time())
+        return max(0.0, min(waits))
+
+    def step(self) -> PassResult | None:
+        """Run at most one pass that is due; None when there was nothing to run."""
+        now = self._clock()
+        if self._root_gone.is_set() or self.paused:
+            if not self._root_gone.is_set() and now < self._next_folder_check:
+                return None
+            if not self._check_back(now):
+                return None
+        if self.aggregator.take_rescan():
+            self._full_due = now
+        if now >= self._full_due:
+            return self._pass(None)
+        paths = set(self.aggregator.ready(now))
+        wall = time.time()
+        retry = {path for path, at in self._retry_at.items() if at <= wall}
+        for path in retry:
+            del self._retry_at[path]
+        if paths or retry:
+            return self._pass(paths | retry)
+        return None
+
+    def _check_back(self, now: float) -> bool:
+        """After a pause or a root-gone report: resume (True) if the folder is fine."""
+        self._root_gone.clear()
+        problem = self._folder_problem()
+        if problem:
+            self._pause(problem)
+            self._next_folder_check = now + FOLDER_POLL_SECONDS
+            return False
+        if self.paused:
+            log.info("resumed", folder=str(self.folder), reason="the folder is back")
+            self.paused = None
+            self._refresh_status()
+        if self.watcher is None or not self.watcher.alive:
+            self.start_watching()
+        self._full_due = now
+        return True
+
+    def _pause(self, problem: str) -> None:
+        self.stop_watching()
+        if problem != self.paused:
+            log.warning("paused", folder=str(self.folder), reason=problem)
+        self.paused = problem
+        self._refresh_status()
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def _pass(self, hints: set[str] | None) -> PassResult | None:
+        now = self._clock()
+        problem = self._folder_problem()
+        if problem:
+            self._pause(problem)
+            self._next_folder_check = now + FOLDER_POLL_SECONDS
+            return None
+        full = hints is None
+        if full and self._watcher_needs_restart(now):
+            self.start_watching()  # a watcher that died (or could not start) gets another go
+        only = None if hints is None else sorted({h.rstrip("/") for h in hints})
+        self.flush_hints()
+        started = time.time()
+        try:
+            result = self.engine.run_pass(only, check_remote=None if full else False)
+        except FatalError as exc:
+            result = PassResult(started_at=started, finished_at=time.time(), fatal=str(exc))
+        except FolderUnavailableError as exc:
+            self._pause(str(exc))
+            self._next_folder_check = now + FOLDER_POLL_SECONDS
+            return None
+        except SyncdError as exc:
+            log.error("pass_failed", folder=str(self.folder), error=str(exc))
+            self._full_due = now + ERROR_RETRY_SECONDS
+            return None
+        if hints:  # the engine unqueued the bare paths; "dir/" hints are stored as given
+            self.ledger.clear_dirty(hints, queued_before=result.started_at)
+        if full and not result.fatal:
+            self._full_due = now + self.config.rescan_interval
+        elif full:
+            self._full_due = now  # after the key is fixed, start with a full pass
+        for path in result.requeued:  # still changing: look again once it is quiet
+            self.aggregator.note(path, self._clock())
+        self._log_pass(result, only)
+        self._refresh_status(handled=set(only or ()))
+        return result
+
+    def _log_pass(self, result: PassResult, only: list[str] | None) -> None:
+        for problem in result.problems:
+            level = log.warning if problem.error else log.debug
+            level("scan_problem", folder=str(self.folder), path=problem.path, reason=problem.reason)
+        for warning in result.warnings:
+            log.warning("pass_warning", folder=str(self.folder), warning=warning)
+        if result.refusal and result.refusal != self.refusal:
+            log.warning("deletes_refused", folder=str(self.folder), reason=result.refusal)
+        self.refusal = result.refusal
+        busy = bool(result.counts or result.failures or result.requeued)
+        (log.info if busy or only is None else log.debug)(
+            "pass_finished",
+            folder=str(self.folder),
+            kind="full" if only is None else "changes",
+            paths=None if only is None else len(only),
+            result=result.verdict,
+            counts=result.counts,
+            failed=len(result.failures),
+            requeued=len(result.requeued),
+            duration=round(result.finished_at - result.started_at, 3),
+        )
+
+    # -- the folder's identity -----------------------------------------------------------
+
+    def _never_seen(self) -> bool:
+        """Nothing was ever mirrored from this folder: creating it can hide no unmount."""
+        return self.ledger.tracked_count() == 0 and not self.ledger.open_intents()
+
+    def _recorded_identity(self) -> Identity | None:
+        device, inode = self.ledger.get_meta(META_DEVICE), self.ledger.get_meta(META_INODE)
+        if device is None or inode is None:
+            return None
+        return int(device), int(inode)
+
+    def _record(self, identity: Identity) -> None:
+        self.ledger.set_meta(META_DEVICE, str(identity[0]))
+        self.ledger.set_meta(META_INODE, str(identity[1]))
+        self._recorded = identity
+
+    def _folder_problem(self) -> str | None:
+        """Check the folder before a pass (a stat, a directory read and a count at most)."""
+        identity = _identity(self.folder)
+        if identity is not None and identity == self._recorded:
+            return None  # the common case: the same directory as last time
+        empty = identity is not None and _is_empty(self.folder)
+        tracked = self.ledger.tracked_count() if identity is not None else 0
+        problem = folder_problem(
+            str(self.folder), identity, self._recorded, empty=empty, tracked=tracked
+        )
+        if problem is None and identity is not None:
+            self._record(identity)
+        return problem
+
+    # -- status --------------------------------------------------------------------------
+
+    def _refresh_status(self, handled: set[str] | None = None) -> None:
+        """Counts for the status line, and when each retryable failure is due again.
+
+        A path this pass just handled whose backoff is still over (the planner skipped
+        it for another reason, e.g. it is now excluded) is left to the periodic rescan,
+        so that it cannot make the loop spin.
+        """
+        status = self.ledger.status()
+        wall = time.time()
+        self._retry_at = {
+            row.path: row.next_attempt_at
+            for row in status.problem_rows
+            if row.error_kind == "retryable"
+            and row.next_attempt_at is not None
+            and (row.next_attempt_at > wall or row.path not in (handled or ()))
+        }
+        waits = [at - wall for at in self._retry_at.values()]
+        self._status = MirrorStatus(
+            folder=str(self.folder),
+            mirrored=status.mirrored,
+            pending=status.pending,
+            failed=status.failed,
+            retrying=status.retrying,
+            next_retry_in=min(waits) if waits else None,
+            paused=self.paused,
+            refusal=self.refusal,
+        )
+
+    def status(self) -> MirrorStatus:
+        return self._status
+
+
+def _identity(folder: Path) -> Identity | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _is_empty(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
