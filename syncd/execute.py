@@ -30,6 +30,7 @@ from pathlib import Path
 import structlog
 
 from syncd.config import MirrorConfig
+from syncd.crashpoints import StepHook, no_step
 from syncd.errors import AmbiguousError, FatalError, RemoteError, Verdict
 from syncd.execute_types import (
     NullReporter,
@@ -42,7 +43,7 @@ from syncd.ledger import Fingerprint, Ledger, LedgerRow
 from syncd.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.reconcile import Reconciler
 from syncd.remote.protocol import JSONL_PURPOSES, FilesRemote, RemoteFile
-from syncd.scan import FileChangedError, LocalFile, Scanner, ScanResult, hash_file
+from syncd.scan import FileChangedError, Scanner, ScanResult, current_fingerprint
 from syncd.validate import check_jsonl, check_name, check_size
 
 AMBIGUOUS_ROUNDS = 3
@@ -63,17 +64,28 @@ class SyncEngine:
         *,
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
+        step_hook: StepHook | None = None,
     ) -> None:
         self.mirror = mirror
         self.ledger = ledger
         self.remote = remote
         self.reporter = reporter or NullReporter()
         self.clock = clock
+        self.step = step_hook or no_step
         self.scanner = Scanner(
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
         self.reconciler = Reconciler(ledger, remote, clock=clock)
         self._stop = threading.Event()
+
+    def request_stop(self) -> None:
+        """Ask the running pass to start no new action (in-flight ones finish).
+
+        Safe from any thread (a signal handler's too). The actions not started are
+        counted as ``not_run`` and the pass is not ``in_sync``. The next ``run_pass``
+        starts afresh.
+        """
+        self._stop.set()
 
     # -- the pass ------------------------------------------------------------------------
 
@@ -285,7 +297,7 @@ class SyncEngine:
         if problem:
             return self._fail(action, stat_fp, problem, permanent=True)
         try:
-            fingerprint = self._fingerprint(full, action.local, st)
+            fingerprint = current_fingerprint(full, action.local, st, attempts=HASH_ATTEMPTS)
             if purpose in JSONL_PURPOSES:
                 problem = check_jsonl(full, purpose, self.mirror.limits)
         except FileNotFoundError:
@@ -314,6 +326,7 @@ class SyncEngine:
             replaces=action.replaces,
             now=self.clock(),
         )
+        self.step("upload.intent", action.path)
         attempt = (action.row.attempts if action.row else 0) + 1
         try:
             remote = self.remote.upload(full, action.path, purpose, action.expires_after)
@@ -354,8 +367,10 @@ class SyncEngine:
                 intent_id=intent_id,
                 attempt=attempt,
             )
+        self.step("upload.sent", action.path)
         stale = self._moved(full, fp)
         deletes = self.ledger.complete_upload(intent_id, remote, stale=stale, now=self.clock())
+        self.step("upload.committed", action.path)
         if stale:
             self._requeue(action.path)
         for delete in deletes:
@@ -372,6 +387,7 @@ class SyncEngine:
     def _delete_old_version(self, intent_id: int, path: str, file_id: str) -> None:
         try:
             self.remote.delete(file_id)
+            self.step("replace.old_deleted", path)
         except RemoteError as exc:  # the open intent is finished at the next start
             log.warning(
                 "delete_failed", path=path, file_id=file_id, action="replace", error=str(exc)
@@ -384,8 +400,10 @@ class SyncEngine:
         if file_id is None:
             return Outcome(action, OutcomeStatus.NOT_RUN, reason="nothing to delete")
         intent = self.ledger.begin_delete(action.path, file_id, now=self.clock())
+        self.step("delete.intent", action.path)
         try:
             self.remote.delete(file_id)
+            self.step("delete.sent", action.path)
         except FatalError as exc:
             return Outcome(action, OutcomeStatus.FATAL, reason=str(exc))
         except RemoteError as exc:
@@ -452,25 +470,6 @@ class SyncEngine:
         except OSError:
             return None
         return st if stat.S_ISREG(st.st_mode) else None
-
-    def _fingerprint(self, full: Path, local: LocalFile | None, st: os.stat_result) -> Fingerprint:
-        """The content's fingerprint: the scan's hash if the stat has not moved, else a
-        fresh hash (retried if the file changes while read)."""
-        if (
-            local is not None
-            and local.sha256
-            and local.same_stat(st.st_size, st.st_mtime_ns, st.st_ino)
-        ):
-            return local.fingerprint()
-        for attempt in range(HASH_ATTEMPTS):
-            try:
-                sha, hashed = hash_file(full)
-            except FileChangedError:
-                if attempt == HASH_ATTEMPTS - 1:
-                    raise
-                continue
-            return Fingerprint(hashed.st_size, hashed.st_mtime_ns, hashed.st_ino, sha)
-        raise FileChangedError(str(full))  # not reached: the loop returns or raises
 
     def _requeue(self, path: str) -> None:
         self.ledger.mark_dirty([path], now=self.clock())

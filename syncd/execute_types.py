@@ -106,6 +106,8 @@ class PassResult:
         elif status in (OutcomeStatus.VANISHED, OutcomeStatus.CHANGED):
             self._count(status.value)
             self.requeued.add(outcome.action.path)
+        elif status is OutcomeStatus.NOT_RUN:
+            self._count("not_run")
         elif status is OutcomeStatus.REFRESHED:
             self._count("refreshed")
         elif status is OutcomeStatus.DONE:
@@ -155,6 +157,7 @@ class PassResult:
             or self.refusal
             or self.fatal
             or self.deletes_skipped
+            or self.counts.get("not_run")
             or self.requeued
             or (self.reconciled is not None and self.reconciled.errors)
         )

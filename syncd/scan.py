@@ -133,6 +133,29 @@ def hash_file(
     return digest.hexdigest(), before
 
 
+def current_fingerprint(
+    full: Path, known: LocalFile | None, st: os.stat_result, *, attempts: int = 3
+) -> Fingerprint:
+    """The content's fingerprint right now: ``known``'s hash if the stat ``st`` has not
+    moved since the scan, else a fresh hash, retried up to ``attempts`` times while the
+    file changes under the reader (then ``FileChangedError``)."""
+    if (
+        known is not None
+        and known.sha256
+        and known.same_stat(st.st_size, st.st_mtime_ns, st.st_ino)
+    ):
+        return known.fingerprint()
+    for attempt in range(attempts):
+        try:
+            sha, hashed = hash_file(full)
+        except FileChangedError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        return Fingerprint(hashed.st_size, hashed.st_mtime_ns, hashed.st_ino, sha)
+    raise FileChangedError(f"{full}: changed while it was read")
+
+
 def known_hash(local: LocalFile, row: LedgerRow | None) -> str | None:
     """The ledger's hash for this exact stat, if it has one."""
     if row is None:

@@ -26,6 +26,7 @@ from syncd.config import (
     load_config,
     mirror_for_folder,
 )
+from syncd.crashpoints import crash_hook_from_env
 from syncd.errors import ConfigError
 from syncd.execute import SyncEngine
 from syncd.execute_types import PassResult
@@ -159,7 +160,13 @@ def run(args: argparse.Namespace) -> int:
         open_remote(args, ledger_file.parent, pool_size=mirror.concurrency + 2) as remote,
     ):
         ledger.set_meta("folder", str(mirror.folder))
-        engine = SyncEngine(mirror, ledger, remote, reporter=make_reporter(sys.stderr))
+        engine = SyncEngine(
+            mirror,
+            ledger,
+            remote,
+            reporter=make_reporter(sys.stderr),
+            step_hook=crash_hook_from_env(env),
+        )
         result = engine.run_pass(dry_run=args.dry_run)
         for _ in range(FOLLOW_UP_PASSES):
             if args.dry_run or not result.requeued or result.fatal:
