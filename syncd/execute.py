@@ -132,6 +132,8 @@ class SyncEngine:
         result.plan = the_plan
         result.problems = scan.problems
         result.refusal = the_plan.refusal
+        result.unfinished |= {a.path for a in the_plan.refused}
+        result.unfinished |= {p for p, why in the_plan.skipped if why is Skip.BUSY}
         self._note_still_failing(the_plan, result)
         self.reporter.pass_started(the_plan, scan)
         if not dry_run:
@@ -192,8 +194,10 @@ class SyncEngine:
     def _record_pass(
         self, pass_id: int, result: PassResult, only_paths: Collection[str] | None
     ) -> None:
-        handled = set(only_paths if only_paths is not None else self.ledger.dirty_paths())
-        self.ledger.clear_dirty(handled - result.requeued, queued_before=result.started_at)
+        if result.plan is not None and not result.dry_run:
+            handled = set(only_paths if only_paths is not None else self.ledger.dirty_paths())
+            keep = result.requeued | result.unfinished
+            self.ledger.clear_dirty(handled - keep, queued_before=result.started_at)
         now = self.clock()
         self.ledger.finish_pass(
             pass_id, result=result.verdict, summary=result.to_json_text(), now=now
@@ -220,6 +224,7 @@ class SyncEngine:
         deletes = the_plan.of_kind(ActionKind.DELETE)
         if deletes and (result.failures or result.fatal):
             result.deletes_skipped = len(deletes)
+            result.unfinished |= {a.path for a in deletes}
             return
         self._run_pool(deletes, self._delete, result)
 

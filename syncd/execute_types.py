@@ -93,6 +93,7 @@ class PassResult:
     problems: list[ScanProblem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     requeued: set[str] = field(default_factory=set)
+    unfinished: set[str] = field(default_factory=set)  # not handled: stay in the dirty queue
     refusal: str | None = None
     fatal: str | None = None
     deletes_skipped: int = 0
@@ -106,8 +107,10 @@ class PassResult:
         elif status in (OutcomeStatus.VANISHED, OutcomeStatus.CHANGED):
             self._count(status.value)
             self.requeued.add(outcome.action.path)
-        elif status is OutcomeStatus.NOT_RUN:
-            self._count("not_run")
+        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL):
+            if status is OutcomeStatus.NOT_RUN:
+                self._count("not_run")
+            self.unfinished.add(outcome.action.path)
         elif status is OutcomeStatus.REFRESHED:
             self._count("refreshed")
         elif status is OutcomeStatus.DONE:
@@ -130,6 +133,7 @@ class PassResult:
         self.problems += later.problems
         self.warnings += later.warnings
         self.requeued = set(later.requeued)
+        self.unfinished |= later.unfinished
         self.refusal = self.refusal or later.refusal
         self.fatal = self.fatal or later.fatal
         self.deletes_skipped += later.deletes_skipped

@@ -18,6 +18,7 @@ from syncd.execute import SyncEngine
 from syncd.ledger import Fingerprint, Ledger
 from syncd.remote.http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
+from syncd.scan import FolderUnavailableError
 
 Hook = Callable[[str], None]
 
@@ -286,3 +287,25 @@ def test_only_paths_pass_handles_just_those(
     result = engine.run_pass(only_paths=["d"])
     assert result.counts == {"deleted": 1}
     assert set(remote_files(server)) == {"a.txt"}
+
+
+def test_dirty_queue_keeps_what_a_pass_could_not_finish(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """Handled dirty paths are cleared; skipped deletes and a missing folder keep theirs."""
+    write(folder, "a.txt", "a")
+    write(folder, "b.txt", "b")
+    clock = Clock()
+    engine = engine_for(folder, ledger, make_remote(server), clock)
+    assert engine.run_pass().in_sync
+    (folder / "a.txt").unlink()
+    write(folder, "c.txt", "c")
+    ledger.mark_dirty(["a.txt", "c.txt"], now=clock.now - 1)
+    server.set_faults({"error_rate": 1.0, "error_statuses": [400], "routes": ["create"]})
+    result = engine.run_pass(only_paths=["a.txt", "c.txt"])
+    assert result.deletes_skipped == 1
+    assert set(ledger.dirty_paths()) == {"a.txt"}  # c.txt failed (recorded); a.txt waits
+    folder.rename(folder.with_name("moved-away"))
+    with pytest.raises(FolderUnavailableError):
+        engine.run_pass(only_paths=["a.txt"])
+    assert set(ledger.dirty_paths()) == {"a.txt"}
