@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from serverproc import ServerProcess
@@ -52,9 +53,7 @@ def test_deleted_file_is_deleted_remotely(server: ServerProcess, tmp_path: Path)
         wait_for(lambda: remote_names(server) == ["b.txt"], what="a.txt deleted")
 
 
-def test_atomic_save_is_one_upload_of_the_final_name(
-    server: ServerProcess, tmp_path: Path
-) -> None:
+def test_atomic_save_is_one_upload_of_the_final_name(server: ServerProcess, tmp_path: Path) -> None:
     """Writing a temp file and renaming it over the target uploads the target once."""
     folder = tmp_path / "data"
     write(folder, "doc.txt", "old")
@@ -146,10 +145,10 @@ def test_restart_catches_up_on_changes_made_while_stopped(
 
 
 def test_sigterm_exits_0_promptly_and_restart_converges(
-    server_factory: object, tmp_path: Path
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     """SIGTERM in the middle of slow uploads exits 0; the next start converges exactly."""
-    server = server_factory(faults={"latency_ms": 400, "routes": ["create"]})  # type: ignore[operator]
+    server = server_factory(faults={"latency_ms": 400, "routes": ["create"]})
     folder = tmp_path / "data"
     for n in range(60):
         write(folder, f"f{n:02}.txt", f"file {n}")
@@ -163,9 +162,11 @@ def test_sigterm_exits_0_promptly_and_restart_converges(
         assert remote_contents(server) == local_contents(folder)
 
 
-def test_second_signal_exits_at_once(server_factory: object, tmp_path: Path) -> None:
+def test_second_signal_exits_at_once(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
     """A second SIGTERM ends the daemon at once with a non-zero code."""
-    server = server_factory(faults={"latency_ms": 3000, "routes": ["create"]})  # type: ignore[operator]
+    server = server_factory(faults={"latency_ms": 3000, "routes": ["create"]})
     folder = tmp_path / "data"
     for n in range(20):
         write(folder, f"f{n:02}.txt", f"file {n}")

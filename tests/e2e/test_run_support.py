@@ -111,7 +111,7 @@ class DaemonProcess:
         self.state = state
         self.args = list(args)
         self.env = dict(env or {})
-        if server is not None:
+        if server is not None and "OPENAI_API_KEY_FILE" not in self.env:
             self.env.setdefault("OPENAI_API_KEY", server.client_key)
         self.debounce = debounce
         self.rescan_interval = rescan_interval

@@ -1,0 +1,198 @@
+"""`syncd run` as a service: safety pauses, the key, reloads, sd_notify, config errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from serverproc import ServerProcess
+from test_run_support import (
+    DaemonProcess,
+    remote_names,
+    run_command,
+    wait_for,
+    write,
+    write_counts,
+)
+
+
+def test_folder_renamed_away_pauses_without_deleting(server: ServerProcess, tmp_path: Path) -> None:
+    """A folder renamed away (as if unmounted) pauses the mirror; back, it resumes."""
+    folder = tmp_path / "data"
+    for name in ("a.txt", "b.txt", "c.txt"):
+        write(folder, name, name)
+    with (daemon := DaemonProcess(server, folder, tmp_path / "state")).start_ready():
+        folder.rename(tmp_path / "elsewhere")
+        daemon.wait_event("paused", lambda e: "is gone" in e["reason"])
+        (tmp_path / "elsewhere").rename(folder)
+        daemon.wait_event("resumed")
+        write(folder, "d.txt", "after")
+        wait_for(lambda: "d.txt" in remote_names(server), what="d.txt after the folder came back")
+        assert remote_names(server) == ["a.txt", "b.txt", "c.txt", "d.txt"]
+        assert write_counts(server)["delete"] == 0
+
+
+def test_folder_replaced_by_empty_directory_stays_paused(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """An empty directory in the folder's place (an unmounted disk) deletes nothing."""
+    folder = tmp_path / "data"
+    for name in ("a.txt", "b.txt"):
+        write(folder, name, name)
+    with (daemon := DaemonProcess(server, folder, tmp_path / "state")).start_ready():
+        folder.rename(tmp_path / "disk")
+        daemon.wait_event("paused", lambda e: "is gone" in e["reason"])
+        folder.mkdir()  # the bare mount point
+        daemon.wait_event("paused", lambda e: "is empty but 2 files" in e["reason"])
+        assert remote_names(server) == ["a.txt", "b.txt"]
+        assert write_counts(server)["delete"] == 0
+
+
+def test_missing_mirrored_folder_at_start_is_not_created(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A folder that was mirrored but is missing at start is waited for, not created."""
+    folder = tmp_path / "data"
+    write(folder, "a.txt", "a")
+    daemon = DaemonProcess(server, folder, tmp_path / "state")
+    with daemon.start_ready():
+        assert daemon.stop() == 0
+    shutil.rmtree(folder)
+    with daemon.start_ready():
+        assert daemon.events("paused")
+        assert not folder.exists()
+        assert remote_names(server) == ["a.txt"]
+
+
+def test_local_creates_a_new_folder_and_mirrors_it(tmp_path: Path) -> None:
+    """`syncd run --local ./data` on a fresh checkout creates ./data and mirrors into it."""
+    folder = tmp_path / "fresh" / "data"
+    with (daemon := DaemonProcess(None, folder, tmp_path / "state", "--local")).start_ready():
+        assert folder.is_dir()
+        assert daemon.events("folder_created")
+        write(folder, "hello.txt", "hello")
+        event = daemon.wait_event("uploaded", lambda e: e.get("path") == "hello.txt")
+        assert event["file_id"].startswith("file-")
+
+
+def test_rejected_key_pauses_until_the_key_file_changes(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """A 401 pauses uploads (logged once, hints kept); a fixed key file resumes them."""
+    right, wrong = "sk-right-0123456789abcdef", "sk-wrong-0123456789abcdef"
+    server = server_factory(api_key=right)
+    key_file = tmp_path / "openai_api_key"
+    key_file.write_text(wrong + "\n")
+    folder = tmp_path / "data"
+    write(folder, "early.txt", "made before the key was fixed")
+    env = {"OPENAI_API_KEY_FILE": str(key_file)}
+    with (daemon := DaemonProcess(server, folder, tmp_path / "state", env=env)).start():
+        daemon.wait_event("api_key_rejected")
+        daemon.wait_event("ready")
+        write(folder, "later.txt", "made while paused")
+        key_file.write_text(right + "\n")
+        daemon.wait_event("resumed")
+        wait_for(lambda: remote_names(server) == ["early.txt", "later.txt"], what="uploads resumed")
+        assert len(daemon.events("api_key_rejected")) == 1
+        log = daemon.log_text()
+        assert right not in log and wrong not in log
+
+
+def test_sighup_reloads_the_config(server: ServerProcess, tmp_path: Path) -> None:
+    """SIGHUP re-reads the config file: a new exclude applies to the next changes."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    config = tmp_path / "syncd.toml"
+    config.write_text('[[mirror]]\nfolder = "data"\n')
+    args = ("--config", str(config))
+    with (daemon := DaemonProcess(server, None, tmp_path / "state", *args)).start_ready():
+        write(folder, "a.log", "before the reload")
+        wait_for(lambda: remote_names(server) == ["a.log"], what="a.log")
+        config.write_text('[[mirror]]\nfolder = "data"\nexclude = ["*.log"]\n')
+        daemon.send(signal.SIGHUP)
+        daemon.wait_event("reloaded")
+        write(folder, "b.log", "excluded now")
+        write(folder, "c.txt", "still mirrored")
+        wait_for(lambda: "c.txt" in remote_names(server), what="c.txt")
+        assert remote_names(server) == ["a.log", "c.txt"]  # a.log is left alone
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET (short path under /tmp)."""
+    directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(directory)
+
+
+class Messages:
+    """Every sd_notify datagram received so far, as lists of KEY=value lines."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.received: list[list[str]] = []
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for message in self.received:
+                if predicate(message):
+                    return message
+            try:
+                self.received.append(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+        raise AssertionError(f"no {what} in {self.received[-20:]}")
+
+
+def test_sd_notify_ready_status_watchdog_stopping(
+    server: ServerProcess, tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """READY=1 with STATUS= after the first pass, WATCHDOG=1 pings, STOPPING=1 on SIGTERM."""
+    sock, path = notify_socket
+    folder = tmp_path / "data"
+    write(folder, "a.txt", "a")
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}
+    messages = Messages(sock)
+    with (daemon := DaemonProcess(server, folder, tmp_path / "state", env=env)).start():
+        ready = messages.wait_for(lambda m: "READY=1" in m, "READY=1")
+        assert "STATUS=mirrored 1 file, 0 pending, 0 failed" in ready
+        messages.wait_for(lambda m: m == ["WATCHDOG=1"], "WATCHDOG=1")
+        write(folder, "b.txt", "b")
+        messages.wait_for(lambda m: any(x.startswith("STATUS=mirrored 2 files") for x in m), "2")
+        assert daemon.stop() == 0
+        messages.wait_for(lambda m: m == ["STOPPING=1"], "STOPPING=1")
+    assert sum(m == ["WATCHDOG=1"] for m in messages.received) >= 2
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[[mirror]]\nfolder = "d"\ndebounce = "fast"\n', "debounce must be seconds"),
+        ('[[mirror]]\nfolder = "d"\ndebunce = 1\n', "key 'debunce' is unknown"),
+        ("[[mirror]\n", "syncd.toml"),
+    ],
+)
+def test_config_mistake_is_one_line_and_exit_2(tmp_path: Path, toml: str, expected: str) -> None:
+    """A config mistake exits 2 with one line naming the key, before anything starts."""
+    config = tmp_path / "syncd.toml"
+    config.write_text(toml)
+    code, _stdout, stderr = run_command("run", "--config", config, "--state", tmp_path / "st")
+    assert code == 2
+    assert stderr.count("\n") == 1 and stderr.startswith("syncd: ")
+    assert expected in stderr
+    assert not (tmp_path / "d").exists()
