@@ -160,15 +160,15 @@ def remote_items(
         path, notes = placement.path, list(placement.notes)
         try:
             st = dest.lstat(path)
-        except UnsafePathError:
-            st = None  # the writer refuses it with the message
+        except (UnsafePathError, OSError):
+            st = None  # the worker meets the same problem and reports it for this file
         if st is not None and not _same_by_mtime(st, remote.bytes, mtime_ns):
             attempt = 1
             while True:
                 candidate = with_id_suffix(placement.path, remote.id, attempt)
                 try:
                     there = dest.lstat(candidate)
-                except UnsafePathError:
+                except (UnsafePathError, OSError):
                     there = None
                 if candidate not in taken and (
                     there is None or _same_by_mtime(there, remote.bytes, mtime_ns)
@@ -246,7 +246,12 @@ class Puller:
                         PullOutcome.FAILED,
                         f"is {describe_mode(there.st_mode)} in the destination; kept",
                     )
-                if self._is_same(item, there):
+                try:
+                    same = self._is_same(item, there)
+                except OSError as exc:
+                    message = f"cannot read the file already there: {exc.strerror or exc}"
+                    return PullResult(item, PullOutcome.FAILED, message)
+                if same:
                     return PullResult(item, PullOutcome.SAME)
                 if not self.overwrite:
                     return PullResult(

@@ -166,6 +166,15 @@ def _compare_remote(
     return found
 
 
+def local_targets(scan: ScanResult, rows: Mapping[str, LedgerRow]) -> list[str]:
+    """The local files ``hash_local`` hashes: tracked, and still of the recorded size."""
+    return sorted(
+        path
+        for path, local in scan.files.items()
+        if (row := rows.get(path)) is not None and row.file_id and row.size == local.size
+    )
+
+
 def hash_local(
     folder: Path,
     scan: ScanResult,
@@ -175,11 +184,7 @@ def hash_local(
     on_bytes: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, str], list[Difference]]:
     """Fresh SHA-256 of every local file whose size matches its ledger row."""
-    wanted = [
-        path
-        for path, local in scan.files.items()
-        if (row := rows.get(path)) is not None and row.file_id and row.size == local.size
-    ]
+    wanted = local_targets(scan, rows)
     hashes: dict[str, str] = {}
     problems: list[Difference] = []
     lock = threading.Lock()
@@ -212,14 +217,7 @@ def check_remote_content(
 ) -> list[Difference]:
     """Download (into no file) every tracked remote file whose size is right and
     compare its SHA-256 with the ledger's. A rejected key stops it (``FatalError``)."""
-    present = {remote_file.id: remote_file for remote_file in listing}
-    todo = [
-        (path, row)
-        for path, row in sorted(tracked(rows).items())
-        if row.sha256 is not None
-        and (listed := present.get(str(row.file_id))) is not None
-        and listed.bytes == expected_remote_bytes(row)
-    ]
+    todo = content_targets(rows, listing)
 
     def one(entry: tuple[str, LedgerRow]) -> Difference | None:
         path, row = entry
@@ -250,14 +248,20 @@ def check_remote_content(
     return [difference for difference in results if difference is not None]
 
 
-def content_bytes(rows: Mapping[str, LedgerRow], listing: Sequence[RemoteFile]) -> int:
-    """How many bytes ``check_remote_content`` will download (for a progress bar)."""
-    present = {remote.id: remote for remote in listing}
-    return sum(
-        present[str(row.file_id)].bytes
-        for row in tracked(rows).values()
-        if row.sha256 is not None and str(row.file_id) in present
-    )
+def content_targets(
+    rows: Mapping[str, LedgerRow], listing: Sequence[RemoteFile]
+) -> list[tuple[str, LedgerRow]]:
+    """The tracked files whose content ``check_remote_content`` downloads: those with a
+    hash in the ledger that are listed with the expected size (others are reported by
+    ``compare`` already)."""
+    present = {remote_file.id: remote_file for remote_file in listing}
+    return [
+        (path, row)
+        for path, row in sorted(tracked(rows).items())
+        if row.sha256 is not None
+        and (listed := present.get(str(row.file_id))) is not None
+        and listed.bytes == expected_remote_bytes(row)
+    ]
 
 
 def sort_differences(found: Sequence[Difference]) -> list[Difference]:

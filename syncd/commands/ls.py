@@ -25,7 +25,7 @@ from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.errors import ConfigError
 from syncd.ledger import Ledger
 from syncd.names import printable
-from syncd.paths import find_ledgers, ledger_path
+from syncd.paths import LEDGER_SUFFIX, find_ledgers, ledger_path
 from syncd.remote.protocol import UPLOAD_PURPOSES, RemoteFile
 from syncd.restore import state_dir
 
@@ -59,6 +59,9 @@ def choose_ledgers(args: argparse.Namespace, env: Mapping[str, str]) -> list[Pat
         if not path.is_file():
             raise ConfigError(f"no ledger for {args.folder} at {path}")
         return [path]
+    state = args.state
+    if state is not None and state.name.endswith(LEDGER_SUFFIX) and not state.is_file():
+        raise ConfigError(f"no ledger at {state}")
     return find_ledgers(args.state, env)
 
 

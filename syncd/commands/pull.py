@@ -124,6 +124,8 @@ class PullDisplay(TransferDisplay):
     """``PullListener`` for the command: progress plus one line per file."""
 
     def finished(self, result: PullResult) -> None:
+        if result.outcome in (PullOutcome.SAME, PullOutcome.KEPT, PullOutcome.NOT_TRIED):
+            self.advanced(result.item.size)  # nothing streamed: the bar still moves on
         self.file_done()
         item = result.item
         fields = {"path": item.path, "file_id": item.file_id}

@@ -29,8 +29,10 @@ from syncd.verify import (
     Difference,
     check_remote_content,
     compare,
-    content_bytes,
+    content_targets,
+    expected_remote_bytes,
     hash_local,
+    local_targets,
     sort_differences,
 )
 
@@ -105,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         found: list[Difference] = []
         local_hashes = None
         if not args.quick:
-            total = content_bytes(rows, listing) + sum(
-                f.size for p, f in scan.files.items() if p in rows
-            )
-            display.start(len(rows), total)
+            remote_todo = content_targets(rows, listing)
+            local_bytes = sum(scan.files[p].size for p in local_targets(scan, rows))
+            remote_bytes = sum(expected_remote_bytes(row) or 0 for _, row in remote_todo)
+            display.start(len(remote_todo), local_bytes + remote_bytes)
             try:
                 local_hashes, unreadable = hash_local(
                     mirror.folder,

@@ -78,3 +78,11 @@ def test_ls_escapes_hostile_filenames(server: ServerProcess, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout
     assert "red\\x1b[31m" in result.stdout
+
+
+def test_ls_names_a_missing_ledger(server: ServerProcess, tmp_path: Path) -> None:
+    """--state naming a ledger file that does not exist is a usage error, not a silent
+    'nothing owned'."""
+    result = run_syncd(server, "ls", "--state", tmp_path / "nope.db")
+    assert result.returncode == 2
+    assert "no ledger at" in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from serverproc import ServerProcess
-from synccli import list_remote, local_files, run_syncd, write
+from synccli import list_remote, local_files, run_syncd, write, write_counts
 
 from syncd.ledger import Ledger
 from syncd.paths import find_ledgers
@@ -75,6 +75,18 @@ def test_lost_folder_comes_back_bit_for_bit_and_second_pull_downloads_nothing(
     assert server.stats()["counts"].get("content", 0) == 0
     assert "0 pulled" in second.stderr
     assert "4 already there" in second.stderr
+
+
+def test_sync_after_restore_uploads_and_deletes_nothing(
+    server: ServerProcess, folder: Path, state: Path, mirrored: dict[str, bytes]
+) -> None:
+    """Mirroring resumes after a restore in place: the next sync makes no write call."""
+    shutil.rmtree(folder)
+    assert pull(server, folder, "--folder", folder, "--state", state).returncode == 0
+    server.reset_stats()
+    result = run_syncd(server, "sync", folder, "--state", state)
+    assert result.returncode == 0, result.stderr
+    assert write_counts(server) == {"create": 0, "delete": 0}
 
 
 def test_the_only_ledger_is_used_and_named(

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -153,6 +154,24 @@ def test_size_difference_from_the_listing(server: ServerProcess, folder: Path, s
     full = verify_json(server, folder, state)
     assert kinds(full) == {("remote-size", "big.bin")}
     assert server.stats()["counts"].get("content", 0) == 3
+
+
+def test_old_version_awaiting_its_delete_is_an_extra_copy(
+    server: ServerProcess, folder: Path, state: Path
+) -> None:
+    """A remote file the ledger still intends to delete (a pass cut short) is reported as
+    an extra copy, named as an old version."""
+    old = upload_directly(server, "a.txt", b"old")
+    (ledger_file,) = find_ledgers(state, {})
+    with Ledger.open(ledger_file) as ledger:
+        ledger.begin_delete("a.txt", old, now=time.time())
+    document = verify_json(server, folder, state, "--quick")
+    assert kinds(document) == {("remote-extra", "a.txt")}
+    assert "old version" in document["differences"][0]["detail"]
+    listing = run_syncd(server, "ls", "--json", "--state", state)
+    (entry,) = [e for e in json.loads(listing.stdout) if e["id"] == old]
+    assert entry["owned"] == "pending-delete"
+    assert entry["path"] == "a.txt"
 
 
 def test_locally_deleted_file_is_named(server: ServerProcess, folder: Path, state: Path) -> None:
