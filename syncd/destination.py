@@ -104,11 +104,14 @@ class HashingWriter(io.RawIOBase):
 
 
 def describe_mode(mode: int) -> str:
+    """What a path is, for messages like '<path> in the destination is a directory'."""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISDIR(mode):
         return "a directory"
-    return "not a regular file"
+    if stat.S_ISREG(mode):
+        return "a file, not a directory"
+    return "a special file (FIFO, socket or device)"
 
 
 class Destination:
@@ -160,8 +163,9 @@ class Destination:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
                     mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                    tail = "; not followed" if stat.S_ISLNK(mode) else ""
                     raise UnsafePathError(
-                        f"{where} in the destination is {describe_mode(mode)}; not followed"
+                        f"{where} in the destination is {describe_mode(mode)}{tail}"
                     ) from None
                 os.close(fd)
                 fd = child

@@ -204,6 +204,23 @@ def test_symlinks_planted_in_dest_are_not_followed(
     assert (dest / "big.bin").read_bytes() == mirrored["big.bin"]
 
 
+def test_fifo_and_file_in_the_way_are_named_not_replaced(
+    server: ServerProcess, state: Path, mirrored: dict[str, bytes], tmp_path: Path
+) -> None:
+    """A FIFO at a target is neither opened (no hang) nor replaced; a file where a folder
+    must go stops only the files below it."""
+    dest = tmp_path / "restored"
+    dest.mkdir()
+    os.mkfifo(dest / "a.txt")
+    (dest / "nested").write_text("a file, not a folder")
+    result = pull(server, dest, "--state", state)
+    assert result.returncode == 1
+    assert "a.txt: is a special file (FIFO, socket or device) in the destination" in result.stderr
+    assert "nested in the destination is a file, not a directory" in result.stderr
+    assert (dest / "nested").read_text() == "a file, not a folder"
+    assert (dest / "big.bin").read_bytes() == mirrored["big.bin"]
+
+
 def test_permission_denied_names_the_file_and_leaves_nothing(
     server: ServerProcess, state: Path, mirrored: dict[str, bytes], tmp_path: Path
 ) -> None:
