@@ -42,11 +42,12 @@ from syncd.plan import Action, Plan
 from syncd.progress import LogReporter
 from syncd.remote.protocol import FilesRemote
 from syncd.scan import FolderUnavailableError, ScanResult
-from syncd.watch import DEFAULT_IGNORES, DirtyPathAggregator, FolderWatcher
+from syncd.watch import DEFAULT_IGNORES, DirtyPathAggregator, FolderWatcher, is_subtree_hint
 
 log = structlog.get_logger("syncd.daemon")
 
 FOLDER_POLL_SECONDS = 2.0
+DEFER_LIMIT_SECONDS = 600.0
 ERROR_RETRY_SECONDS = 60.0
 META_FOLDER = "folder"
 META_DEVICE = "folder_device"
@@ -154,6 +155,7 @@ class MirrorRunner:
         self._watcher_started = -math.inf
         self._next_folder_check = 0.0
         self._retry_at: dict[str, float] = {}  # path -> unix time its backoff ends
+        self._deferred: dict[str, float] = {}  # path -> when it was first found changing
         self._status = MirrorStatus(str(self.folder), 0, 0, 0)
         self._recorded = self._recorded_identity()
 
@@ -280,7 +282,7 @@ class MirrorRunner:
             self._full_due = now
         if now >= self._full_due:
             return self._pass(None)
-        paths = set(self.aggregator.ready(now))
+        paths = self._settled(self.aggregator.ready(now), now)
         wall = time.time()
         retry = {path for path, at in self._retry_at.items() if at <= wall}
         for path in retry:
@@ -288,6 +290,31 @@ class MirrorRunner:
         if paths or retry:
             return self._pass(paths | retry)
         return None
+
+    def _settled(self, paths: list[str], now: float) -> set[str]:
+        """The quiet paths whose file was not modified within ``debounce`` either.
+
+        The aggregator releases a path that never goes quiet after its ``max_delay``; a
+        file whose mtime is that young is still being written, so it is noted again
+        rather than uploaded half-way, for at most ``DEFER_LIMIT_SECONDS`` (a file
+        appended to forever is still mirrored now and then). One lstat per path.
+        """
+        settled: set[str] = set()
+        wall = time.time()
+        for path in paths:
+            if not is_subtree_hint(path):
+                try:
+                    age = wall - (self.folder / path).lstat().st_mtime
+                except OSError:
+                    age = math.inf
+                if 0 <= age < self.aggregator.debounce:
+                    first = self._deferred.setdefault(path, now)
+                    if now - first < DEFER_LIMIT_SECONDS:
+                        self.aggregator.note(path, now)
+                        continue
+            self._deferred.pop(path, None)
+            settled.add(path)
+        return settled
 
     def _check_back(self, now: float) -> bool:
         """After a pause or a root-gone report: resume (True) if the folder is fine."""

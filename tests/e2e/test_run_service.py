@@ -124,6 +124,26 @@ def test_sighup_reloads_the_config(server: ServerProcess, tmp_path: Path) -> Non
         assert remote_names(server) == ["a.log", "c.txt"]  # a.log is left alone
 
 
+def test_sighup_with_a_broken_config_keeps_the_running_one(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A reload that finds a mistake in the file logs it and keeps mirroring as before."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    config = tmp_path / "syncd.toml"
+    config.write_text('[[mirror]]\nfolder = "data"\nexclude = ["*.log"]\n')
+    args = ("--config", str(config))
+    with (daemon := DaemonProcess(server, None, tmp_path / "state", *args)).start_ready():
+        config.write_text('[[mirror]]\nfolder = "data"\nexclude = "*.log"\n')
+        daemon.send(signal.SIGHUP)
+        failed = daemon.wait_event("reload_failed")
+        assert "exclude" in failed["error"]
+        write(folder, "b.log", "still excluded")
+        write(folder, "c.txt", "still mirrored")
+        wait_for(lambda: "c.txt" in remote_names(server), what="c.txt")
+        assert remote_names(server) == ["c.txt"]
+
+
 @pytest.fixture
 def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     """A datagram socket standing in for systemd's NOTIFY_SOCKET (short path under /tmp)."""
