@@ -148,6 +148,7 @@ class Daemon:
             for mirror, ledger in ledgers:
                 self._add_runner(mirror, ledger, self._remote)
             self._keepalive.start()
+            self._notifier.status(f"starting: full reconcile of {len(self._runners)} folder(s)")
             for runner in self._runners.values():
                 runner.prepare(accept_folder_change=self._accept_folder_change)
             self._work()  # the first full pass of every mirror

@@ -216,3 +216,10 @@ def test_config_mistake_is_one_line_and_exit_2(tmp_path: Path, toml: str, expect
     assert stderr.count("\n") == 1 and stderr.startswith("syncd: ")
     assert expected in stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_missing_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Without any API key (and without --local) the daemon refuses to start, exit 2."""
+    code, _stdout, stderr = run_command("run", tmp_path / "data", "--state", tmp_path / "st")
+    assert code == 2
+    assert stderr.startswith("syncd: no API key") and stderr.count("\n") == 1
