@@ -123,8 +123,7 @@ def test_lost_answer_is_ambiguous_and_the_file_is_on_the_server(
 def test_rate_limit_pauses_every_worker_for_the_retry_after(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    """8 workers share one remote: after a 429 with Retry-After r, no new request reaches
-    the server until r has passed (requests already in flight excepted)."""
+    """8 workers, one remote: after a 429 + Retry-After no new request arrives until it ends."""
     retry_after = 1.0
     in_flight_margin = 0.3  # requests past the gate before the 429 reached the client
     sources = make_files(tmp_path / "src", 30)
@@ -153,8 +152,7 @@ def test_rate_limit_pauses_every_worker_for_the_retry_after(
 def test_a_retry_after_beyond_the_limit_defers_instead_of_blocking(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    """A 429 asking for more than max_retry_after fails at once with its retry_after, and
-    no further request is sent while that pause runs."""
+    """A Retry-After over max_retry_after fails fast, and blocks all requests while it runs."""
     sources = make_files(tmp_path / "src", 2)
     server.set_faults({"rate_limit": {"requests": 0, "per_seconds": 1.0, "retry_after": 600}})
     with client(server, max_retry_after=5.0) as remote:

@@ -393,8 +393,7 @@ def test_403_is_fatal(odd_server: Any) -> None:
 
 
 def test_azure_and_organization_settings_reach_every_request(odd_server: Any, source: Path) -> None:
-    """api-key header (no bearer), api-version on every request, org and project headers,
-    and the filename as raw UTF-8 in the upload's Content-Disposition."""
+    """Azure api-key/api-version, org/project headers on every request; raw UTF-8 filename."""
 
     def ok(h: Handler, r: Request, n: int) -> None:
         if r.method == "GET" and "/content" in r.path:
@@ -439,3 +438,31 @@ def test_a_redirect_is_not_followed_and_is_permanent(odd_server: Any, source: Pa
     with client(server.base_url) as remote, pytest.raises(PermanentError, match="elsewhere"):
         remote.upload(source, "a.txt", "user_data")
     assert len(server.requests) == 1
+
+
+def test_a_file_that_grows_while_it_is_sent_is_sent_again_whole(
+    odd_server: Any, tmp_path: Path
+) -> None:
+    """Growth mid-upload aborts the body before its end (nothing stored) and retries."""
+    path = tmp_path / "growing.log"
+    path.write_bytes(b"a" * (16 * 1024 * 1024))  # more than socket buffers hold
+
+    def grow_first(h: Handler, r: Request, n: int) -> None:
+        if n == 1:
+            with open(path, "ab") as log:
+                log.write(b"tail")
+            h.rfile.read(int(h.headers["content-length"]))  # short: the client gives up
+            h.drop()
+            return
+        body = h.read_body()
+        r.body = body
+        h.answer(200, file_json("file-ok", size=path.stat().st_size, filename="growing.log"))
+
+    server = odd_server(grow_first, read_post_body=False)
+    with capture_logs() as logs, client(server.base_url) as remote:
+        assert remote.upload(path, "growing.log", "user_data").bytes == 16 * 1024 * 1024 + 4
+    assert len(server.requests) == 2
+    assert [e["error"] for e in logs if e["event"] == "remote_retry"] == [
+        "upload of growing.log: the file changed while it was sent (grew beyond 16777216 bytes)"
+    ]
+    assert b"a" * 1000 + b"tail\r\n" in (server.requests[1].body or b"")
