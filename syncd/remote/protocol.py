@@ -5,8 +5,9 @@ Everything above this module (planner, executor, daemon, restore) talks to a
 
 Contract for every implementation:
 
-- Methods raise only ``syncd.errors.RemoteError`` subclasses; the subclass is the
-  retry verdict (see ``syncd/errors.py``).
+- Methods raise ``syncd.errors.RemoteError`` subclasses for anything the remote side
+  did; the subclass is the retry verdict (see ``syncd/errors.py``). ``upload`` may also
+  raise ``OSError`` when the local file cannot be read: that is a local, per-file error.
 - ``upload`` streams the file from disk (memory does not grow with its size) and sends
   ``filename`` as given: the path relative to the mirrored folder with ``/`` separators.
   If the request may have reached the server but no answer came back it raises
@@ -68,7 +69,9 @@ class FilesRemote(Protocol):
         expires_after_seconds: int | None = None,
     ) -> RemoteFile: ...
 
-    def list_files(self, purpose: str | None = None, order: str = "desc") -> Iterator[RemoteFile]: ...
+    def list_files(
+        self, purpose: str | None = None, order: str = "desc"
+    ) -> Iterator[RemoteFile]: ...
 
     def retrieve(self, file_id: str) -> RemoteFile: ...
 
