@@ -49,10 +49,21 @@ class SignalRelay:
     (``signal.set_wakeup_fd``), whichever thread the kernel picked (native threads of
     libraries included), and the relay thread reads it there. The Python-level handler
     is a no-op, so nothing runs in the middle of the main loop's lock-holding code.
+
+    After a stop signal the relay stays in place when the block ends (unless
+    ``keep_after_stop`` is False), so that a second signal during the process's final
+    clean-up still exits at once rather than meeting the default disposition.
     """
 
-    def __init__(self, on_stop: Callable[[int], None], on_reload: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_stop: Callable[[int], None],
+        on_reload: Callable[[], None],
+        *,
+        keep_after_stop: bool = True,
+    ) -> None:
         self._on_stop = on_stop
+        self._keep_after_stop = keep_after_stop
         self._on_reload = on_reload
         self._signals = (*STOP_SIGNALS, RELOAD_SIGNAL)
         self._previous: dict[int, Any] = {}
@@ -76,6 +87,8 @@ class SignalRelay:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._stop_seen and self._keep_after_stop:
+            return  # the process is on its way out: a second signal still exits at once
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         signal.set_wakeup_fd(self._previous_fd)

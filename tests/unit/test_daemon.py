@@ -126,7 +126,8 @@ def test_signal_relay_first_stop_signal_calls_on_stop() -> None:
         stopped.append(signum)
         done.set()
 
-    with SignalRelay(on_stop=on_stop, on_reload=lambda: None):
+    with SignalRelay(on_stop=on_stop, on_reload=lambda: None, keep_after_stop=False):
         os.kill(os.getpid(), signal.SIGTERM)
         assert done.wait(10)
     assert stopped == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
