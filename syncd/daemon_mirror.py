@@ -356,7 +356,9 @@ class MirrorRunner:
         self.flush_hints()
         started = time.time()
         try:
-            result = self.engine.run_pass(only, check_remote=None if full else False)
+            # The engine's per-action lines come from this thread: they name the folder.
+            with structlog.contextvars.bound_contextvars(folder=str(self.folder)):
+                result = self.engine.run_pass(only, check_remote=None if full else False)
         except FatalError as exc:
             result = PassResult(started_at=started, finished_at=time.time(), fatal=str(exc))
         except FolderUnavailableError as exc:
