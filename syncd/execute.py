@@ -95,19 +95,22 @@ class SyncEngine:
         *,
         dry_run: bool = False,
         check_remote: bool | None = None,
+        retry_waiting: bool = False,
     ) -> PassResult:
         """One pass over the folder, or over ``only_paths`` (files or directories).
 
         ``check_remote`` (default: on for full passes) lists the remote files so that a
         tracked file deleted remotely is uploaded again. ``dry_run`` plans and returns
-        without any write call and without touching the ledger. Raises
-        ``FolderUnavailableError`` when the folder is missing.
+        without any write call and without touching the ledger. ``retry_waiting`` tries
+        files whose retry backoff is still running (a one-shot ``syncd sync`` does; the
+        daemon's passes honour the backoff). Raises ``FolderUnavailableError`` when the
+        folder is missing.
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
         try:
-            self._run(result, only_paths, dry_run, check_remote)
+            self._run(result, only_paths, dry_run, check_remote, retry_waiting)
         finally:
             result.finished_at = self.clock()
             if pass_id is not None:
@@ -121,11 +124,14 @@ class SyncEngine:
         only_paths: Collection[str] | None,
         dry_run: bool,
         check_remote: bool | None,
+        retry_waiting: bool = False,
     ) -> None:
         try:
             if not dry_run:
                 self.reconcile_open_intents(result)
-            the_plan, scan = self.make_plan(only_paths, check_remote, result)
+            the_plan, scan = self.make_plan(
+                only_paths, check_remote, result, retry_waiting=retry_waiting
+            )
         except FatalError as exc:  # the key is refused: nothing else can work
             result.fatal = str(exc)
             return
@@ -151,6 +157,8 @@ class SyncEngine:
         only_paths: Collection[str] | None,
         check_remote: bool | None,
         result: PassResult,
+        *,
+        retry_waiting: bool = False,
     ) -> tuple[Plan, ScanResult]:
         """Scan and plan (no write calls)."""
         if only_paths is None:
@@ -171,6 +179,7 @@ class SyncEngine:
             tracked_total=None if only_paths is None else self.ledger.tracked_count(),
             uncertain=frozenset(scan.uncertain),
             busy=frozenset(i.path for i in self.ledger.open_intents()),
+            retry_waiting=retry_waiting,
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 

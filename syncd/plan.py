@@ -19,7 +19,7 @@ taken while the file changed) means "changed". A row whose remote file is missin
 from the listing is re-uploaded (or forgotten if the local file is gone too). Only ids
 recorded in the ledger are ever deleted: remote files syncd did not create never
 appear in a plan. Failed content is skipped until it changes (permanent) or until its
-backoff has elapsed (retryable).
+backoff has elapsed (retryable; ``PlanOptions.retry_waiting`` tries it at once).
 
 Mass-delete guard: with ``max_delete`` set, more deletes than that are refused; by
 default a plan deleting more than half of the tracked files, when more than
@@ -87,6 +87,9 @@ class PlanOptions:
     tracked_total: int | None = None  # all tracked files, when planning only some paths
     uncertain: frozenset[str] = frozenset()  # paths or directories that could not be read
     busy: frozenset[str] = frozenset()  # paths with open intents
+    # Try retryable failures now even while their backoff runs: a one-shot `syncd sync`
+    # is someone asking for an attempt now (the daemon's own passes honour the backoff).
+    retry_waiting: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ def _decide(
 
     if row is None:
         return act(ActionKind.UPLOAD, "new file")
-    failed = _failed_skip(local, row, now)
+    failed = _failed_skip(local, row, now, retry_waiting=options.retry_waiting)
     if row.file_id is None:
         return failed or act(ActionKind.UPLOAD, "retry after a failure")
     expired = row.expires_at is not None and row.expires_at <= now
@@ -240,8 +243,11 @@ def same_content(local: LocalFile, row: LedgerRow) -> bool:
     return local.sha256 is not None and local.sha256 == row.sha256
 
 
-def _failed_skip(local: LocalFile, row: LedgerRow, now: float) -> Skip | None:
-    """Skip content that already failed: until it changes, or until its backoff ends."""
+def _failed_skip(
+    local: LocalFile, row: LedgerRow, now: float, *, retry_waiting: bool = False
+) -> Skip | None:
+    """Skip content that already failed: until it changes, or until its backoff ends
+    (unless ``retry_waiting``)."""
     if row.error_kind is None or local.size != row.failed_size:
         return None
     same_failed = local.same_stat(row.failed_size, row.failed_mtime_ns, row.failed_inode) or (
@@ -251,6 +257,6 @@ def _failed_skip(local: LocalFile, row: LedgerRow, now: float) -> Skip | None:
         return None
     if row.error_kind == "permanent":
         return Skip.FAILED
-    if row.next_attempt_at is not None and row.next_attempt_at > now:
+    if row.next_attempt_at is not None and row.next_attempt_at > now and not retry_waiting:
         return Skip.BACKOFF
     return None

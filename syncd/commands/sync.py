@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
             reporter=make_reporter(sys.stderr),
             step_hook=crash_hook_from_env(env),
         )
-        result = engine.run_pass(dry_run=args.dry_run)
+        # Someone asked for this run: files waiting out a retry backoff are tried now.
+        result = engine.run_pass(dry_run=args.dry_run, retry_waiting=True)
         for _ in range(FOLLOW_UP_PASSES):
             if args.dry_run or not result.requeued or result.fatal:
                 break

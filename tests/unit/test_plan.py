@@ -219,3 +219,14 @@ def test_actions_are_ordered_uploads_first_deletes_last() -> None:
         (A.DELETE, "a-del"),
     ]
     assert result.skip_counts() == {}
+
+
+def test_retry_waiting_tries_a_backed_off_file_now_but_not_a_permanent_failure() -> None:
+    """A one-shot sync (retry_waiting) retries content in backoff, never a permanent failure."""
+    waiting = failed("retryable", next_attempt_at=NOW + 600)
+    local = {"a.txt": lf(size=4, mtime=200)}
+    options = PlanOptions(retry_waiting=True)
+    retried = plan(local, {"a.txt": waiting}, None, now=NOW, options=options)
+    assert [a.kind for a in retried.actions] == [A.REPLACE]
+    refused = plan(local, {"a.txt": failed("permanent")}, None, now=NOW, options=options)
+    assert refused.actions == () and refused.skipped == (("a.txt", S.FAILED),)
