@@ -18,7 +18,9 @@ Errors name the file, the table and the key: ``syncd.toml: [[mirror]] #1: key
 'concurency' is unknown``. Command-line options override the file's values.
 
 Environment: ``SYNCD_MAX_FILE_BYTES`` lowers the per-file limit (tests use it to make
-"over-size" files without writing 512 MB).
+"over-size" files without writing 512 MB). ``SYNCD_MULTIPART_THRESHOLD`` and
+``SYNCD_PART_SIZE`` (bytes) set the defaults of the ``multipart_threshold`` and
+``part_size`` keys (tests send small files in several parts); a key in the file wins.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from syncd.errors import ConfigError
-from syncd.remote.protocol import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, UPLOAD_PURPOSES
+from syncd.remote.protocol import (
+    EXPIRES_MAX_SECONDS,
+    EXPIRES_MIN_SECONDS,
+    MAX_PART_BYTES,
+    UPLOAD_PURPOSES,
+)
 from syncd.rules import PathFilter, PurposeRule
 from syncd.validate import Limits
 
@@ -44,6 +51,10 @@ DEFAULT_DEBOUNCE_SECONDS = 1.0
 MAX_DEBOUNCE_SECONDS = 3600.0
 DEFAULT_RESCAN_INTERVAL_SECONDS = 600.0
 MIN_RESCAN_INTERVAL_SECONDS = 0.1
+# Large files: from this size on (and above the 512 MB of POST /files) a file whose
+# purpose allows it goes through the Uploads API, in parts of ``part_size`` bytes.
+DEFAULT_MULTIPART_THRESHOLD = 256 * 1000 * 1000
+DEFAULT_PART_SIZE = MAX_PART_BYTES
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,8 @@ class MirrorConfig:
     debounce: float = DEFAULT_DEBOUNCE_SECONDS
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL_SECONDS
     ignore: tuple[str, ...] | None = None
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    part_size: int = DEFAULT_PART_SIZE
 
     @property
     def path_filter(self) -> PathFilter:
@@ -127,6 +140,23 @@ def check_rescan_interval(value: Any, where: str) -> float:
             f"not {value!r}"
         )
     return float(value)
+
+
+def check_multipart_threshold(value: Any, where: str) -> int:
+    if not _is_int(value) or value < 1:
+        raise ConfigError(
+            f"{where}: multipart_threshold must be a whole number of bytes >= 1, not {value!r}"
+        )
+    return int(value)
+
+
+def check_part_size(value: Any, where: str) -> int:
+    if not _is_int(value) or not 1 <= value <= MAX_PART_BYTES:
+        raise ConfigError(
+            f"{where}: part_size must be whole bytes from 1 to {MAX_PART_BYTES} (64 MiB), "
+            f"not {value!r}"
+        )
+    return int(value)
 
 
 def _is_number(value: Any) -> bool:
@@ -195,6 +225,8 @@ MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "debounce": ("debounce", check_debounce),
     "rescan_interval": ("rescan_interval", check_rescan_interval),
     "ignore": ("ignore", _globs),
+    "multipart_threshold": ("multipart_threshold", check_multipart_threshold),
+    "part_size": ("part_size", check_part_size),
 }
 
 
@@ -208,7 +240,9 @@ def _refuse_unknown(
             )
 
 
-def _mirror(data: Any, where: str, base: Path, limits: Limits) -> MirrorConfig:
+def _mirror(
+    data: Any, where: str, base: Path, limits: Limits, defaults: Mapping[str, Any]
+) -> MirrorConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table")
     _refuse_unknown(data, MIRROR_KEYS, where)
@@ -221,7 +255,7 @@ def _mirror(data: Any, where: str, base: Path, limits: Limits) -> MirrorConfig:
     values["folder"] = (base / Path(values["folder"]).expanduser()).absolute()
     if "state_path" in values:
         values["state_path"] = (base / Path(values["state_path"]).expanduser()).absolute()
-    return MirrorConfig(limits=limits, **values)
+    return MirrorConfig(limits=limits, **{**defaults, **values})
 
 
 def parse_config(data: Mapping[str, Any], source: Path, env: Mapping[str, str]) -> Config:
@@ -232,9 +266,11 @@ def parse_config(data: Mapping[str, Any], source: Path, env: Mapping[str, str]) 
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{name}: no [[mirror]] table (each names a folder to mirror)")
     limits = limits_from_env(env)
+    defaults = multipart_from_env(env)
     base = source.parent.absolute()
     mirrors = tuple(
-        _mirror(t, f"{name}: [[mirror]] #{n}", base, limits) for n, t in enumerate(tables, 1)
+        _mirror(t, f"{name}: [[mirror]] #{n}", base, limits, defaults)
+        for n, t in enumerate(tables, 1)
     )
     seen: set[Path] = set()
     for mirror in mirrors:
@@ -268,6 +304,19 @@ def limits_from_env(env: Mapping[str, str]) -> Limits:
     return Limits(max_file_bytes=int(raw))
 
 
+def multipart_from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """MirrorConfig fields set by SYNCD_MULTIPART_THRESHOLD / SYNCD_PART_SIZE, if any."""
+    found: dict[str, Any] = {}
+    for var, name, check in (
+        ("SYNCD_MULTIPART_THRESHOLD", "multipart_threshold", check_multipart_threshold),
+        ("SYNCD_PART_SIZE", "part_size", check_part_size),
+    ):
+        raw = env.get(var, "").strip()
+        if raw:
+            found[name] = check(int(raw) if raw.isdigit() else raw, var)
+    return found
+
+
 def mirror_for_folder(
     config: Config | None, folder: Path | None, env: Mapping[str, str]
 ) -> MirrorConfig:
@@ -278,7 +327,9 @@ def mirror_for_folder(
     if config is None:
         if folder is None:
             raise ConfigError("name a FOLDER to mirror (or --config FILE)")
-        return MirrorConfig(folder=folder.absolute(), limits=limits_from_env(env))
+        return MirrorConfig(
+            folder=folder.absolute(), limits=limits_from_env(env), **multipart_from_env(env)
+        )
     if folder is None:
         if len(config.mirrors) == 1:
             return config.mirrors[0]

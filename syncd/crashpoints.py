@@ -25,6 +25,8 @@ STEPS = (
     "replace.old_deleted",  # the old version is deleted; its intent is still open
     "delete.intent",  # the delete intent is committed; the request is not sent yet
     "delete.sent",  # the remote file is deleted; the intent is still open
+    "multipart.created",  # an Uploads API upload is made and remembered; no part sent
+    "multipart.part_sent",  # one more part is confirmed and recorded (STEP:N: the Nth)
 )
 
 

@@ -42,6 +42,7 @@ from syncd.execute_types import (
 from syncd.ledger import Fingerprint, Ledger, LedgerRow
 from syncd.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.reconcile import Reconciler
+from syncd.remote.multipart import MultipartJob, multipart_uploader
 from syncd.remote.protocol import JSONL_PURPOSES, FilesRemote, RemoteFile
 from syncd.scan import FileChangedError, Scanner, ScanResult, current_fingerprint
 from syncd.validate import check_jsonl, check_name, check_size
@@ -76,6 +77,16 @@ class SyncEngine:
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
         self.reconciler = Reconciler(ledger, remote, clock=clock)
+        # Large files go through the Uploads API when the remote has it.
+        self.multipart = multipart_uploader(
+            remote,
+            ledger,
+            threshold=mirror.multipart_threshold,
+            part_size=mirror.part_size,
+            max_file_bytes=mirror.limits.max_file_bytes,
+            clock=clock,
+            step=self.step,
+        )
         self._stop = threading.Event()
 
     def request_stop(self) -> None:
@@ -144,6 +155,7 @@ class SyncEngine:
         self.reporter.pass_started(the_plan, scan)
         if not dry_run:
             self._execute(the_plan, result)
+            self._sweep_uploads(result)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
         """Settle intents a crash or a lost answer left open (before planning)."""
@@ -343,7 +355,7 @@ class SyncEngine:
         self.step("upload.intent", action.path)
         attempt = (action.row.attempts if action.row else 0) + 1
         try:
-            remote = self.remote.upload(full, action.path, purpose, action.expires_after)
+            remote = self._send_file(action, full, purpose, fp)
         except AmbiguousError as exc:
             return Outcome(
                 action,
@@ -397,6 +409,26 @@ class SyncEngine:
             attempt=attempt,
             stale=stale,
         )
+
+    def _send_file(self, action: Action, full: Path, purpose: str, fp: Fingerprint) -> RemoteFile:
+        """POST /files, or the Uploads API in parts for a large file (resumable)."""
+        if self.multipart is not None and fp.sha256 and self.multipart.wanted(fp.size, purpose):
+            job = MultipartJob(
+                action.path, full, action.path, purpose, action.expires_after, fp.size, fp.sha256
+            )
+            return self.multipart.upload(job)
+        return self.remote.upload(full, action.path, purpose, action.expires_after)
+
+    def _sweep_uploads(self, result: PassResult) -> None:
+        """Cancel and forget large-file uploads that can no longer be resumed."""
+        if self.multipart is None or result.fatal:
+            return
+        try:
+            self.multipart.sweep(
+                self.mirror.folder, self.ledger.row, follow_links=self.mirror.follow_links
+            )
+        except FatalError as exc:
+            result.fatal = str(exc)
 
     def _delete_old_version(self, intent_id: int, path: str, file_id: str) -> None:
         try:

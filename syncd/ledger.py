@@ -13,6 +13,8 @@ intent must be on disk before its request leaves). Tables:
   (see ``syncd.execute``) before anything else happens.
 - ``dirty``: the daemon's durable queue of paths to look at again.
 - ``passes``: one row per pass, for ``syncd status``.
+- ``multipart_uploads``/``multipart_parts``: large files being sent through the Uploads
+  API, with the parts the server confirmed, so that a restart sends only the rest.
 - ``meta``: the schema version; ``MIGRATIONS`` bring older files up to date.
 
 One process at a time: a lock file beside the ledger is held with ``flock`` for the
@@ -32,7 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE passes (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         started_at REAL NOT NULL, finished_at REAL, result TEXT, summary TEXT
+    );
+    """,
+    # 2: resumable uploads through the Uploads API (syncd.remote.multipart).
+    """
+    CREATE TABLE multipart_uploads (
+        upload_id TEXT PRIMARY KEY,
+        path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+        purpose TEXT NOT NULL, filename TEXT NOT NULL, expires_after INTEGER,
+        part_size INTEGER NOT NULL, md5 TEXT,
+        created_at REAL NOT NULL, expires_at REAL NOT NULL
+    );
+    CREATE INDEX multipart_uploads_path ON multipart_uploads(path);
+    CREATE TABLE multipart_parts (
+        upload_id TEXT NOT NULL REFERENCES multipart_uploads(upload_id),
+        part_index INTEGER NOT NULL, part_id TEXT NOT NULL, bytes INTEGER NOT NULL,
+        PRIMARY KEY (upload_id, part_index)
     );
     """,
 )
@@ -132,6 +150,31 @@ class Intent:
     outcome: str | None = None
 
 
+@dataclass(frozen=True)
+class MultipartRecord:
+    """One upload in progress through the Uploads API, resumable while it is pending.
+
+    It belongs to one content of one path (``path``, ``sha256``, ``size``) sent with
+    ``purpose``, ``filename`` and ``expires_after``; ``parts`` maps a part's index (its
+    offset is ``index * part_size``) to the part id and byte count the server confirmed.
+    ``expires_at`` is when the server drops it (unix time).
+    """
+
+    upload_id: str
+    path: str
+    sha256: str
+    size: int
+    purpose: str
+    filename: str
+    expires_after: int | None
+    part_size: int
+    created_at: float
+    expires_at: float
+    md5: str | None = None
+    parts: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+_MULTIPART_FIELDS = tuple(f.name for f in fields(MultipartRecord) if f.name != "parts")
 _ROW_FIELDS = tuple(f.name for f in fields(LedgerRow))
 _INTENT_FIELDS = tuple(f.name for f in fields(Intent))
 
@@ -468,6 +511,59 @@ class Ledger:
             conn.execute(
                 "DELETE FROM intents WHERE state != 'open' AND finished_at < ?", (older_than,)
             )
+
+    # -- resumable uploads (Uploads API) ---------------------------------------------
+
+    def multipart_uploads(self, path: str | None = None) -> list[MultipartRecord]:
+        """The uploads in progress (of ``path``, or all), oldest first, with their parts."""
+        where, params = ("WHERE path = ?", (path,)) if path is not None else ("", ())
+        uploads = self._query(
+            f"SELECT * FROM multipart_uploads {where} ORDER BY created_at, upload_id",  # noqa: S608
+            params,
+        )
+        records = []
+        for upload in uploads:
+            parts = self._query(
+                "SELECT part_index, part_id, bytes FROM multipart_parts WHERE upload_id = ?",
+                (upload["upload_id"],),
+            )
+            records.append(
+                MultipartRecord(
+                    **{name: upload[name] for name in _MULTIPART_FIELDS},
+                    parts={p["part_index"]: (p["part_id"], p["bytes"]) for p in parts},
+                )
+            )
+        return records
+
+    def begin_multipart(self, record: MultipartRecord) -> None:
+        """Remember a freshly created upload (before any part is sent)."""
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO multipart_uploads ({', '.join(_MULTIPART_FIELDS)}) "  # noqa: S608
+                f"VALUES ({', '.join('?' * len(_MULTIPART_FIELDS))})",
+                tuple(getattr(record, name) for name in _MULTIPART_FIELDS),
+            )
+
+    def record_part(self, upload_id: str, index: int, part_id: str, size: int) -> None:
+        """A part the server confirmed: it is not sent again when the upload resumes."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO multipart_parts (upload_id, part_index, part_id, bytes)"
+                " VALUES (?, ?, ?, ?)",
+                (upload_id, index, part_id, size),
+            )
+
+    def set_multipart_md5(self, upload_id: str, md5: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE multipart_uploads SET md5 = ? WHERE upload_id = ?", (md5, upload_id)
+            )
+
+    def drop_multipart(self, upload_id: str) -> None:
+        """Forget an upload (completed, cancelled, expired or abandoned) and its parts."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM multipart_parts WHERE upload_id = ?", (upload_id,))
+            conn.execute("DELETE FROM multipart_uploads WHERE upload_id = ?", (upload_id,))
 
     # -- the daemon's durable queue ------------------------------------------------------
 

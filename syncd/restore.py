@@ -294,7 +294,7 @@ class Puller:
         def fill(out: BinaryIO) -> None:
             nonlocal count
             writer = HashingWriter(out, self.listener.advanced, self._stop)
-            self.remote.download(item.file_id, cast(BinaryIO, writer))
+            self.remote.download(item.file_id, cast(BinaryIO, writer), expected_bytes=item.size)
             count = writer.count
             if writer.count != item.size:
                 raise ContentMismatchError(

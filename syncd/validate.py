@@ -5,7 +5,10 @@ permanent failure and not tried again until it changes. The checks mirror what t
 Files API itself refuses (so a refusal costs no request):
 
 - an empty file (0 bytes);
-- more than ``max_file_bytes`` (the API's 512 MB; tests lower it);
+- more than ``max_file_bytes`` (the API's 512 MB; tests lower it), unless the purpose
+  is one the Uploads API takes (assistants, batch, fine-tune, vision), whose files may
+  have up to ``max_upload_bytes`` (8 GB) and are sent in parts
+  (``syncd.remote.multipart``);
 - for purposes ``fine-tune``, ``batch`` and ``evals``: a name not ending in ``.jsonl``,
   a line that is not valid UTF-8 JSON object (named by its number; a blank line counts,
   except a final newline);
@@ -21,7 +24,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.remote.protocol import JSONL_PURPOSES, MAX_FILE_BYTES, UPLOAD_PURPOSES
+from syncd.remote.protocol import (
+    JSONL_PURPOSES,
+    MAX_FILE_BYTES,
+    MAX_UPLOAD_BYTES,
+    UPLOAD_PURPOSES,
+    UPLOADS_API_PURPOSES,
+)
 
 BATCH_MAX_BYTES = 200 * 1000 * 1000
 BATCH_MAX_LINES = 50_000
@@ -33,6 +42,7 @@ class Limits:
     """Upload limits; the defaults are the Files API's."""
 
     max_file_bytes: int = MAX_FILE_BYTES
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
     batch_max_bytes: int = BATCH_MAX_BYTES
     batch_max_lines: int = BATCH_MAX_LINES
 
@@ -45,8 +55,17 @@ def check_size(size: int, purpose: str, limits: Limits) -> str | None:
     """The reason a file of ``size`` bytes cannot be uploaded, or None."""
     if size == 0:
         return "empty file (0 bytes); the Files API refuses empty files"
-    if size > limits.max_file_bytes:
-        return f"{size} bytes is over the {_megabytes(limits.max_file_bytes)} limit per file"
+    if size > limits.max_file_bytes and purpose not in UPLOADS_API_PURPOSES:
+        return (
+            f"{size} bytes is over the {_megabytes(limits.max_file_bytes)} limit per file "
+            f"for purpose {purpose} (only {', '.join(UPLOADS_API_PURPOSES)} files may be "
+            f"larger, up to {_megabytes(limits.max_upload_bytes)}, through the Uploads API)"
+        )
+    if size > limits.max_upload_bytes:
+        return (
+            f"{size} bytes is over the {_megabytes(limits.max_upload_bytes)} limit of the "
+            "Uploads API"
+        )
     if purpose == "batch" and size > limits.batch_max_bytes:
         return f"{size} bytes is over the {_megabytes(limits.batch_max_bytes)} limit for batch"
     return None

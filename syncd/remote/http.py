@@ -56,7 +56,7 @@ from syncd.errors import (
     RetryableError,
     error_for_status,
 )
-from syncd.remote.protocol import RemoteFile
+from syncd.remote.protocol import RemoteFile, UploadsApi
 from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
 from syncd.remote.settings import RemoteSettings
 
@@ -282,14 +282,15 @@ class HttpFilesRemote:
 
         return self._retry(f"retrieve {file_id}", attempt)
 
-    def download(self, file_id: str, out: BinaryIO) -> int:
+    def download(self, file_id: str, out: BinaryIO, expected_bytes: int | None = None) -> int:
         """Stream the file's content into ``out``; returns the byte count.
 
-        The count is checked against the file's ``bytes`` (``PermanentError`` if they
-        differ). A transfer that breaks off is retried from the start only if ``out`` can
-        be rewound (seek + truncate); otherwise the ``RetryableError`` is raised.
+        The count is checked against ``expected_bytes`` when given, else against the
+        file's ``bytes`` from a ``retrieve`` call (``PermanentError`` if they differ). A
+        transfer that breaks off is retried from the start only if ``out`` can be rewound
+        (seek + truncate); otherwise the ``RetryableError`` is raised.
         """
-        expected = self.retrieve(file_id).bytes
+        expected = self.retrieve(file_id).bytes if expected_bytes is None else expected_bytes
         try:
             start: int | None = out.tell() if out.seekable() else None
         except (OSError, ValueError, AttributeError):
@@ -349,6 +350,12 @@ class HttpFilesRemote:
                 raise PermanentError(f"delete {file_id}: the server did not delete it")
 
         self._retry(f"delete {file_id}", attempt)
+
+    def uploads_api(self) -> UploadsApi:
+        """The Uploads API over this remote's connections, gate and retry policy."""
+        from syncd.remote.multipart import HttpUploadsApi  # it builds on this module
+
+        return HttpUploadsApi(self)
 
     def close(self) -> None:
         self._client.close()

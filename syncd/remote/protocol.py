@@ -16,7 +16,22 @@ Contract for every implementation:
 - ``list_files`` yields every file, following ``after`` until ``has_more`` is false.
 - ``delete`` of a file that is already gone returns normally (deleting is idempotent).
 - ``download`` streams the content into ``out`` and raises ``RemoteError`` if the
-  byte count differs from the file's ``bytes``.
+  byte count differs from the file's ``bytes``; given ``expected_bytes`` (the caller
+  knows the size, e.g. from a listing or the ledger) it checks against that and skips
+  the ``retrieve`` call it would otherwise make to learn the size.
+
+Large files (the Uploads API). A remote that can also take files in parts implements
+``SupportsUploadsApi``: ``uploads_api()`` returns an ``UploadsApi`` (create an upload,
+add parts, complete, cancel). ``syncd.remote.multipart`` drives it. Its contract:
+
+- ``create_upload`` and ``add_part`` may be retried freely: a lost answer leaves at
+  worst an orphan upload or part, which the server drops (expiry, or parts not named in
+  ``complete``). Neither creates a File.
+- ``complete_upload`` creates the File, so it follows ``upload``'s rule: a lost answer
+  is ``AmbiguousError`` (reconcile by listing; there is no GET /uploads/{id}).
+- ``add_part`` and ``complete_upload`` raise ``UploadGoneError`` when the server no
+  longer has the upload pending (expired, cancelled, unknown): start a new one.
+- ``cancel_upload`` of an upload that is already finished or gone returns normally.
 """
 
 from __future__ import annotations
@@ -24,11 +39,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from syncd.errors import PermanentError
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 JSONL_PURPOSES = ("fine-tune", "batch", "evals")
 MAX_FILE_BYTES = 512 * 1000 * 1000  # the API's "512 MB"
+# The Uploads API: purposes it accepts, its largest file ("8 GB") and part ("64 MB",
+# which the official SDK and servers take as 64 MiB).
+UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
+MAX_UPLOAD_BYTES = 8 * 1000 * 1000 * 1000
+MAX_PART_BYTES = 64 * 1024 * 1024
 EXPIRES_MIN_SECONDS = 3600
 EXPIRES_MAX_SECONDS = 2_592_000
 
@@ -75,8 +97,50 @@ class FilesRemote(Protocol):
 
     def retrieve(self, file_id: str) -> RemoteFile: ...
 
-    def download(self, file_id: str, out: BinaryIO) -> int: ...
+    def download(self, file_id: str, out: BinaryIO, expected_bytes: int | None = None) -> int: ...
 
     def delete(self, file_id: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class UploadGoneError(PermanentError):
+    """The upload is no longer pending on the server (expired, cancelled, unknown)."""
+
+
+@dataclass(frozen=True)
+class RemoteUpload:
+    """A pending upload as ``POST /uploads`` answers it (the ``Upload`` schema, in part)."""
+
+    id: str
+    expires_at: int
+    status: str = "pending"
+
+
+class UploadsApi(Protocol):
+    """The four Uploads API calls; see the module docstring for the contract."""
+
+    def create_upload(
+        self,
+        filename: str,
+        purpose: str,
+        size: int,
+        *,
+        mime_type: str,
+        expires_after_seconds: int | None = None,
+    ) -> RemoteUpload: ...
+
+    def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str: ...
+
+    def complete_upload(
+        self, upload_id: str, part_ids: list[str], md5: str | None
+    ) -> RemoteFile: ...
+
+    def cancel_upload(self, upload_id: str) -> None: ...
+
+
+@runtime_checkable
+class SupportsUploadsApi(Protocol):
+    """A remote that can also send large files through the Uploads API."""
+
+    def uploads_api(self) -> UploadsApi: ...
