@@ -5,7 +5,9 @@ answer was lost stored a file is to list the remote files and match. For each pa
 open upload intents (oldest first):
 
 - a remote file *matches* an intent when its filename is the name sent (or the name as
-  the wire carries it, or its last part: some servers keep only the basename), its
+  the wire carries it, or its last part: some servers keep only the basename -- unless
+  that last part is exactly the name of another path of ours, e.g. ``x.txt`` beside
+  ``d/x.txt``), its
   ``bytes`` equal the intent's size, it was created no earlier than the intent's start
   minus ``CLOCK_SKEW_MARGIN``, and the ledger does not already know its id;
 - the newest intent adopts the newest file matching it: the ledger row and the delete
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -55,14 +57,33 @@ def filename_matches(remote_name: str, sent: str) -> bool:
     return remote_name in names
 
 
-def matches(intent: Intent, remote: RemoteFile, known: set[str]) -> bool:
-    """Whether ``remote`` could be the file this upload intent stored."""
-    return (
-        remote.id not in known
-        and remote.bytes == intent.size
-        and remote.created_at >= intent.started_at - CLOCK_SKEW_MARGIN
-        and filename_matches(remote.filename, intent.filename or intent.path)
-    )
+def exact_names(sent: str) -> set[str]:
+    """The names a server that keeps the whole name stores for ``sent``."""
+    return {sent, wire_filename(sent)}
+
+
+def matches(
+    intent: Intent,
+    remote: RemoteFile,
+    known: set[str],
+    taken: Collection[str] = frozenset(),
+) -> bool:
+    """Whether ``remote`` could be the file this upload intent stored.
+
+    ``taken`` holds names that are exactly the names of *other* paths of this mirror: a
+    remote file bearing one of them is that path's, so it is never matched by its last
+    part alone (``x.txt`` is not ``d/x.txt``'s upload when ``x.txt`` is ours too).
+    """
+    if (
+        remote.id in known
+        or remote.bytes != intent.size
+        or remote.created_at < intent.started_at - CLOCK_SKEW_MARGIN
+    ):
+        return False
+    sent = intent.filename or intent.path
+    if remote.filename in exact_names(sent):
+        return True
+    return remote.filename not in taken and filename_matches(remote.filename, sent)
 
 
 class Reconciler:
@@ -130,11 +151,13 @@ class Reconciler:
         by_path: dict[str, list[Intent]] = defaultdict(list)
         for intent in sorted(group, key=lambda i: i.id):
             by_path[intent.path].append(intent)
+        names = self._names_of_paths(group)
         for path, intents in sorted(by_path.items()):
             known = self.ledger.known_file_ids()
+            taken = {name for name, owner in names.items() if owner != path}
             newest = intents[-1]
             mine = sorted(
-                (r for r in listing if matches(newest, r, known)),
+                (r for r in listing if matches(newest, r, known, taken)),
                 key=lambda r: (r.created_at, r.id),
             )
             adopted = mine[-1] if mine else None
@@ -154,10 +177,22 @@ class Reconciler:
                 r.id: r
                 for r in listing
                 if (adopted is None or r.id != adopted.id)
-                and any(matches(i, r, known) for i in intents)
+                and any(matches(i, r, known, taken) for i in intents)
             }
             for copy in copies.values():
                 self._delete_copy(path, copy, report)
+
+    def _names_of_paths(self, group: list[Intent]) -> dict[str, str]:
+        """Exact remote name -> the path of ours it belongs to: every path with an open
+        intent, and every tracked path (needed only when a name could match by its last
+        part, i.e. some intent's name has a directory)."""
+        names: dict[str, str] = {}
+        if any("/" in (i.filename or i.path) for i in group):
+            for path in self.ledger.rows():
+                names.update(dict.fromkeys(exact_names(path), path))
+        for intent in group:
+            names.update(dict.fromkeys(exact_names(intent.filename or intent.path), intent.path))
+        return names
 
     def _delete_copy(self, path: str, copy: RemoteFile, report: ReconcileReport) -> None:
         intent = self.ledger.begin_delete(path, copy.id, now=self.clock())

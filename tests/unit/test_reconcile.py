@@ -141,3 +141,25 @@ def test_open_deletes_are_redone(ledger: Ledger) -> None:
     report = settle(ledger, remote)
     assert report.deletes_finished == 1 and remote.deleted == [fid]
     assert ledger.row("a.txt") is None and ledger.open_intents() == []
+
+
+def test_a_name_of_another_path_is_never_matched_by_its_last_part(ledger: Ledger) -> None:
+    """`x.txt`'s upload is not adopted for `d/x.txt` (same size, both answers lost)."""
+    remote = MemoryRemote()
+    intend(ledger, "d/x.txt", 5)
+    intend(ledger, "x.txt", 5)
+    nested = remote.add("d/x.txt", 5, T0 + 1)
+    top = remote.add("x.txt", 5, T0 + 2)  # newer: the last-part rule alone would pick it
+    report = settle(ledger, remote)
+    assert report.adopted == {"d/x.txt": nested, "x.txt": top}
+    assert remote.deleted == [] and report.not_stored == []
+
+
+def test_a_basename_only_server_copy_is_adopted_when_no_path_owns_the_name(
+    ledger: Ledger,
+) -> None:
+    """A server that keeps only `a.txt` for `d/e/a.txt` still gets its upload adopted."""
+    remote = MemoryRemote()
+    intend(ledger, "d/e/a.txt", 5)
+    stored = remote.add("a.txt", 5, T0 + 1)
+    assert settle(ledger, remote).adopted == {"d/e/a.txt": stored}
