@@ -48,6 +48,8 @@ class Limits:
 
 
 def _megabytes(n: int) -> str:
+    if n >= 1_000_000_000 and n % 1_000_000_000 == 0:
+        return f"{n // 1_000_000_000} GB"
     return f"{n / 1_000_000:g} MB" if n >= 1_000_000 else f"{n}-byte"
 
 

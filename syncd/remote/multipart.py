@@ -549,7 +549,11 @@ class MultipartUploader:
                 if stop.is_set():
                     return
                 offset, length = layout[index]
-                part_id = self.api.add_part(record.upload_id, job.full, offset, length)
+                try:
+                    part_id = self.api.add_part(record.upload_id, job.full, offset, length)
+                except BaseException:
+                    stop.set()  # before the slot is free: no queued part starts after this
+                    raise
                 self.store.record_part(record.upload_id, index, part_id, length)
                 sent[index] = part_id
                 self.step("multipart.part_sent", job.path)
