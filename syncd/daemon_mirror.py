@@ -13,7 +13,7 @@ Hints go to the aggregator at once and to the ledger's ``dirty`` table at the ne
 (one transaction per batch, not one fsync per event). Hints not yet written when the
 process dies are not lost either: every start begins with a full pass.
 
-Safety: before every pass the folder itself is checked. Gone, on another filesystem
+Safety (``syncd.daemon_folder``): before every pass the folder itself is checked. Gone, on another filesystem
 than the one recorded in the ledger, or empty (and another directory than before)
 while the ledger tracks files: that is an unmounted disk or a renamed folder, not
 "every file deleted". The runner pauses (no pass, so no delete), says why, polls the
@@ -23,16 +23,14 @@ folder every ``FOLDER_POLL_SECONDS`` and resumes with a new watcher and a full p
 from __future__ import annotations
 
 import math
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
 from syncd.config import MirrorConfig
+from syncd.daemon_folder import Identity, folder_identity, folder_is_empty, folder_problem
 from syncd.daemon_support import Heartbeat, MirrorStatus
 from syncd.errors import FatalError, SyncdError
 from syncd.execute import SyncEngine
@@ -42,50 +40,23 @@ from syncd.plan import Action, Plan
 from syncd.progress import LogReporter
 from syncd.remote.protocol import FilesRemote
 from syncd.scan import FolderUnavailableError, ScanResult
-from syncd.watch import DEFAULT_IGNORES, DirtyPathAggregator, FolderWatcher, is_subtree_hint
+from syncd.watch import (
+    DEFAULT_IGNORES,
+    DirtyPathAggregator,
+    FolderWatcher,
+    hint_covers,
+    is_subtree_hint,
+)
 
 log = structlog.get_logger("syncd.daemon")
 
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0
+UNFINISHED_RETRY_SECONDS = 5.0
 ERROR_RETRY_SECONDS = 60.0
 META_FOLDER = "folder"
 META_DEVICE = "folder_device"
 META_INODE = "folder_inode"
-
-Identity = tuple[int, int]  # (st_dev, st_ino) of the folder
-
-
-def folder_problem(
-    folder: str,
-    identity: Identity | None,
-    recorded: Identity | None,
-    *,
-    empty: bool,
-    tracked: int,
-) -> str | None:
-    """Why the folder must not be mirrored as it is now, or None when it may be.
-
-    Pure. ``identity`` is the folder's now (None: missing or not a directory),
-    ``recorded`` the one the ledger remembers, ``tracked`` how many files are mirrored.
-    """
-    advice = "paused, nothing deleted; waiting for it to come back"
-    if identity is None:
-        return f"folder {folder} is gone (unmounted or renamed away?): {advice}"
-    if tracked == 0:
-        return None  # nothing mirrored, nothing a wrong folder could make us delete
-    override = "(restart with --accept-folder-change if this is the right folder now)"
-    if recorded is not None and identity[0] != recorded[0]:
-        return (
-            f"folder {folder} is on another filesystem than before (device {identity[0]}, "
-            f"was {recorded[0]}): unmounted? {advice} {override}"
-        )
-    if empty and identity != recorded:
-        return (
-            f"folder {folder} is empty but {tracked} files are mirrored from it "
-            f"(unmounted disk?): {advice} {override}"
-        )
-    return None
 
 
 class _RunnerReporter(LogReporter):
@@ -99,7 +70,7 @@ class _RunnerReporter(LogReporter):
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
         self._heartbeat.beat()
         if self._stopping.is_set() and self.engine is not None:
-            stop_engine(self.engine)  # a stop that came while scanning: run no action
+            self.engine.request_stop()  # a stop that came while scanning: run no action
         super().pass_started(plan, scan)
 
     def action_started(self, action: Action) -> None:
@@ -108,14 +79,6 @@ class _RunnerReporter(LogReporter):
     def action_finished(self, outcome: Outcome) -> None:
         self._heartbeat.beat()
         super().action_finished(outcome)
-
-
-def stop_engine(engine: SyncEngine) -> None:
-    """Ask a running pass to start no new action (in-flight ones finish).
-
-    SyncEngine has no public stop yet; its fatal-error stop event does exactly this.
-    """
-    engine._stop.set()
 
 
 class MirrorRunner:
@@ -132,8 +95,10 @@ class MirrorRunner:
         heartbeat: Heartbeat,
         stopping: threading.Event,
         clock: Callable[[], float] = time.monotonic,
+        watch: bool = True,
     ) -> None:
         self.config = config
+        self.watch = watch  # False: no watcher, changes are found by the rescans only
         self.ignore = DEFAULT_IGNORES if config.ignore is None else config.ignore
         # The scanner skips what the watcher ignores, so a temp file is never uploaded.
         self.mirror = config.with_overrides(exclude=config.exclude + self.ignore)
@@ -179,7 +144,7 @@ class MirrorRunner:
             except OSError as exc:
                 log.error("folder_create_failed", folder=str(self.folder), error=str(exc))
         if accept_folder_change:
-            identity = _identity(self.folder)
+            identity = folder_identity(self.folder)
             if identity is not None:
                 self._record(identity)
                 log.warning("folder_change_accepted", folder=str(self.folder))
@@ -197,6 +162,8 @@ class MirrorRunner:
         self.stop_watching()
         self._root_gone.clear()
         self._watcher_started = self._clock()
+        if not self.watch:
+            return
         self.watcher = FolderWatcher(
             self.folder,
             self._on_hint,
@@ -220,7 +187,7 @@ class MirrorRunner:
             self.watcher = None
 
     def request_stop(self) -> None:
-        stop_engine(self.engine)
+        self.engine.request_stop()
 
     def close(self) -> None:
         self.stop_watching()
@@ -369,17 +336,35 @@ class MirrorRunner:
             log.error("pass_failed", folder=str(self.folder), error=str(exc))
             self._full_due = now + ERROR_RETRY_SECONDS
             return None
-        if hints:  # the engine unqueued the bare paths; "dir/" hints are stored as given
-            self.ledger.clear_dirty(hints, queued_before=result.started_at)
+        self._after_pass(result, hints)
         if full and not result.fatal:
             self._full_due = now + self.config.rescan_interval
         elif full:
             self._full_due = now  # after the key is fixed, start with a full pass
-        for path in result.requeued:  # still changing: look again once it is quiet
-            self.aggregator.note(path, self._clock())
         self._log_pass(result, only)
         self._refresh_status(handled=set(only or ()))
         return result
+
+    def _after_pass(self, result: PassResult, hints: set[str] | None) -> None:
+        """Unqueue "dir/" hints the engine handled, and look again at what it could not
+        finish: still-changing files once quiet, busy paths and skipped deletes a little
+        later (refused deletes wait for the next full pass or the operator)."""
+        keep = result.requeued | result.unfinished
+        if hints and result.plan is not None:
+            # The engine unqueued the plain paths it finished; "dir/" hints are stored
+            # as given, so they are unqueued here unless something under them is kept.
+            subtrees = {
+                h for h in hints if is_subtree_hint(h) and not any(hint_covers(h, p) for p in keep)
+            }
+            self.ledger.clear_dirty(subtrees, queued_before=result.started_at)
+        now = self._clock()
+        for path in result.requeued:  # still changing: look again once it is quiet
+            self.aggregator.note(path, now)
+        if result.fatal or self._stopping.is_set() or result.plan is None:
+            return  # a resume or the next start begins with a full pass anyway
+        refused = {action.path for action in result.plan.refused}
+        for path in result.unfinished - refused - result.requeued:
+            self.aggregator.note(path, now + UNFINISHED_RETRY_SECONDS)
 
     def _log_pass(self, result: PassResult, only: list[str] | None) -> None:
         for problem in result.problems:
@@ -422,10 +407,10 @@ class MirrorRunner:
 
     def _folder_problem(self) -> str | None:
         """Check the folder before a pass (a stat, a directory read and a count at most)."""
-        identity = _identity(self.folder)
+        identity = folder_identity(self.folder)
         if identity is not None and identity == self._recorded:
             return None  # the common case: the same directory as last time
-        empty = identity is not None and _is_empty(self.folder)
+        empty = identity is not None and folder_is_empty(self.folder)
         tracked = self.ledger.tracked_count() if identity is not None else 0
         problem = folder_problem(
             str(self.folder), identity, self._recorded, empty=empty, tracked=tracked
@@ -466,19 +451,3 @@ class MirrorRunner:
 
     def status(self) -> MirrorStatus:
         return self._status
-
-
-def _identity(folder: Path) -> Identity | None:
-    try:
-        st = folder.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _is_empty(folder: Path) -> bool:
-    try:
-        with os.scandir(folder) as entries:
-            return next(entries, None) is None
-    except OSError:
-        return False

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from syncd.daemon_mirror import folder_problem
+from syncd.daemon_folder import folder_problem
 from syncd.daemon_support import Heartbeat, MirrorStatus, SignalRelay, status_line
 
 FOLDER = "/srv/data"

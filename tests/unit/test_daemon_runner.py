@@ -51,6 +51,7 @@ def make_runner(
         heartbeat=Heartbeat(),
         stopping=threading.Event(),
         clock=clock,
+        watch=False,  # the test notes hints itself, on its own clock
     )
 
 
@@ -105,5 +106,36 @@ def test_retryable_failure_is_scheduled_and_shown(
         assert remote_names(remote) == []
         wait = runner.due_in(clock.now)
         assert wait is not None and 50 < wait <= 60  # woken when the backoff ends
+    finally:
+        runner.close()
+
+
+def test_delete_skipped_for_a_failed_upload_is_retried_soon(
+    tmp_path: Path, remote: HttpFilesRemote, server: ServerProcess
+) -> None:
+    """Deletes held back because an upload of the same batch failed are retried shortly."""
+    clock = Clock()
+    runner = make_runner(tmp_path, remote, clock)
+    try:
+        (runner.folder / "old.txt").write_text("old")
+        runner.step()  # the first full pass uploads old.txt
+        server.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["create"]})
+        (runner.folder / "old.txt").unlink()
+        new = runner.folder / "new.txt"
+        new.write_text("new")
+        past = time.time() - 10
+        os.utime(new, (past, past))
+        for path in ("old.txt", "new.txt"):
+            runner.aggregator.note(path, clock.now - 1)
+        result = runner.step()
+        assert result is not None and result.deletes_skipped == 1
+        assert remote_names(remote) == ["old.txt"]
+        wait = runner.due_in(clock.now)
+        assert wait is not None and 5 <= wait < 10  # not the 600 s rescan, not at once
+        server.set_faults(None)
+        clock.now += wait
+        result = runner.step()
+        assert result is not None and result.counts.get("deleted") == 1
+        assert remote_names(remote) == []  # new.txt waits for its backoff
     finally:
         runner.close()
