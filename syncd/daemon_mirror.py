@@ -13,11 +13,12 @@ Hints go to the aggregator at once and to the ledger's ``dirty`` table at the ne
 (one transaction per batch, not one fsync per event). Hints not yet written when the
 process dies are not lost either: every start begins with a full pass.
 
-Safety (``syncd.daemon_folder``): before every pass the folder itself is checked. Gone, on another filesystem
-than the one recorded in the ledger, or empty (and another directory than before)
-while the ledger tracks files: that is an unmounted disk or a renamed folder, not
-"every file deleted". The runner pauses (no pass, so no delete), says why, polls the
-folder every ``FOLDER_POLL_SECONDS`` and resumes with a new watcher and a full pass.
+Safety (``syncd.daemon_folder``): before every pass the folder itself is checked.
+Gone, on another filesystem than the one recorded in the ledger, or empty (and another
+directory than before) while the ledger tracks files: that is an unmounted disk or a
+renamed folder, not "every file deleted". The runner pauses (no pass, so no delete),
+says why, polls the folder every ``FOLDER_POLL_SECONDS`` and resumes with a new watcher
+and a full pass.
 """
 
 from __future__ import annotations
