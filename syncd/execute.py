@@ -140,6 +140,7 @@ class SyncEngine:
         try:
             if not dry_run:
                 self.reconcile_open_intents(result)
+            root_identity = self._root_identity()
             the_plan, scan = self.make_plan(
                 only_paths, check_remote, result, retry_waiting=retry_waiting
             )
@@ -154,7 +155,7 @@ class SyncEngine:
         self._note_still_failing(the_plan, result)
         self.reporter.pass_started(the_plan, scan)
         if not dry_run:
-            self._execute(the_plan, result)
+            self._execute(the_plan, result, root_identity)
             self._sweep_uploads(result)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
@@ -227,7 +228,16 @@ class SyncEngine:
 
     # -- executing a plan ------------------------------------------------------------------
 
-    def _execute(self, the_plan: Plan, result: PassResult) -> None:
+    def _root_identity(self) -> tuple[int, int] | None:
+        try:
+            st = self.mirror.folder.stat()
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _execute(
+        self, the_plan: Plan, result: PassResult, root_identity: tuple[int, int] | None
+    ) -> None:
         transfers = the_plan.of_kind(ActionKind.UPLOAD, ActionKind.REPLACE)
         for _ in range(AMBIGUOUS_ROUNDS):
             outcomes = self._run_pool(transfers, self._transfer, result)
@@ -243,6 +253,16 @@ class SyncEngine:
         for action in the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET):
             self._fix_ledger(action, result)
         deletes = the_plan.of_kind(ActionKind.DELETE)
+        if deletes and self._root_identity() != root_identity:
+            # The folder was unmounted or swapped while we scanned: what looked deleted
+            # may only be out of sight. Deleting on that evidence would be a mass loss.
+            result.warnings.append(
+                f"folder {self.mirror.folder} changed during the pass (unmounted or "
+                f"replaced?): {len(deletes)} deletes held back"
+            )
+            result.deletes_skipped = len(deletes)
+            result.unfinished |= {a.path for a in deletes}
+            return
         if deletes and (result.failures or result.fatal):
             result.deletes_skipped = len(deletes)
             result.unfinished |= {a.path for a in deletes}

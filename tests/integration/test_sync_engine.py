@@ -309,3 +309,30 @@ def test_dirty_queue_keeps_what_a_pass_could_not_finish(
     with pytest.raises(FolderUnavailableError):
         engine.run_pass(only_paths=["a.txt"])
     assert set(ledger.dirty_paths()) == {"a.txt"}
+
+
+def test_folder_swapped_during_a_pass_holds_deletes_back(
+    server: ServerProcess, folder: Path, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A folder unmounted (swapped for another directory) mid-pass deletes nothing."""
+    remote = make_remote(server)
+    for name in ("keep.txt", "gone.txt"):
+        write(folder, name, name.encode())
+    assert engine_for(folder, ledger, remote).run_pass().in_sync
+    (folder / "gone.txt").unlink()
+    write(folder, "new.txt", b"new")
+
+    def swap_folder(_filename: str) -> None:
+        folder.rename(tmp_path / "elsewhere")
+        folder.mkdir()
+
+    remote.after = swap_folder
+    result = engine_for(folder, ledger, remote).run_pass()
+    assert not result.in_sync
+    assert result.deletes_skipped == 1
+    assert any("changed during the pass" in w for w in result.warnings)
+    assert sorted(f["filename"] for f in list_remote(server)) == [
+        "gone.txt",
+        "keep.txt",
+        "new.txt",
+    ]
