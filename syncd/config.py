@@ -41,6 +41,7 @@ from syncd.remote.protocol import (
 )
 from syncd.rules import PathFilter, PurposeRule
 from syncd.validate import Limits
+from syncd.watch import DEFAULT_IGNORES
 
 DEFAULT_PURPOSE = "user_data"
 DEFAULT_CONCURRENCY = 8
@@ -72,8 +73,8 @@ class MirrorConfig:
     state_path: Path | None = None
     follow_links: bool = False
     limits: Limits = field(default_factory=Limits)
-    # Daemon only (`syncd run`). ``ignore`` None means the watcher's default editor-temp
-    # globs (``syncd.watch.DEFAULT_IGNORES``); () mirrors temp files too.
+    # ``ignore`` None means the default editor-temp globs (``DEFAULT_IGNORES``); ()
+    # mirrors temp files too. ``debounce`` and ``rescan_interval`` are the daemon's.
     debounce: float = DEFAULT_DEBOUNCE_SECONDS
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL_SECONDS
     ignore: tuple[str, ...] | None = None
@@ -81,8 +82,14 @@ class MirrorConfig:
     part_size: int = DEFAULT_PART_SIZE
 
     @property
+    def ignore_globs(self) -> tuple[str, ...]:
+        return DEFAULT_IGNORES if self.ignore is None else self.ignore
+
+    @property
     def path_filter(self) -> PathFilter:
-        return PathFilter(self.include, self.exclude)
+        # Temp files are out of scope for `sync` as for the daemon's watcher, so the two
+        # never disagree about what the folder holds.
+        return PathFilter(self.include, self.exclude + self.ignore_globs)
 
     def with_overrides(self, **changes: Any) -> MirrorConfig:
         """A copy with the given fields replaced; ``None`` values leave a field alone."""

@@ -42,7 +42,6 @@ from syncd.progress import LogReporter
 from syncd.remote.protocol import FilesRemote
 from syncd.scan import FolderUnavailableError, ScanResult
 from syncd.watch import (
-    DEFAULT_IGNORES,
     DirtyPathAggregator,
     FolderWatcher,
     hint_covers,
@@ -100,9 +99,10 @@ class MirrorRunner:
     ) -> None:
         self.config = config
         self.watch = watch  # False: no watcher, changes are found by the rescans only
-        self.ignore = DEFAULT_IGNORES if config.ignore is None else config.ignore
-        # The scanner skips what the watcher ignores, so a temp file is never uploaded.
-        self.mirror = config.with_overrides(exclude=config.exclude + self.ignore)
+        # The mirror's path filter already excludes these, so the scanner skips what the
+        # watcher ignores and a temp file is never uploaded.
+        self.ignore = config.ignore_globs
+        self.mirror = config
         self.folder = self.mirror.folder
         self.ledger = ledger
         self._wake = wake

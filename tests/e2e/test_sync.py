@@ -265,3 +265,18 @@ def test_local_server(tmp_path: Path, folder: Path, state: Path) -> None:
     assert (state / "local-server").is_dir()
     second = run_syncd(None, "sync", folder, "--state", state, "--local", "--json")
     assert second.returncode == 0 and '"counts": {}' in second.stdout
+
+
+def test_editor_temp_files_are_not_mirrored(
+    server: ServerProcess, folder: Path, state: Path
+) -> None:
+    """`sync` skips the same editor temp files as the daemon (*.swp, *~, .#*, *.tmp)."""
+    for name in (".a.txt.swp", "a.txt~", ".#a.txt", "draft.tmp", ".~lock.doc#"):
+        write(folder, name, "temp")
+    result = sync(server, folder, state)
+    assert result.returncode == 0, result.stderr
+    assert sorted(remote_files(server)) == [
+        "a.txt",
+        "nested/deeper/b.txt",
+        "with space/ünïcødé näme.txt",
+    ]
