@@ -14,8 +14,8 @@ Two layers:
   after it was made) or that the server says is gone starts over cleanly; one whose file
   changed or vanished is cancelled (``sweep``).
 
-Each part streams from disk through ``PartReader`` (a window of the file, read 64 KiB
-at a time by httpx), so memory does not grow with part or file size. The md5 that
+Each part streams from disk through ``PartBody`` (a window of the file, read and sent
+256 KiB at a time), so memory does not grow with part or file size. The md5 that
 ``complete`` checks is computed in one streamed pass on a thread beside the part
 uploads, and kept in the ledger so a resume does not compute it again.
 
@@ -26,13 +26,12 @@ The File appears only at ``complete``, so the caller's upload intent (see
 from __future__ import annotations
 
 import hashlib
-import io
 import mimetypes
-import os
 import re
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +69,7 @@ EXPIRY_MARGIN_SECONDS = 300.0  # an upload with less left is not resumed but mad
 DEFAULT_PARALLEL_PARTS = 4
 FRESH_STARTS = 2  # new uploads made within one call when the server loses them
 MD5_CHUNK = 1024 * 1024
+PART_CHUNK = 256 * 1024  # bytes per read and per send while a part streams
 # How a server says an upload is not pending (the local server's words, and the API's).
 _NOT_PENDING = re.compile(r"expired|cancell?ed|not 'pending'|no such upload", re.IGNORECASE)
 _COMPLETED = re.compile(r"'completed'|already completed", re.IGNORECASE)
@@ -81,46 +81,46 @@ class _SourceChanged(Exception):
     """Raised inside a part's body: the file is shorter than the part needs."""
 
 
-class PartReader(io.RawIOBase):
-    """``length`` bytes of ``file`` from ``offset``, presented as a file of its own.
+class PartBody:
+    """The ``multipart/form-data`` body of one part: field ``data`` holding ``length``
+    bytes of ``file`` from ``offset``, streamed in ``PART_CHUNK`` (256 KiB) reads.
 
-    httpx learns the length from ``seek``/``tell`` (no ``fileno``) and reads it in 64 KiB
-    chunks. A file that turns out too short raises ``_SourceChanged`` before the body
-    ends, so the server never takes a short part.
+    Built by hand rather than with httpx's ``files=`` so that chunks are 1 MiB instead
+    of 64 KiB (4x fewer trips through httpx and h11 per part) and the exact
+    ``Content-Length`` is known up front. A file that turns out too short raises
+    ``_SourceChanged`` before the closing boundary, so the server never takes a short part.
     """
 
     def __init__(self, file: BinaryIO, offset: int, length: int) -> None:
-        super().__init__()
         self._file = file
         self._offset = offset
         self.length = length
-        self._pos = 0
-        file.seek(offset)
+        self.boundary = secrets.token_hex(16)
+        self._head = (
+            f"--{self.boundary}\r\n"
+            'Content-Disposition: form-data; name="data"; filename="blob"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
 
-    def readable(self) -> bool:
-        return True
+    def headers(self) -> dict[str, str]:
+        size = len(self._head) + self.length + len(self._tail)
+        return {
+            "Content-Type": f"multipart/form-data; boundary={self.boundary}",
+            "Content-Length": str(size),
+        }
 
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.length}[whence]
-        self._pos = max(0, min(self.length, base + offset))
-        self._file.seek(self._offset + self._pos)
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        want = self.length - self._pos if n < 0 else min(n, self.length - self._pos)
-        if want == 0:
-            return b""
-        chunk = self._file.read(want)
-        if not chunk:
-            raise _SourceChanged(f"ended {self.length - self._pos} bytes early")
-        self._pos += len(chunk)
-        return chunk
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        self._file.seek(self._offset)
+        left = self.length
+        while left > 0:
+            chunk = self._file.read(min(PART_CHUNK, left))
+            if not chunk:
+                raise _SourceChanged(f"ended {left} bytes early")
+            left -= len(chunk)
+            yield chunk
+        yield self._tail
 
 
 def mime_type_for(filename: str) -> str:
@@ -189,12 +189,13 @@ class HttpUploadsApi:
         what = f"part at byte {offset} of upload {upload_id}"
 
         def attempt() -> str:
-            with open(path, "rb") as file:
-                reader = PartReader(file, offset, length)
+            with open(path, "rb", buffering=0) as file:
+                body = PartBody(cast(BinaryIO, file), offset, length)
                 request = self._client.build_request(
                     "POST",
                     self._upload_path(upload_id, "parts"),
-                    files={"data": ("blob", cast(BinaryIO, reader), "application/octet-stream")},
+                    content=iter(body),
+                    headers=body.headers(),
                 )
                 response = self._remote._send(request, what=what)
             data = self._remote._json_object(response, what)
