@@ -38,8 +38,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from syncd.errors import LedgerLockedError, SyncdError
 from syncd.remote.protocol import RemoteFile
 
@@ -216,7 +214,6 @@ class Ledger:
 
     def __init__(self, conn: sqlite3.Connection, path: Path, lock: LedgerLock | None) -> None:
         self.path = path
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
         self._conn = conn
         self._lock = threading.RLock()
         self._file_lock = lock
@@ -275,7 +272,9 @@ class Ledger:
 
     def schema_version(self) -> int:
         with self._lock:
-            if "meta" not in self.db.table_names():
+            if not self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone():
                 return 0
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'"
