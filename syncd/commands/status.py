@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -83,7 +84,24 @@ def _when(stamp: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def status_json(status: LedgerStatus, folder: str | None, path: Path) -> dict[str, Any]:
+def retry_in(next_attempt_at: float | None, now: float) -> str:
+    """When a retryable failure is tried again, in words: ``retrying in 4 min 10 s``."""
+    if next_attempt_at is None or next_attempt_at <= now:
+        return "retrying at the next pass"
+    seconds = math.ceil(next_attempt_at - now)
+    if seconds < 60:
+        return f"retrying in {seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"retrying in {minutes} min {seconds} s" if seconds else f"retrying in {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"retrying in {hours} h {minutes} min"
+
+
+def status_json(
+    status: LedgerStatus, folder: str | None, path: Path, now: float | None = None
+) -> dict[str, Any]:
+    now = time.time() if now is None else now
     last = status.last_pass
     last_pass = None
     if last is not None:
@@ -112,6 +130,12 @@ def status_json(status: LedgerStatus, folder: str | None, path: Path) -> dict[st
                 "kind": row.error_kind,
                 "attempts": row.attempts,
                 "next_attempt": _when(row.next_attempt_at),
+                "retry_in_seconds": None
+                if row.error_kind != "retryable" or row.next_attempt_at is None
+                else max(0.0, round(row.next_attempt_at - now, 1)),
+                "retry": None
+                if row.error_kind != "retryable"
+                else retry_in(row.next_attempt_at, now),
             }
             for row in status.problem_rows
         ],
@@ -142,5 +166,5 @@ def print_status(data: dict[str, Any]) -> None:
         if problem["kind"] == "permanent":
             note = "not retried until the file changes"
         else:
-            note = f"attempt {problem['attempts']}, next try {problem['next_attempt']}"
+            note = f"attempt {problem['attempts']}, {problem['retry']}"
         print(f"  {problem['path']}: {problem['reason']} ({note})", file=out)

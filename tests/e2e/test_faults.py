@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -192,3 +193,16 @@ def test_a_second_sync_retries_a_file_still_in_backoff(
     again = run_syncd(server, "sync", folder, "--state", ledger_file)
     assert again.returncode == 0, again.stderr
     assert [f["filename"] for f in list_remote(server)] == ["a.txt"]
+
+
+def test_status_shows_when_a_failing_file_is_retried(server: ServerProcess, tmp_path: Path) -> None:
+    """A retryable failure is listed by `syncd status` with its attempt and its backoff."""
+    folder, ledger_file = tmp_path / "data", tmp_path / "state" / "ledger.db"
+    write(folder, "a.txt", "hello")
+    server.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["create"]})
+    assert run_syncd(server, "sync", folder, "--state", ledger_file).returncode == 1
+    text = run_syncd(None, "status", folder, "--state", ledger_file)
+    assert re.search(r"a\.txt: .*\(attempt 1, retrying in (\d+ s|1 min)\)", text.stdout), text
+    data = json.loads(run_syncd(None, "status", folder, "--state", ledger_file, "--json").stdout)
+    [problem] = data["problems"]
+    assert problem["kind"] == "retryable" and 0 < problem["retry_in_seconds"] <= 60
