@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any
 
+from syncd.commands._options import checked_option
 from syncd.commands._remote import open_remote
 from syncd.commands.sync import add_mirror_arguments, mirror_from_args
 from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, load_config
@@ -33,22 +33,6 @@ from syncd.remote.settings import (
 )
 
 
-def _seconds_option(check: Callable[[Any, str], float]) -> Callable[[str], float]:
-    """An argparse type that parses seconds and applies a config check."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-        try:
-            return check(value, "value")
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
-
-    return parse
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "run",
@@ -60,13 +44,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_mirror_arguments(parser)
     parser.add_argument(
         "--debounce",
-        type=_seconds_option(check_debounce),
+        type=checked_option(float, "a number of seconds", check_debounce),
         metavar="SECONDS",
         help="handle a changed path once it has been quiet this long (default: 1)",
     )
     parser.add_argument(
         "--rescan-interval",
-        type=_seconds_option(check_rescan_interval),
+        type=checked_option(float, "a number of seconds", check_rescan_interval),
         metavar="SECONDS",
         help="full rescan period, which catches anything the watcher missed (default: 600)",
     )

@@ -14,10 +14,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from syncd.commands._options import checked_option
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import (
     MirrorConfig,
@@ -37,22 +37,6 @@ from syncd.remote.protocol import UPLOAD_PURPOSES
 from syncd.scan import FolderUnavailableError, Scanner, display_path
 
 FOLLOW_UP_PASSES = 2  # for files that changed while they were uploaded
-
-
-def _int_option(check: Callable[[Any, str], int]) -> Callable[[str], int]:
-    """An argparse type that parses a whole number and applies a config check."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        try:
-            return check(value, "value")
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
-
-    return parse
 
 
 def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,14 +79,14 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-delete",
-        type=_int_option(check_max_delete),
+        type=checked_option(int, "a whole number", check_max_delete),
         metavar="N",
         help="refuse a pass deleting more than N remote files (default: "
         "refuse deleting more than half when more than 10 would go)",
     )
     parser.add_argument(
         "--concurrency",
-        type=_int_option(check_concurrency),
+        type=checked_option(int, "a whole number", check_concurrency),
         metavar="N",
         help="actions in flight at once (default: 8)",
     )

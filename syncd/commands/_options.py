@@ -1,0 +1,30 @@
+"""Option types shared by the subcommands: parse a value, then apply the config check,
+so that an option and the config key it overrides refuse the same values alike."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from syncd.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def checked_option(
+    convert: Callable[[str], T], expected: str, check: Callable[[Any, str], T]
+) -> Callable[[str], T]:
+    """An argparse ``type=``: ``convert`` the text (else "is not EXPECTED"), then ``check``."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+        try:
+            return check(value, "value")
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
+
+    return parse
