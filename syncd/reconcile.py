@@ -161,26 +161,37 @@ class Reconciler:
                 key=lambda r: (r.created_at, r.id),
             )
             adopted = mine[-1] if mine else None
+            copies = sorted(
+                {
+                    r.id
+                    for r in listing
+                    if (adopted is None or r.id != adopted.id)
+                    and any(matches(i, r, known, taken) for i in intents)
+                }
+            )
+            # Write-ahead: the copies' delete intents commit before the upload intents
+            # close, so nothing that stops us half-way (a crash, a refused key) can leave
+            # a copy that no open intent refers to.
+            pending = [self.ledger.begin_delete(path, c, now=self.clock()) for c in copies]
             now = self.clock()
+            replaced: list[Intent] = []
             for intent in intents:
                 if intent is newest and adopted is not None:
-                    deletes = self.ledger.complete_upload(intent.id, adopted, stale=False, now=now)
+                    replaced = self.ledger.complete_upload(intent.id, adopted, stale=False, now=now)
                     report.adopted[path] = adopted.id
                     log.info("adopted", path=path, file_id=adopted.id, action="reconcile")
-                    for delete in deletes:
-                        self.finish_delete(delete, report)
                 else:
                     self.ledger.abandon_intent(intent.id, "superseded or not stored", now=now)
             if adopted is None:
                 report.not_stored.append(path)
-            copies = {
-                r.id: r
-                for r in listing
-                if (adopted is None or r.id != adopted.id)
-                and any(matches(i, r, known, taken) for i in intents)
-            }
-            for copy in copies.values():
-                self._delete_copy(path, copy, report)
+            for delete in pending:
+                if self.finish_delete(delete, report):
+                    report.duplicates_deleted.append(delete.file_id or "")
+                    log.info(
+                        "duplicate_deleted", path=path, file_id=delete.file_id, action="reconcile"
+                    )
+            for delete in replaced:
+                self.finish_delete(delete, report)
 
     def _names_of_paths(self, group: list[Intent]) -> dict[str, str]:
         """Exact remote name -> the path of ours it belongs to: every path with an open
@@ -193,9 +204,3 @@ class Reconciler:
         for intent in group:
             names.update(dict.fromkeys(exact_names(intent.filename or intent.path), intent.path))
         return names
-
-    def _delete_copy(self, path: str, copy: RemoteFile, report: ReconcileReport) -> None:
-        intent = self.ledger.begin_delete(path, copy.id, now=self.clock())
-        if self.finish_delete(intent, report):
-            report.duplicates_deleted.append(copy.id)
-            log.info("duplicate_deleted", path=path, file_id=copy.id, action="reconcile")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.errors import FatalError
 from syncd.ledger import Fingerprint, Ledger
 from syncd.reconcile import CLOCK_SKEW_MARGIN, Reconciler, filename_matches
 from syncd.remote.protocol import RemoteFile
@@ -163,3 +164,27 @@ def test_a_basename_only_server_copy_is_adopted_when_no_path_owns_the_name(
     intend(ledger, "d/e/a.txt", 5)
     stored = remote.add("a.txt", 5, T0 + 1)
     assert settle(ledger, remote).adopted == {"d/e/a.txt": stored}
+
+
+def test_a_stop_after_adopting_leaves_no_copy_unreferenced(ledger: Ledger) -> None:
+    """If deleting copies is cut short (here a refused key), they stay open delete intents."""
+    remote = MemoryRemote()
+    old = remote.add("a.txt", 3, T0 - 500)
+    first = intend(ledger, "a.txt", 3, at=T0 - 501)
+    ledger.complete_upload(first, remote.files[old], stale=False, now=T0 - 500)
+    intend(ledger, "a.txt", 5, replaces=old)
+    copy = remote.add("a.txt", 5, T0 + 1)  # a proxy replayed the upload: two copies
+    kept = remote.add("a.txt", 5, T0 + 2)
+    real_delete = remote.delete
+
+    def refuse(file_id: str) -> None:
+        raise FatalError("delete: injected 401", status=401)
+
+    remote.delete = refuse  # type: ignore[method-assign]
+    with pytest.raises(FatalError):
+        settle(ledger, remote)
+    assert {i.file_id for i in ledger.open_intents()} == {copy, old}
+    remote.delete = real_delete  # type: ignore[method-assign]
+    settle(ledger, remote)
+    assert set(remote.files) == {kept} and ledger.row("a.txt").file_id == kept
+    assert ledger.open_intents() == []
