@@ -406,6 +406,10 @@ class SyncEngine:
                 attempt=attempt,
             )
         except OSError as exc:
+            if self._stat(full) is None:  # gone (deleted, moved away) before it was read
+                self.ledger.abandon_intent(intent_id, "vanished before upload", now=self.clock())
+                self._requeue(action.path)
+                return Outcome(action, OutcomeStatus.VANISHED, reason="vanished before upload")
             return self._fail(
                 action,
                 fp,

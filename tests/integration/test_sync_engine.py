@@ -93,6 +93,25 @@ def test_file_vanishing_between_scan_and_upload(
     assert remote_files(server) == {"a.txt": b"a"}
 
 
+def test_file_vanishing_as_its_upload_opens_it_is_not_a_failure(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A file removed after it was hashed, just before the client opens it, is "vanished":
+    queued again, no failure, no backoff, and the pass's deletes still run."""
+    write(folder, "a.txt", "a")
+    write(folder, "old.txt", "old")
+    remote = make_remote(server)
+    engine = engine_for(folder, ledger, remote)
+    assert engine.run_pass().in_sync
+    (folder / "old.txt").unlink()
+    write(folder, "a.txt", "a changed")
+    remote.before = lambda name: (folder / name).unlink()
+    result = engine.run_pass()
+    assert result.failures == [] and result.counts == {"vanished": 1, "deleted": 1}
+    assert result.requeued == {"a.txt"} and ledger.row("a.txt").error_kind is None
+    assert ledger.open_intents() == []
+
+
 def test_file_changing_after_upload_is_uploaded_again(
     server: ServerProcess, folder: Path, ledger: Ledger
 ) -> None:
