@@ -142,7 +142,7 @@ class SyncEngine:
                 self.reconcile_open_intents(result)
             root_identity = self._root_identity()
             the_plan, scan = self.make_plan(
-                only_paths, check_remote, result, retry_waiting=retry_waiting
+                only_paths, check_remote, result, retry_waiting=retry_waiting, dry_run=dry_run
             )
         except FatalError as exc:  # the key is refused: nothing else can work
             result.fatal = str(exc)
@@ -172,8 +172,10 @@ class SyncEngine:
         result: PassResult,
         *,
         retry_waiting: bool = False,
+        dry_run: bool = True,
     ) -> tuple[Plan, ScanResult]:
-        """Scan and plan (no write calls)."""
+        """Scan and plan. With the remote listing and not ``dry_run``, late copies of
+        uploads reconciled as not stored are deleted first (``sweep_late_copies``)."""
         if only_paths is None:
             rows = self.ledger.rows()
             scan = self.scanner.scan(rows)
@@ -182,7 +184,7 @@ class SyncEngine:
             scan = self.scanner.scan_paths(only_paths, rows)
         listing = None
         if check_remote if check_remote is not None else only_paths is None:
-            listing = self._remote_listing(result)
+            listing = self._remote_listing(result, sweep=not dry_run)
         options = PlanOptions(
             default_purpose=self.mirror.purpose,
             expires_after=self.mirror.expires_after,
@@ -196,14 +198,21 @@ class SyncEngine:
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 
-    def _remote_listing(self, result: PassResult) -> dict[str, RemoteFile] | None:
+    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile] | None:
         try:
-            return {f.id: f for f in self.remote.list_files()}
+            listing = {f.id: f for f in self.remote.list_files()}
         except FatalError:
             raise
         except RemoteError as exc:
             result.warnings.append(f"cannot list remote files ({exc}); planning without it")
             return None
+        if sweep:
+            swept = self.reconciler.sweep_late_copies(listing.values())
+            if swept.duplicates_deleted or swept.errors:
+                result.merge_reconcile(swept)
+            for file_id in swept.duplicates_deleted:
+                listing.pop(file_id, None)
+        return listing
 
     def _note_still_failing(self, the_plan: Plan, result: PassResult) -> None:
         """Files skipped because they failed before still keep the remote unequal."""

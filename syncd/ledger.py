@@ -504,6 +504,12 @@ class Ledger:
             for r in self._query("SELECT * FROM intents WHERE state = 'open' ORDER BY id")
         ]
 
+    def closed_uploads(self, outcome: str, *, since: float) -> list[Intent]:
+        """Upload intents closed with ``outcome`` at or after ``since`` (oldest first)."""
+        sql = """SELECT * FROM intents WHERE kind = 'upload' AND state != 'open'
+                 AND outcome = ? AND finished_at >= ? ORDER BY id"""
+        return [_intent(r) for r in self._query(sql, (outcome, since))]
+
     def prune_intents(self, older_than: float) -> None:
         """Forget finished intents that ended before ``older_than`` (unix time)."""
         with self._write() as conn:

@@ -37,6 +37,10 @@ from syncd.remote.http import wire_filename
 from syncd.remote.protocol import FilesRemote, RemoteFile
 
 CLOCK_SKEW_MARGIN = 120.0
+# How long after reconciliation found nothing a late copy may still appear (a request
+# the server went on carrying out after its client died or gave up on it).
+LATE_COPY_WINDOW = 900.0
+NOT_STORED = "superseded or not stored"  # the outcome of upload intents that stored nothing
 
 log = structlog.get_logger("syncd.reconcile")
 
@@ -181,7 +185,7 @@ class Reconciler:
                     report.adopted[path] = adopted.id
                     log.info("adopted", path=path, file_id=adopted.id, action="reconcile")
                 else:
-                    self.ledger.abandon_intent(intent.id, "superseded or not stored", now=now)
+                    self.ledger.abandon_intent(intent.id, NOT_STORED, now=now)
             if adopted is None:
                 report.not_stored.append(path)
             for delete in pending:
@@ -192,6 +196,52 @@ class Reconciler:
                     )
             for delete in replaced:
                 self.finish_delete(delete, report)
+
+    def sweep_late_copies(self, listing: Iterable[RemoteFile]) -> ReconcileReport:
+        """Delete copies stored after reconciliation had found that nothing was.
+
+        A request can still be carried out after its client gave up on it (the process
+        was killed while the server was storing the file; a proxy finished it later).
+        Its copy then appears after ``settle`` closed the intent as not stored and the
+        path was uploaded again: a duplicate no intent refers to. A full pass hands its
+        remote listing here: a file the ledger does not know that matches an upload intent
+        closed as not stored, created no later than ``LATE_COPY_WINDOW`` after that
+        decision, is that request's copy (provably syncd's) and is deleted, a delete
+        intent first. Paths with open intents are left to ``settle``. Raises FatalError.
+        """
+        report = ReconcileReport()
+        busy = {i.path for i in self.ledger.open_intents()}
+        unstored = [  # every one the ledger still keeps (the engine prunes after a week)
+            i for i in self.ledger.closed_uploads(NOT_STORED, since=0.0) if i.path not in busy
+        ]
+        if not unstored:
+            return report
+        known = self.ledger.known_file_ids()
+        names = self._names_of_paths(unstored)
+        by_name: dict[str, list[RemoteFile]] = defaultdict(list)
+        for remote in listing:
+            if remote.id not in known:
+                by_name[remote.filename].append(remote)
+        for intent in unstored:
+            sent = intent.filename or intent.path
+            taken = {name for name, owner in names.items() if owner != intent.path}
+            candidates = exact_names(sent)
+            candidates |= {n.rsplit("/", 1)[-1] for n in candidates}
+            latest = (intent.finished_at or intent.started_at) + LATE_COPY_WINDOW
+            for name in sorted(candidates):
+                for remote in by_name.get(name, []):
+                    if remote.id in known or remote.created_at > latest:
+                        continue
+                    if matches(intent, remote, known, taken):
+                        known.add(remote.id)
+                        self._delete_late_copy(intent.path, remote.id, report)
+        return report
+
+    def _delete_late_copy(self, path: str, file_id: str, report: ReconcileReport) -> None:
+        delete = self.ledger.begin_delete(path, file_id, now=self.clock())
+        if self.finish_delete(delete, report):
+            report.duplicates_deleted.append(file_id)
+            log.info("late_copy_deleted", path=path, file_id=file_id, action="reconcile")
 
     def _names_of_paths(self, group: list[Intent]) -> dict[str, str]:
         """Exact remote name -> the path of ours it belongs to: every path with an open

@@ -16,6 +16,7 @@ from synccli import list_remote, local_files, remote_files, upload_directly, wri
 from syncd.config import MirrorConfig
 from syncd.execute import SyncEngine
 from syncd.ledger import Fingerprint, Ledger
+from syncd.reconcile import NOT_STORED
 from syncd.remote.http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 from syncd.scan import FolderUnavailableError
@@ -110,6 +111,34 @@ def test_file_vanishing_as_its_upload_opens_it_is_not_a_failure(
     assert result.failures == [] and result.counts == {"vanished": 1, "deleted": 1}
     assert result.requeued == {"a.txt"} and ledger.row("a.txt").error_kind is None
     assert ledger.open_intents() == []
+
+
+def test_full_pass_sweeps_a_late_copy_but_a_dry_run_does_not(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A copy stored after its upload was reconciled as not stored goes at the next full
+    pass (the path's mirrored copy stays); a dry run deletes nothing."""
+    write(folder, "a.txt", "hello")
+    clock = Clock()
+    engine = engine_for(folder, ledger, make_remote(server), clock)
+    intent = ledger.begin_upload(
+        "a.txt",
+        Fingerprint(5, 1, 1, None),
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=clock.now - 30,
+    )
+    ledger.abandon_intent(intent, NOT_STORED, now=clock.now - 20)
+    assert engine.run_pass().in_sync
+    mirrored = ledger.row("a.txt").file_id
+    late = upload_directly(server, "a.txt", b"hello")  # the old request, carried out late
+    engine.run_pass(dry_run=True)
+    assert {f["id"] for f in list_remote(server)} == {mirrored, late}
+    result = engine.run_pass()
+    assert result.in_sync and result.reconciled.duplicates_deleted == [late]
+    assert [f["id"] for f in list_remote(server)] == [mirrored]
 
 
 def test_file_changing_after_upload_is_uploaded_again(

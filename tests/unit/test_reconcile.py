@@ -11,7 +11,7 @@ import pytest
 
 from syncd.errors import FatalError
 from syncd.ledger import Fingerprint, Ledger
-from syncd.reconcile import CLOCK_SKEW_MARGIN, Reconciler, filename_matches
+from syncd.reconcile import CLOCK_SKEW_MARGIN, LATE_COPY_WINDOW, Reconciler, filename_matches
 from syncd.remote.protocol import RemoteFile
 
 T0 = 1_700_000_000.0
@@ -188,3 +188,22 @@ def test_a_stop_after_adopting_leaves_no_copy_unreferenced(ledger: Ledger) -> No
     settle(ledger, remote)
     assert set(remote.files) == {kept} and ledger.row("a.txt").file_id == kept
     assert ledger.open_intents() == []
+
+
+def test_a_late_copy_of_an_upload_found_not_stored_is_swept(ledger: Ledger) -> None:
+    """A copy the server stored after reconcile found nothing is deleted by the next sweep;
+    files outside the intent's window, of another size or known to the ledger are kept."""
+    remote = MemoryRemote()
+    intend(ledger, "a.txt", 5)
+    assert settle(ledger, remote).not_stored == ["a.txt"]  # nothing there yet
+    ghost = remote.add("a.txt", 5, T0 + 5)  # the request was carried out after all
+    again = intend(ledger, "a.txt", 5, at=T0 + 20)  # the path was uploaded again
+    reupload = remote.add("a.txt", 5, T0 + 21)
+    ledger.complete_upload(again, remote.files[reupload], stale=False, now=T0 + 22)
+    later = remote.add("a.txt", 5, T0 + 10 + LATE_COPY_WINDOW + 1)  # someone else's, later
+    other_size = remote.add("a.txt", 6, T0 + 6)
+    sweeper = Reconciler(ledger, remote, clock=lambda: T0 + 30)
+    report = sweeper.sweep_late_copies(list(remote.files.values()))
+    assert report.duplicates_deleted == [ghost] and remote.deleted == [ghost]
+    assert set(remote.files) == {reupload, later, other_size}
+    assert ledger.row("a.txt").file_id == reupload and ledger.open_intents() == []
