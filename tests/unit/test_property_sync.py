@@ -473,7 +473,7 @@ def check_exactly_mirrored(mirror: Mirror, foreign: dict[str, bytes]) -> None:
 
 
 @settings(
-    max_examples=200,
+    max_examples=500,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
