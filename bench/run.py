@@ -68,6 +68,7 @@ def main() -> int:
     ws = Workspace(root)
     results: list[ScenarioResult] = []
     started = time.time()
+    load_before = os.getloadavg()[2]  # other work on the machine skews every figure
     try:
         for number, label, call in (
             (1, "many small files", lambda: small_files.run(ws, size["small"])),
@@ -86,9 +87,11 @@ def main() -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    load = os.getloadavg()[2]
     machine = (
         f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+        f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
+        f"load average {load_before:.1f} before / {load:.1f} after (15 min)"
     )
     print_table(results, machine)
     args.out.mkdir(parents=True, exist_ok=True)

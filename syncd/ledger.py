@@ -174,6 +174,7 @@ class MultipartRecord:
 
 _MULTIPART_FIELDS = tuple(f.name for f in fields(MultipartRecord) if f.name != "parts")
 _ROW_FIELDS = tuple(f.name for f in fields(LedgerRow))
+_ROWS_SQL = f"SELECT {', '.join(_ROW_FIELDS)} FROM files"  # noqa: S608 - field names
 _INTENT_FIELDS = tuple(f.name for f in fields(Intent))
 
 
@@ -317,7 +318,11 @@ class Ledger:
 
     def rows(self) -> dict[str, LedgerRow]:
         """Every tracked path and its row."""
-        return {r["path"]: _row(r) for r in self._query("SELECT * FROM files")}
+        # Columns named in field order, rows built from the tuples: a third faster than
+        # going through a dict per row, which counts on a no-change pass of 100,000 files.
+        with self._lock:
+            cursor = self._conn.execute(_ROWS_SQL)
+            return {values[0]: LedgerRow(*values) for values in cursor.fetchall()}
 
     def rows_for(self, paths: Iterable[str]) -> dict[str, LedgerRow]:
         """The rows of ``paths`` and of every path below them (a path may be a directory)."""

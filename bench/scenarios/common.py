@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -160,6 +161,11 @@ class Workspace:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def fresh(self, name: str) -> Path:
+        """An empty directory (whatever an earlier run with --keep left there goes)."""
+        shutil.rmtree(self.root / name, ignore_errors=True)
+        return self.dir(name)
+
     def mirrored_tree(self, files: int, concurrency: int = 32) -> Mirror:
         """``files`` files of 64 bytes in directories of 1,000, mirrored by `syncd sync`
         with ``concurrency`` workers (the quick way to build the ledger and the store)."""
@@ -167,6 +173,13 @@ class Workspace:
             return self._mirrors[files]
         base = self.dir(f"tree-{files}")
         mirror = Mirror(base / "data", base / "state", base / "store", files, 0.0, concurrency)
+        done = base / "built.json"  # a tree an earlier run (--keep) finished is reused
+        if done.is_file():
+            mirror.build_seconds = float(json.loads(done.read_text())["build_seconds"])
+            self._mirrors[files] = mirror
+            return mirror
+        shutil.rmtree(base)
+        base.mkdir()
         make_small_files(mirror.folder, files, 64)
         with mirror.server() as server:
             built = syncd_sync(
@@ -179,6 +192,7 @@ class Workspace:
                 str(concurrency),
             ).check("first mirror of the tree")
         mirror.build_seconds = built.seconds
+        done.write_text(json.dumps({"build_seconds": built.seconds}))
         self._mirrors[files] = mirror
         return mirror
 

@@ -28,7 +28,7 @@ RSS_TARGET = 80 * MIB
 
 
 def run(ws: Workspace, size_mib: int) -> ScenarioResult:
-    work = ws.dir("s2")
+    work = ws.fresh("s2")
     folder = work / "data"
     folder.mkdir(exist_ok=True)
     path = folder / "big.bin"

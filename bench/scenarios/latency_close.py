@@ -17,7 +17,7 @@ DEBOUNCE = 0.3
 
 
 def run(ws: Workspace, files: int) -> ScenarioResult:
-    latencies = measure(DEBOUNCE, files, 200, ws.dir("s4"))
+    latencies = measure(DEBOUNCE, files, 200, ws.fresh("s4"))
     p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
     target = DEBOUNCE + TARGET_MARGIN
     label = f"4: {files} files, debounce {DEBOUNCE} s"

@@ -60,7 +60,7 @@ def _run_tool(tool: str, folder: Path, work: Path, tag: str) -> Measured:
 def run(ws: Workspace, sizes: list[int]) -> ScenarioResult:
     result = ScenarioResult(1, f"{'/'.join(map(str, sizes))} files of 4 KiB, 30 ms latency")
     for count in sizes:
-        folder = ws.dir(f"s1-{count}") / "data"
+        folder = ws.fresh(f"s1-{count}") / "data"
         make_small_files(folder, count, FILE_BYTES, per_dir=100)
         work = ws.dir(f"s1-{count}")
         seconds = {}
