@@ -94,7 +94,8 @@ def _check_line(raw: bytes, number: int, purpose: str) -> str | None:
     if purpose == "batch":
         missing = [key for key in BATCH_KEYS if key not in value]
         if missing:
-            return f"line {number} lacks {', '.join(missing)} (a batch line needs {BATCH_KEYS})"
+            needed = ", ".join(BATCH_KEYS)
+            return f"line {number} lacks {', '.join(missing)} (a batch line needs {needed})"
         if not isinstance(value["body"], dict):
             return f"line {number}: body is not a JSON object"
     return None
