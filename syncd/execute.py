@@ -11,6 +11,8 @@
 - ``AmbiguousError`` (the answer was lost): once the transfers are done, all ambiguous
   intents of the pass are reconciled with one listing per purpose; paths whose upload
   provably stored nothing are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
+- A full pass's remote listing is also swept for late copies of uploads reconciled as
+  not stored (``Reconciler.sweep_late_copies``), except in a dry run.
 - Deletes run last and only when no upload failed in this pass and no guard refused.
 - ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never

@@ -17,8 +17,12 @@ open upload intents (oldest first):
 - an intent nothing matches stored nothing: it is closed, and the next plan uploads
   the path again.
 
-Open delete intents are simply carried out again (deleting a missing file succeeds).
-Files that match no intent are never touched. Listing is done once per purpose, newest
+The copies' delete intents are committed before the adoption closes the upload intents,
+so that nothing stopping reconciliation half-way can leave a copy unreferenced. Open
+delete intents are simply carried out again (deleting a missing file succeeds). A copy
+the server stores *after* an intent was closed as not stored (its request was still
+being carried out) is removed by ``sweep_late_copies``, which every full pass runs on its
+listing. Files that match no intent are never touched. Listing is done once per purpose, newest
 first, stopping at the oldest intent's start minus the margin.
 """
 
