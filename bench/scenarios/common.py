@@ -144,6 +144,7 @@ class Mirror:
     files: int
     build_seconds: float
     build_concurrency: int
+    reused: bool = False  # built by an earlier run (--keep); build_seconds is that run's
 
     def server(self) -> ServerProcess:
         return ServerProcess(self.store, log_path=self.store.with_name("serve.log"))
@@ -176,6 +177,7 @@ class Workspace:
         done = base / "built.json"  # a tree an earlier run (--keep) finished is reused
         if done.is_file():
             mirror.build_seconds = float(json.loads(done.read_text())["build_seconds"])
+            mirror.reused = True
             self._mirrors[files] = mirror
             return mirror
         shutil.rmtree(base)

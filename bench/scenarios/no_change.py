@@ -79,6 +79,10 @@ def run(ws: Workspace, files: int) -> ScenarioResult:
             f"{files / mirror.build_seconds:.0f} files/s",
         ),
     ]
+    if mirror.reused:
+        result.notes.append(
+            "the tree was built by an earlier run (--keep); its first-mirror time is from then"
+        )
     result.notes.append(
         f"no-change passes took {', '.join(f'{s:.2f}' for s in seconds)} s; requests per "
         f"pass: {dict(requests)}"
