@@ -353,7 +353,7 @@ class HttpFilesRemote:
 
     def uploads_api(self) -> UploadsApi:
         """The Uploads API over this remote's connections, gate and retry policy."""
-        from syncd.remote.multipart import HttpUploadsApi  # it builds on this module
+        from syncd.remote.uploads_http import HttpUploadsApi  # it builds on this module
 
         return HttpUploadsApi(self)
 

@@ -15,10 +15,11 @@ from serverproc import ServerProcess
 from syncd.errors import AmbiguousError, PermanentError, RetryableError
 from syncd.ledger import Ledger
 from syncd.remote.http import HttpFilesRemote
-from syncd.remote.multipart import HttpUploadsApi, MultipartJob, MultipartUploader
+from syncd.remote.multipart import MultipartJob, MultipartUploader
 from syncd.remote.protocol import UploadGoneError
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.settings import RemoteSettings
+from syncd.remote.uploads_http import HttpUploadsApi
 
 CONTENT = os.urandom(10_000)
 

@@ -1,0 +1,243 @@
+"""The Uploads API over HTTP: ``HttpUploadsApi`` rides on one ``HttpFilesRemote``.
+
+The four calls (``POST /uploads``, ``/uploads/{id}/parts``, ``/complete``, ``/cancel``)
+share the remote's connection pool, its ``RetryGate`` and its retry policy, and follow
+the error rules of ``syncd.remote.protocol``: creates and parts are retried freely (a
+lost answer leaves at worst an orphan the server drops), a lost ``complete`` answer is
+``AmbiguousError`` (the File may exist: reconcile by listing), and an upload the server
+no longer has pending is ``UploadGoneError``. ``syncd.remote.multipart`` drives it.
+
+Each part streams from disk through ``PartBody`` (a window of the file, read and sent
+256 KiB at a time), so memory does not grow with part or file size.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from urllib.parse import quote
+
+import httpx
+
+from syncd.errors import (
+    AmbiguousError,
+    FatalError,
+    NotFoundError,
+    PermanentError,
+    RemoteError,
+    RetryableError,
+)
+from syncd.remote.protocol import RemoteFile, RemoteUpload, UploadGoneError
+
+if TYPE_CHECKING:
+    from syncd.remote.http import HttpFilesRemote
+
+PART_CHUNK = 256 * 1024  # bytes per read and per send while a part streams
+# How a server says an upload is not pending (the local server's words, and the API's).
+_NOT_PENDING = re.compile(r"expired|cancell?ed|not 'pending'|no such upload", re.IGNORECASE)
+_COMPLETED = re.compile(r"'completed'|already completed", re.IGNORECASE)
+
+
+class _SourceChanged(Exception):
+    """Raised inside a part's body: the file is shorter than the part needs."""
+
+
+class PartBody:
+    """The ``multipart/form-data`` body of one part: field ``data`` holding ``length``
+    bytes of ``file`` from ``offset``, streamed in ``PART_CHUNK`` (256 KiB) reads.
+
+    Built by hand rather than with httpx's ``files=`` so that chunks are 256 KiB instead
+    of 64 KiB (4x fewer trips through httpx and h11 per part) and the exact
+    ``Content-Length`` is known up front. A file that turns out too short raises
+    ``_SourceChanged`` before the closing boundary, so the server never takes a short part.
+    """
+
+    def __init__(self, file: BinaryIO, offset: int, length: int) -> None:
+        self._file = file
+        self._offset = offset
+        self.length = length
+        self.boundary = secrets.token_hex(16)
+        self._head = (
+            f"--{self.boundary}\r\n"
+            'Content-Disposition: form-data; name="data"; filename="blob"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+
+    def headers(self) -> dict[str, str]:
+        size = len(self._head) + self.length + len(self._tail)
+        return {
+            "Content-Type": f"multipart/form-data; boundary={self.boundary}",
+            "Content-Length": str(size),
+        }
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._head
+        self._file.seek(self._offset)
+        left = self.length
+        while left > 0:
+            chunk = self._file.read(min(PART_CHUNK, left))
+            if not chunk:
+                raise _SourceChanged(f"ended {left} bytes early")
+            left -= len(chunk)
+            yield chunk
+        yield self._tail
+
+
+class HttpUploadsApi:
+    """``UploadsApi`` riding on one ``HttpFilesRemote`` (its pool, gate and retries)."""
+
+    def __init__(self, remote: HttpFilesRemote) -> None:
+        self._remote = remote
+        self._client = remote._client
+
+    def create_upload(
+        self,
+        filename: str,
+        purpose: str,
+        size: int,
+        *,
+        mime_type: str,
+        expires_after_seconds: int | None = None,
+    ) -> RemoteUpload:
+        """POST /uploads. Retried like any call: an orphan upload only expires."""
+        body: dict[str, Any] = {
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": size,
+            "mime_type": mime_type,
+        }
+        if expires_after_seconds is not None:
+            body["expires_after"] = {"anchor": "created_at", "seconds": expires_after_seconds}
+        what = f"create upload of {filename}"
+
+        def attempt() -> RemoteUpload:
+            request = self._client.build_request("POST", "uploads", json=body)
+            try:
+                response = self._remote._send(request, what=what)
+            except NotFoundError as exc:
+                raise PermanentError(
+                    f"{what}: the server has no Uploads API (POST /uploads not found)",
+                    status=404,
+                ) from exc
+            data = self._remote._json_object(response, what)
+            try:
+                return RemoteUpload(
+                    id=str(data["id"]),
+                    expires_at=int(data["expires_at"]),
+                    status=str(data.get("status") or "pending"),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RetryableError(f"{what}: the answer is not an Upload object") from exc
+
+        return self._remote._retry(what, attempt)
+
+    def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str:
+        """POST /uploads/{id}/parts with bytes [offset, offset+length) of ``path``.
+
+        A lost answer is simply retried (an unlisted part is dropped at ``complete``).
+        Raises ``RetryableError`` (not retried here) if the file is too short,
+        ``UploadGoneError`` if the upload is no longer pending, ``OSError`` if ``path``
+        cannot be read.
+        """
+        what = f"part at byte {offset} of upload {upload_id}"
+
+        def attempt() -> str:
+            with open(path, "rb", buffering=0) as file:
+                body = PartBody(cast(BinaryIO, file), offset, length)
+                request = self._client.build_request(
+                    "POST",
+                    self._upload_path(upload_id, "parts"),
+                    content=iter(body),
+                    headers=body.headers(),
+                )
+                response = self._remote._send(request, what=what)
+            data = self._remote._json_object(response, what)
+            part_id = data.get("id")
+            if not isinstance(part_id, str) or not part_id:
+                raise RetryableError(f"{what}: the answer is not an upload part")
+            return part_id
+
+        try:
+            return self._remote._retry(what, attempt)
+        except _SourceChanged as exc:
+            raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
+        except RemoteError as exc:
+            raise _gone_or(exc, upload_id) from exc
+
+    def complete_upload(self, upload_id: str, part_ids: list[str], md5: str | None) -> RemoteFile:
+        """POST /uploads/{id}/complete: the File is made here, so a lost answer (transport
+        error after sending, 5xx, a body without the file) is ``AmbiguousError``."""
+        body: dict[str, Any] = {"part_ids": part_ids}
+        if md5 is not None:
+            body["md5"] = md5
+        what = f"complete upload {upload_id}"
+
+        def attempt() -> RemoteFile:
+            request = self._client.build_request(
+                "POST", self._upload_path(upload_id, "complete"), json=body
+            )
+            self._remote.gate.wait()
+            try:
+                response = self._client.send(request)
+            except httpx.TransportError as exc:
+                raise self._remote._transport_error(exc, what, ambiguous=True) from exc
+            if response.status_code >= 300:
+                error = self._remote._status_error(response, what)
+                if response.status_code >= 500:
+                    raise AmbiguousError(
+                        f"{error.message}; the server may have made the file",
+                        status=error.status,
+                        retry_after=error.retry_after,
+                    )
+                raise error
+            try:
+                return RemoteFile.from_json(response.json()["file"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise AmbiguousError(
+                    f"{what}: the server answered {response.status_code} without the file; "
+                    "it may have made it",
+                    status=response.status_code,
+                ) from exc
+
+        try:
+            return self._remote._retry(what, attempt)
+        except PermanentError as exc:
+            if _COMPLETED.search(exc.message):  # an earlier complete went through
+                raise AmbiguousError(f"{what}: {exc.message}", status=exc.status) from exc
+            raise _gone_or(exc, upload_id) from exc
+
+    def cancel_upload(self, upload_id: str) -> None:
+        """POST /uploads/{id}/cancel; an upload already finished or unknown is fine."""
+        what = f"cancel upload {upload_id}"
+
+        def attempt() -> None:
+            request = self._client.build_request("POST", self._upload_path(upload_id, "cancel"))
+            try:
+                self._remote._send(request, what=what)
+            except FatalError:
+                raise
+            except PermanentError:  # 404 or "not pending": nothing left to cancel
+                return
+
+        self._remote._retry(what, attempt)
+
+    @staticmethod
+    def _upload_path(upload_id: str, action: str) -> str:
+        return f"uploads/{quote(upload_id, safe='')}/{action}"
+
+
+def _gone_or(error: RemoteError, upload_id: str) -> RemoteError:
+    """``UploadGoneError`` when ``error`` says the upload is no longer pending."""
+    if isinstance(error, UploadGoneError):
+        return error
+    if isinstance(error, NotFoundError) or (
+        error.status == 400 and _NOT_PENDING.search(error.message)
+    ):
+        return UploadGoneError(
+            f"upload {upload_id} is no longer pending ({error.message})", status=error.status
+        )
+    return error
