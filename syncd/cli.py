@@ -20,7 +20,23 @@ from syncd.log import configure_logging
 COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _wanted_commands(argv: Sequence[str]) -> tuple[str, ...]:
+    """The subcommand named on the command line, or all of them (for --help and errors).
+
+    Importing only the module that will run keeps every start fast: `syncd serve` does
+    not load the watcher, `syncd status` does not load the HTTP stack.
+    """
+    takes_value = False
+    for arg in argv:
+        if arg in COMMANDS and not takes_value:
+            return (arg,)
+        if not takes_value and not arg.startswith("-"):
+            break
+        takes_value = arg == "--log-format"
+    return COMMANDS
+
+
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="Keep a local folder mirrored to the OpenAI Files API.",
@@ -34,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in commands:
         try:
             module = importlib.import_module(f"syncd.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -46,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_wanted_commands(arguments))
+    args = parser.parse_args(arguments)
     configure_logging(fmt=args.log_format, verbose=args.verbose)
     try:
         code: int = args.func(args)
