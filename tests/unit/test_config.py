@@ -109,12 +109,3 @@ def test_bad_max_file_bytes_env(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SYNCD_MAX_FILE_BYTES"):
         mirror_for_folder(None, tmp_path, {"SYNCD_MAX_FILE_BYTES": "lots"})
 
-
-def test_cli_imports_only_the_named_subcommand() -> None:
-    """`syncd status` builds its parser without importing the other subcommands."""
-    from syncd.cli import COMMANDS, _wanted_commands
-
-    assert _wanted_commands(["--log-format", "json", "status", "x"]) == ("status",)
-    assert _wanted_commands(["-v", "sync", "FOLDER"]) == ("sync",)
-    assert _wanted_commands(["--help"]) == COMMANDS
-    assert _wanted_commands(["nonsense"]) == COMMANDS
