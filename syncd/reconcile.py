@@ -11,7 +11,10 @@ open upload intents (oldest first):
   ``bytes`` equal the intent's size, it was created no earlier than the intent's start
   minus ``CLOCK_SKEW_MARGIN``, and the ledger does not already know its id;
 - the newest intent adopts the newest file matching it: the ledger row and the delete
-  intent for the replaced version commit together, exactly as after a normal upload;
+  intent for the replaced version commit together, exactly as after a normal upload --
+  unless that file might hold other content: a match that an earlier upload of the
+  path with the same size and another hash could have stored (an older open intent, or
+  one closed as not stored, late) is never adopted;
 - every other file matching any of the path's intents is provably a copy syncd made
   (one request per intent, never retried blind), so it is deleted;
 - an intent nothing matches stored nothing: it is closed, and the next plan uploads
@@ -94,6 +97,14 @@ def matches(
     return remote.filename not in taken and filename_matches(remote.filename, sent)
 
 
+def _within_late_window(intent: Intent, remote: RemoteFile) -> bool:
+    """Whether ``intent`` may still have stored ``remote``: always while it is open; for a
+    closed one, only up to ``LATE_COPY_WINDOW`` after it was closed."""
+    if intent.state == "open":
+        return True
+    return remote.created_at <= (intent.finished_at or intent.started_at) + LATE_COPY_WINDOW
+
+
 class Reconciler:
     """Settles open intents of one ledger against one remote."""
 
@@ -117,6 +128,10 @@ class Reconciler:
         by_purpose: dict[str, list[Intent]] = defaultdict(list)
         for intent in uploads:
             by_purpose[intent.purpose or ""].append(intent)
+        unstored: dict[str, list[Intent]] = defaultdict(list)
+        if uploads:
+            for closed in self.ledger.closed_uploads(NOT_STORED, since=0.0):
+                unstored[closed.path].append(closed)
         for purpose, group in sorted(by_purpose.items()):
             try:
                 listing = self._recent_files(purpose or None, group)
@@ -125,7 +140,7 @@ class Reconciler:
             except RemoteError as exc:
                 report.errors.append(f"listing {purpose} files to reconcile: {exc}")
                 continue
-            self._settle_uploads(group, listing, report)
+            self._settle_uploads(group, listing, report, unstored)
         return report
 
     def finish_delete(self, intent: Intent, report: ReconcileReport) -> bool:
@@ -154,7 +169,11 @@ class Reconciler:
         return found
 
     def _settle_uploads(
-        self, group: list[Intent], listing: list[RemoteFile], report: ReconcileReport
+        self,
+        group: list[Intent],
+        listing: list[RemoteFile],
+        report: ReconcileReport,
+        unstored: dict[str, list[Intent]],
     ) -> None:
         by_path: dict[str, list[Intent]] = defaultdict(list)
         for intent in sorted(group, key=lambda i: i.id):
@@ -168,7 +187,23 @@ class Reconciler:
                 (r for r in listing if matches(newest, r, known, taken)),
                 key=lambda r: (r.created_at, r.id),
             )
-            adopted = mine[-1] if mine else None
+            # A match that an earlier upload of other content (same size) of this path
+            # could have stored -- an older open intent, or a late copy of one closed as
+            # not stored -- has doubtful content: it is deleted, never adopted.
+            rivals = [
+                i
+                for i in [*intents[:-1], *unstored.get(path, [])]
+                if i.size == newest.size
+                and (i.sha256 is None or newest.sha256 is None or i.sha256 != newest.sha256)
+            ]
+            doubtful = {
+                r.id
+                for r in mine
+                for rival in rivals
+                if matches(rival, r, known, taken) and _within_late_window(rival, r)
+            }
+            safe = [r for r in mine if r.id not in doubtful]
+            adopted = safe[-1] if safe else None
             copies = sorted(
                 {
                     r.id
@@ -231,10 +266,9 @@ class Reconciler:
             taken = {name for name, owner in names.items() if owner != intent.path}
             candidates = exact_names(sent)
             candidates |= {n.rsplit("/", 1)[-1] for n in candidates}
-            latest = (intent.finished_at or intent.started_at) + LATE_COPY_WINDOW
             for name in sorted(candidates):
                 for remote in by_name.get(name, []):
-                    if remote.id in known or remote.created_at > latest:
+                    if remote.id in known or not _within_late_window(intent, remote):
                         continue
                     if matches(intent, remote, known, taken):
                         known.add(remote.id)

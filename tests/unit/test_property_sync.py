@@ -54,8 +54,9 @@ FAULT_KINDS = (
     "ambiguous",  # 500 after the body was sent: nothing stored, but the client cannot know
     "lost",  # stored, then the answer was lost (AmbiguousError)
     "replayed",  # a proxy sent the request twice: two copies stored, the answer lost
-    "ghost",  # the answer is lost and the server stores the file only later, after the
-    #           next listing (a request still being processed when its client gave up)
+    "ghost",  # the answer is lost and the server stores the file only later: the next
+    #           listing misses it, the one after sees it (a request still being carried
+    #           out when its client gave up; possibly newer than a later upload's copy)
     "permanent",  # 400
     "fatal",  # 401
 )
@@ -212,7 +213,7 @@ class FaultyRemote:
         self.clock = clock
         self.folder = folder
         self.writes_during_upload = 0
-        self._ghosts: list[tuple[str, bytes, str]] = []
+        self._ghosts: list[list[Any]] = []  # [filename, content, purpose, listings to go]
         self.files: dict[str, RemoteFile] = {}
         self.contents: dict[str, bytes] = {}
         self.world = QUIET
@@ -251,7 +252,7 @@ class FaultyRemote:
         if kind == "ambiguous":  # a 5xx after the body was sent; nothing was stored
             raise AmbiguousError(f"upload {filename}: injected 500", status=500)
         if kind == "ghost":
-            self._ghosts.append((filename, path.read_bytes(), purpose))
+            self._ghosts.append([filename, path.read_bytes(), purpose, 2])
             raise AmbiguousError(f"upload {filename}: no answer yet", status=None)
         self._raise(kind, f"upload {filename}")
         content = path.read_bytes()
@@ -271,18 +272,21 @@ class FaultyRemote:
     def list_files(self, purpose: str | None = None, order: str = "desc") -> Iterator[RemoteFile]:
         world = self.world
         world.reach("list")
+        self.land_ghosts(listing=True)
         self._raise(world.fault("list", purpose or ""), "list files")
         with self._lock:
             chosen = [f for f in self.files.values() if purpose in (None, f.purpose)]
         chosen.sort(key=lambda f: (f.created_at, f.id), reverse=order == "desc")
         yield from chosen
-        self.land_ghosts()
 
-    def land_ghosts(self) -> None:
-        """Store the uploads whose clients gave up, now that a listing missed them."""
-        while self._ghosts:
-            filename, content, purpose = self._ghosts.pop(0)
-            self._store(filename, content, purpose, self.clock())
+    def land_ghosts(self, *, listing: bool = False) -> None:
+        """Store the uploads whose clients gave up: at the second listing after the upload
+        (``listing``), or all of them now."""
+        for ghost in list(self._ghosts):
+            ghost[3] -= 1 if listing else ghost[3]
+            if ghost[3] <= 0:
+                self._ghosts.remove(ghost)
+                self._store(ghost[0], ghost[1], ghost[2], self.clock())
 
     def retrieve(self, file_id: str) -> RemoteFile:
         self.world.check()

@@ -11,7 +11,13 @@ import pytest
 
 from syncd.errors import FatalError
 from syncd.ledger import Fingerprint, Ledger
-from syncd.reconcile import CLOCK_SKEW_MARGIN, LATE_COPY_WINDOW, Reconciler, filename_matches
+from syncd.reconcile import (
+    CLOCK_SKEW_MARGIN,
+    LATE_COPY_WINDOW,
+    NOT_STORED,
+    Reconciler,
+    filename_matches,
+)
 from syncd.remote.protocol import RemoteFile
 
 T0 = 1_700_000_000.0
@@ -207,3 +213,40 @@ def test_a_late_copy_of_an_upload_found_not_stored_is_swept(ledger: Ledger) -> N
     assert report.duplicates_deleted == [ghost] and remote.deleted == [ghost]
     assert set(remote.files) == {reupload, later, other_size}
     assert ledger.row("a.txt").file_id == reupload and ledger.open_intents() == []
+
+
+def test_a_late_copy_of_other_content_is_never_adopted(ledger: Ledger) -> None:
+    """A late copy of an earlier content of the same size (its upload was closed as not
+    stored) may be the newest match: no copy whose content is in doubt is adopted."""
+    remote = MemoryRemote()
+    earlier = ledger.begin_upload(
+        "a.txt",
+        Fingerprint(5, 1, 1, "11" * 32),
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=T0,
+    )
+    ledger.abandon_intent(earlier, NOT_STORED, now=T0 + 5)
+    intend(ledger, "a.txt", 5, at=T0 + 20)  # the file changed; same size, other hash
+    current = remote.add("a.txt", 5, T0 + 21)
+    late = remote.add("a.txt", 5, T0 + 25)  # the earlier request, carried out late
+    report = settle(ledger, remote)
+    assert report.adopted == {} and report.not_stored == ["a.txt"]
+    assert sorted(report.duplicates_deleted) == sorted([current, late])
+    assert remote.files == {} and ledger.open_intents() == []
+
+
+def test_copies_of_the_same_content_are_adopted_despite_an_earlier_attempt(
+    ledger: Ledger,
+) -> None:
+    """An earlier attempt with the same hash is no rival: the newest match is adopted."""
+    remote = MemoryRemote()
+    earlier = intend(ledger, "a.txt", 5, at=T0)
+    ledger.abandon_intent(earlier, NOT_STORED, now=T0 + 5)
+    intend(ledger, "a.txt", 5, at=T0 + 20)
+    first = remote.add("a.txt", 5, T0 + 21)
+    late = remote.add("a.txt", 5, T0 + 25)
+    report = settle(ledger, remote)
+    assert report.adopted == {"a.txt": late} and report.duplicates_deleted == [first]
