@@ -54,9 +54,9 @@ FAULT_KINDS = (
     "ambiguous",  # 500 after the body was sent: nothing stored, but the client cannot know
     "lost",  # stored, then the answer was lost (AmbiguousError)
     "replayed",  # a proxy sent the request twice: two copies stored, the answer lost
-    "ghost",  # the answer is lost and the server stores the file only later: the next
-    #           listing misses it, the one after sees it (a request still being carried
-    #           out when its client gave up; possibly newer than a later upload's copy)
+    "ghost",  # the answer is lost and the server stores the file only later, at a later
+    #           listing (a request still being carried out when its client gave up;
+    #           possibly newer than a later upload's copy)
     "permanent",  # 400
     "fatal",  # 401
 )
@@ -166,6 +166,7 @@ class World:
     # A local write made while the upload of its path is in flight (after the server
     # stored the bytes): the engine must notice and send the new content later.
     write_during_upload: Write | None = None
+    ghost_delay: int = 2  # a ghost is stored at this listing after its upload (1: the next)
     crashed: bool = False
     _reached: Counter[str] = field(default_factory=Counter)
     _calls: Counter[str] = field(default_factory=Counter)
@@ -252,7 +253,7 @@ class FaultyRemote:
         if kind == "ambiguous":  # a 5xx after the body was sent; nothing was stored
             raise AmbiguousError(f"upload {filename}: injected 500", status=500)
         if kind == "ghost":
-            self._ghosts.append([filename, path.read_bytes(), purpose, 2])
+            self._ghosts.append([filename, path.read_bytes(), purpose, world.ghost_delay])
             raise AmbiguousError(f"upload {filename}: no answer yet", status=None)
         self._raise(kind, f"upload {filename}")
         content = path.read_bytes()
@@ -357,6 +358,7 @@ class Round:
     weights: dict[str, int]
     crash_at: tuple[str, int] | None
     write_during_upload: Write | None
+    ghost_delay: int = 2
 
     def touched(self) -> set[str]:
         """The paths a watcher would hint: every path and directory changed."""
@@ -378,6 +380,7 @@ rounds = st.lists(
         weights,
         crash_points,
         st.none() | st.builds(Write, st.sampled_from(PATHS), contents),
+        st.integers(1, 4),
     ),
     min_size=1,
     max_size=6,
@@ -501,7 +504,13 @@ def test_any_changes_faults_and_crashes_end_exactly_mirrored(
         for turn in rounds:
             for change in turn.changes:
                 folder.apply(change)
-            world = World(turn.seed, turn.weights, turn.crash_at, turn.write_during_upload)
+            world = World(
+                turn.seed,
+                turn.weights,
+                turn.crash_at,
+                turn.write_during_upload,
+                ghost_delay=turn.ghost_delay,
+            )
             mirror.run_pass(world, turn.touched() if turn.partial else None)
         remote.land_ghosts()  # the server has finished whatever it was still doing
         for _ in range(RECOVERY_PASSES):  # as `syncd sync` does: retry without waiting
