@@ -66,7 +66,7 @@ def sync_until_in_sync(
         server.reset_stats()
         server.set_faults(faults)
         result = run_syncd(server, "sync", folder, "--state", ledger_file, "--json")
-        records += server.stats()["requests"]
+        records += [{**r, "run": len(runs)} for r in server.stats()["requests"]]
         server.set_faults(None)
         summary = json.loads(result.stdout) if result.stdout.strip() else {}
         runs.append({"exit": result.returncode, "summary": summary, "stderr": result.stderr})
@@ -109,17 +109,21 @@ def assert_remote_is_exactly(
 def retry_after_violations(
     records: list[dict[str, Any]], retry_after: float
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Requests that arrived while a Retry-After the server had sent was running.
+    """Requests of one run that arrived while a Retry-After sent to that run was running.
 
     A request counts only if it arrived more than ``IN_FLIGHT_GRACE`` after the answer
-    carrying the Retry-After was sent (earlier ones were in flight already).
+    carrying the Retry-After was sent (earlier ones were in flight already). A Retry-After
+    binds the process that received it: a new `syncd sync` started right after the
+    previous one exited cannot know of it.
     """
-    pauses = sorted(r["finished"] for r in records if r["status"] == 429 and r["finished"])
     found = []
-    for pause_start in pauses:
-        opened, closed = pause_start + IN_FLIGHT_GRACE, pause_start + retry_after
+    for pause in (r for r in records if r["status"] == 429 and r["finished"]):
+        opened = pause["finished"] + IN_FLIGHT_GRACE
+        closed = pause["finished"] + retry_after
         found += [
-            ({"pause_start": pause_start}, r) for r in records if opened < r["started"] < closed
+            (pause, {**r, "late_by": round(r["started"] - pause["finished"], 3)})
+            for r in records
+            if r["run"] == pause["run"] and opened < r["started"] < closed
         ]
     return found
 
