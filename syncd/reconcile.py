@@ -77,13 +77,14 @@ def matches(
     intent: Intent,
     remote: RemoteFile,
     known: set[str],
-    taken: Collection[str] = frozenset(),
+    taken: Collection[str] | None = frozenset(),
 ) -> bool:
     """Whether ``remote`` could be the file this upload intent stored.
 
     ``taken`` holds names that are exactly the names of *other* paths of this mirror: a
     remote file bearing one of them is that path's, so it is never matched by its last
     part alone (``x.txt`` is not ``d/x.txt``'s upload when ``x.txt`` is ours too).
+    ``None`` matches whole names only (the server is known to keep directories).
     """
     if (
         remote.id in known
@@ -94,7 +95,23 @@ def matches(
     sent = intent.filename or intent.path
     if remote.filename in exact_names(sent):
         return True
+    if taken is None:
+        return False
     return remote.filename not in taken and filename_matches(remote.filename, sent)
+
+
+@dataclass(frozen=True)
+class OurNames:
+    """The remote names that belong to paths of this mirror, for last-part matching."""
+
+    owners: dict[str, str]  # exact remote name -> the path of ours it belongs to
+    last_part_ok: bool  # False once the server is known to keep directories in names
+
+    def taken_for(self, path: str) -> set[str] | None:
+        """``matches``'s ``taken`` for an intent of ``path``."""
+        if not self.last_part_ok:
+            return None
+        return {name for name, owner in self.owners.items() if owner != path}
 
 
 def _within_late_window(intent: Intent, remote: RemoteFile) -> bool:
@@ -178,10 +195,10 @@ class Reconciler:
         by_path: dict[str, list[Intent]] = defaultdict(list)
         for intent in sorted(group, key=lambda i: i.id):
             by_path[intent.path].append(intent)
-        names = self._names_of_paths(group)
+        names = self._our_names(group)
         for path, intents in sorted(by_path.items()):
             known = self.ledger.known_file_ids()
-            taken = {name for name, owner in names.items() if owner != path}
+            taken = names.taken_for(path)
             newest = intents[-1]
             mine = sorted(
                 (r for r in listing if matches(newest, r, known, taken)),
@@ -256,14 +273,14 @@ class Reconciler:
         if not unstored:
             return report
         known = self.ledger.known_file_ids()
-        names = self._names_of_paths(unstored)
+        names = self._our_names(unstored)
         by_name: dict[str, list[RemoteFile]] = defaultdict(list)
         for remote in listing:
             if remote.id not in known:
                 by_name[remote.filename].append(remote)
         for intent in unstored:
             sent = intent.filename or intent.path
-            taken = {name for name, owner in names.items() if owner != intent.path}
+            taken = names.taken_for(intent.path)
             candidates = exact_names(sent)
             candidates |= {n.rsplit("/", 1)[-1] for n in candidates}
             for name in sorted(candidates):
@@ -281,14 +298,29 @@ class Reconciler:
             report.duplicates_deleted.append(file_id)
             log.info("late_copy_deleted", path=path, file_id=file_id, action="reconcile")
 
-    def _names_of_paths(self, group: list[Intent]) -> dict[str, str]:
-        """Exact remote name -> the path of ours it belongs to: every path with an open
-        intent, and every tracked path (needed only when a name could match by its last
-        part, i.e. some intent's name has a directory)."""
-        names: dict[str, str] = {}
-        if any("/" in (i.filename or i.path) for i in group):
-            for path in self.ledger.rows():
-                names.update(dict.fromkeys(exact_names(path), path))
-        for intent in group:
-            names.update(dict.fromkeys(exact_names(intent.filename or intent.path), intent.path))
-        return names
+    def _our_names(self, intents: list[Intent]) -> OurNames:
+        """Who owns which remote name, and whether last-part matching is allowed at all.
+
+        Only worked out when a name could match by its last part (some intent's name has
+        a directory). Then a tracked nested path whose remote copy kept its directory
+        shows that the server keeps whole names: last parts are never matched. Otherwise
+        the owners are every tracked path, the intents' paths, and the paths of uploads
+        closed as not stored (their late copies may still appear).
+        """
+        owners: dict[str, str] = {}
+        if any("/" in (i.filename or i.path) for i in intents):
+            rows = self.ledger.rows()
+            if any(
+                "/" in path and row.remote_filename and "/" in row.remote_filename
+                for path, row in rows.items()
+            ):
+                return OurNames({}, last_part_ok=False)
+            for path in rows:
+                owners.update(dict.fromkeys(exact_names(path), path))
+            for closed in self.ledger.closed_uploads(NOT_STORED, since=0.0):
+                owners.update(
+                    dict.fromkeys(exact_names(closed.filename or closed.path), closed.path)
+                )
+        for intent in intents:
+            owners.update(dict.fromkeys(exact_names(intent.filename or intent.path), intent.path))
+        return OurNames(owners, last_part_ok=True)

@@ -250,3 +250,30 @@ def test_copies_of_the_same_content_are_adopted_despite_an_earlier_attempt(
     late = remote.add("a.txt", 5, T0 + 25)
     report = settle(ledger, remote)
     assert report.adopted == {"a.txt": late} and report.duplicates_deleted == [first]
+
+
+def test_last_parts_are_not_matched_once_the_server_is_seen_keeping_directories(
+    ledger: Ledger,
+) -> None:
+    """A tracked `d/y.txt` stored as `d/y.txt` shows whole names are kept: `x.txt` is
+    then never taken for `d/x.txt`'s upload."""
+    remote = MemoryRemote()
+    nested = remote.add("d/y.txt", 3, T0 - 300)
+    first = intend(ledger, "d/y.txt", 3, at=T0 - 301)
+    ledger.complete_upload(first, remote.files[nested], stale=False, now=T0 - 300)
+    intend(ledger, "d/x.txt", 5)
+    stranger = remote.add("x.txt", 5, T0 + 1)
+    report = settle(ledger, remote)
+    assert report.adopted == {} and report.not_stored == ["d/x.txt"]
+    assert stranger in remote.files and remote.deleted == []
+
+
+def test_a_late_copy_of_a_root_file_is_not_taken_for_a_nested_one(ledger: Ledger) -> None:
+    """`x.txt`'s upload closed as not stored may still land: that `x.txt` is not `d/x.txt`'s."""
+    remote = MemoryRemote()
+    root = intend(ledger, "x.txt", 5, at=T0 - 10)
+    ledger.abandon_intent(root, NOT_STORED, now=T0 - 5)
+    intend(ledger, "d/x.txt", 5)
+    late = remote.add("x.txt", 5, T0 + 1)
+    report = settle(ledger, remote)
+    assert report.adopted == {} and late in remote.files
