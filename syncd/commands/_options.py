@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from syncd.errors import ConfigError
@@ -28,3 +29,13 @@ def checked_option(
             raise argparse.ArgumentTypeError(str(exc).removeprefix("value: ")) from None
 
     return parse
+
+
+def add_state_argument(parser: argparse.ArgumentParser) -> None:
+    """``--state PATH``: where the ledger lives (every command that reads or writes one)."""
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="state directory, or the ledger file itself if it ends in .db",
+    )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.errors import ConfigError
 from syncd.ledger import Ledger
@@ -78,12 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--folder", type=Path, metavar="FOLDER", help="mark the files of this folder's ledger"
     )
-    parser.add_argument(
-        "--state",
-        type=Path,
-        metavar="PATH",
-        help="state directory, or the ledger file itself if it ends in .db",
-    )
+    add_state_argument(parser)
     add_remote_arguments(parser)
     parser.set_defaults(func=run)
 

@@ -37,6 +37,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from syncd.destination import Destination
@@ -163,12 +164,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="every remote file of the account, named by its remote filename",
     )
-    parser.add_argument(
-        "--state",
-        type=Path,
-        metavar="PATH",
-        help="state directory, or the ledger file itself if it ends in .db",
-    )
+    add_state_argument(parser)
     parser.add_argument(
         "--purpose", choices=UPLOAD_PURPOSES, help="with --all: only files of this purpose"
     )

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from syncd.commands._options import add_state_argument
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
 from syncd.ledger import Ledger, LedgerStatus
@@ -30,12 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "and every failed file with its reason.",
     )
     parser.add_argument("folder", nargs="?", type=Path, metavar="FOLDER")
-    parser.add_argument(
-        "--state",
-        type=Path,
-        metavar="PATH",
-        help="state directory, or the ledger file itself if it ends in .db",
-    )
+    add_state_argument(parser)
     parser.add_argument("--config", type=Path, metavar="FILE", help="a syncd config file")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     parser.set_defaults(func=run)

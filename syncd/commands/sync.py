@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from syncd.commands._options import checked_option
+from syncd.commands._options import add_state_argument, checked_option
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import (
     MirrorConfig,
@@ -54,12 +54,7 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="a TOML config with [[mirror]] tables (see config.example.toml)",
     )
-    parser.add_argument(
-        "--state",
-        type=Path,
-        metavar="PATH",
-        help="state directory, or the ledger file itself if it ends in .db",
-    )
+    add_state_argument(parser)
     parser.add_argument(
         "--purpose",
         choices=UPLOAD_PURPOSES,

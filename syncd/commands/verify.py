@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.commands.pull import TransferDisplay
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, load_config, mirror_for_folder
@@ -46,12 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "content, and extra remote copies. Exit 0 only when all agree.",
     )
     parser.add_argument("folder", type=Path, metavar="FOLDER", help="the mirrored folder")
-    parser.add_argument(
-        "--state",
-        type=Path,
-        metavar="PATH",
-        help="state directory, or the ledger file itself if it ends in .db",
-    )
+    add_state_argument(parser)
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="take the folder's globs from this config"
     )
