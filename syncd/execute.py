@@ -13,7 +13,11 @@
   provably stored nothing are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
 - A full pass's remote listing is also swept for late copies of uploads reconciled as
   not stored (``Reconciler.sweep_late_copies``), except in a dry run.
-- Deletes run last and only when no upload failed in this pass and no guard refused.
+- Deletes run last, and not when a guard refused. While a file is failing (in this
+  pass or since an earlier one), the deletes of its content wait: a rename or a copy
+  whose upload fails must not lose its only remote copy. All deletes wait when the key
+  was refused or a failing file's content is unknown (``_held_back``); the others go
+  ahead, so that under steady faults deletes do not starve.
 - ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files.
@@ -90,6 +94,11 @@ class SyncEngine:
             step=self.step,
         )
         self._stop = threading.Event()
+        # This pass's uploads: what each sent, and the content (SHA-256, size) of each
+        # failure, so that only the deletes a failure concerns wait (``_held_back``).
+        self._pass_lock = threading.Lock()
+        self._sent: dict[str, Fingerprint] = {}
+        self._failed_content: set[tuple[str | None, int | None]] = set()
 
     def request_stop(self) -> None:
         """Ask the running pass to start no new action (in-flight ones finish).
@@ -121,6 +130,9 @@ class SyncEngine:
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
+        with self._pass_lock:
+            self._sent.clear()
+            self._failed_content.clear()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
         try:
             self._run(result, only_paths, dry_run, check_remote, retry_waiting)
@@ -260,7 +272,8 @@ class SyncEngine:
                 break
         else:
             for action in transfers:  # lost answers every round: try again next pass
-                self._fail(action, None, "the server's answer was lost repeatedly", result)
+                sent = self._sent.get(action.path)
+                self._fail(action, sent, "the server's answer was lost repeatedly", result)
         for action in the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET):
             self._fix_ledger(action, result)
         deletes = the_plan.of_kind(ActionKind.DELETE)
@@ -274,11 +287,44 @@ class SyncEngine:
             result.deletes_skipped = len(deletes)
             result.unfinished |= {a.path for a in deletes}
             return
-        if deletes and (result.failures or result.fatal):
-            result.deletes_skipped = len(deletes)
-            result.unfinished |= {a.path for a in deletes}
-            return
+        held = self._held_back(deletes, result)
+        if held:
+            result.deletes_skipped = len(held)
+            result.unfinished |= {a.path for a in held}
+            waiting = {a.path for a in held}
+            deletes = [a for a in deletes if a.path not in waiting]
         self._run_pool(deletes, self._delete, result)
+
+    def _held_back(self, deletes: list[Action], result: PassResult) -> list[Action]:
+        """The deletes that wait because a file is failing (in this pass, or since before).
+
+        A delete must not remove the only remote copy of content that lives on locally
+        under another path whose upload fails (a rename, a copy). So a delete waits when
+        a failing file -- one that failed in this pass, or any path the ledger records as
+        failing -- has its mirrored content (same SHA-256; or, the failing content's hash
+        being unknown, the same size); every delete waits when the key was refused or a
+        failing file is not even known by its size. Other deletes go ahead, so that under
+        steady faults deletes do not starve.
+        """
+        if not deletes:
+            return []
+        with self._pass_lock:
+            failing = self._failed_content | self.ledger.failing_content()
+        if result.fatal or (None, None) in failing:
+            return list(deletes)
+        hashes = {sha for sha, _ in failing if sha is not None}
+        sizes_unhashed = {size for sha, size in failing if sha is None}
+        sizes = {size for _, size in failing}
+
+        def waits(action: Action) -> bool:
+            row = action.row
+            if row is None:
+                return True
+            if row.sha256 is None:  # the mirrored content is in doubt: match by size
+                return row.size in sizes
+            return row.sha256 in hashes or row.size in sizes_unhashed
+
+        return [a for a in deletes if waits(a)]
 
     def _run_pool(
         self,
@@ -374,6 +420,8 @@ class SyncEngine:
         return self._upload(action, full, purpose, fingerprint)
 
     def _upload(self, action: Action, full: Path, purpose: str, fp: Fingerprint) -> Outcome:
+        with self._pass_lock:
+            self._sent[action.path] = fp
         intent_id = self.ledger.begin_upload(
             action.path,
             fp,
@@ -517,6 +565,8 @@ class SyncEngine:
         attempt: int = 1,
     ) -> Outcome:
         fp = fingerprint or (action.local.fingerprint() if action.local else None)
+        with self._pass_lock:
+            self._failed_content.add((fp.sha256, fp.size) if fp else (None, None))
         if fp is not None:
             self.ledger.record_failure(
                 action.path,

@@ -351,6 +351,12 @@ class Ledger:
         ids.discard(None)
         return ids
 
+    def failing_content(self) -> set[tuple[str | None, int | None]]:
+        """(SHA-256, size) of the content whose upload last failed, for every such path
+        (the hash is None when the file failed before it was hashed)."""
+        sql = "SELECT failed_sha256, failed_size FROM files WHERE error_kind IS NOT NULL"
+        return {(r["failed_sha256"], r["failed_size"]) for r in self._query(sql)}
+
     def refresh(self, path: str, fingerprint: Fingerprint) -> None:
         """Same content as mirrored, new stat (touched, or changed back after a failure):
         remember the new stat and clear any error."""

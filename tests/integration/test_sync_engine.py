@@ -19,6 +19,7 @@ from syncd.ledger import Fingerprint, Ledger
 from syncd.reconcile import NOT_STORED
 from syncd.remote.http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
+from syncd.rules import PurposeRule
 from syncd.scan import FolderUnavailableError
 
 Hook = Callable[[str], None]
@@ -268,13 +269,13 @@ def test_interrupted_delete_is_finished(
 def test_retryable_failures_back_off_and_skip_deletes(
     server: ServerProcess, folder: Path, ledger: Ledger
 ) -> None:
-    """A 503 on create is recorded with backoff; that pass deletes nothing; later it retries."""
+    """A 503 on create is recorded with backoff; the renamed file's old copy is not deleted
+    while the new name waits; later it retries, and only then the old copy goes."""
     write(folder, "old.txt", "old")
     clock = Clock()
     engine = engine_for(folder, ledger, make_remote(server), clock)
     assert engine.run_pass().in_sync
-    (folder / "old.txt").unlink()
-    write(folder, "new.txt", "new")
+    (folder / "old.txt").rename(folder / "new.txt")
     server.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["create"]})
     failed = engine.run_pass()
     assert [o.action.path for o in failed.failures] == ["new.txt"]
@@ -286,10 +287,47 @@ def test_retryable_failures_back_off_and_skip_deletes(
     waiting = engine.run_pass()
     assert server.stats()["counts"].get("create", 0) == 0
     assert waiting.still_failing and not waiting.in_sync
+    assert waiting.deletes_skipped == 1 and "old.txt" in remote_files(server)
     clock.now += 61
     done = engine.run_pass()
     assert done.in_sync, done.to_json()
-    assert remote_files(server) == {"new.txt": b"new"}
+    assert remote_files(server) == {"new.txt": b"old"}
+
+
+def test_a_failing_upload_holds_back_only_the_deletes_of_its_content(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """While b.txt (a rename of a.txt) fails, a.txt's copy stays; unrelated deletes go."""
+    for name in ("a.txt", "x.txt", "y.txt"):
+        write(folder, name, f"content of {name}")
+    engine = engine_for(folder, ledger, make_remote(server))
+    assert engine.run_pass().in_sync
+    (folder / "a.txt").rename(folder / "b.txt")
+    (folder / "x.txt").unlink()
+    server.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["create"]})
+    result = engine.run_pass()
+    assert [o.action.path for o in result.failures] == ["b.txt"]
+    assert result.counts.get("deleted") == 1 and result.deletes_skipped == 1
+    assert set(remote_files(server)) == {"a.txt", "y.txt"}
+    assert result.unfinished == {"a.txt"}
+
+
+def test_a_failure_before_hashing_holds_back_deletes_of_the_same_size(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A rename refused before it was hashed (a fine-tune file losing .jsonl) keeps the old
+    copy (same size); a delete of another size goes ahead."""
+    write(folder, "ft/a.jsonl", '{"messages": []}\n')
+    write(folder, "b.txt", "b")
+    rules = (PurposeRule("ft/**", "fine-tune"),)
+    engine = engine_for(folder, ledger, make_remote(server), rules=rules)
+    assert engine.run_pass().in_sync
+    (folder / "ft/a.jsonl").rename(folder / "ft/a.json")
+    (folder / "b.txt").unlink()
+    result = engine.run_pass()
+    assert [o.reason for o in result.failures] == ["purpose fine-tune needs a .jsonl file"]
+    assert result.counts == {"deleted": 1} and result.deletes_skipped == 1
+    assert set(remote_files(server)) == {"ft/a.jsonl"}
 
 
 def test_bad_key_stops_the_pass(
@@ -346,8 +384,7 @@ def test_dirty_queue_keeps_what_a_pass_could_not_finish(
     clock = Clock()
     engine = engine_for(folder, ledger, make_remote(server), clock)
     assert engine.run_pass().in_sync
-    (folder / "a.txt").unlink()
-    write(folder, "c.txt", "c")
+    (folder / "a.txt").rename(folder / "c.txt")  # c.txt's upload fails: a.txt must wait
     ledger.mark_dirty(["a.txt", "c.txt"], now=clock.now - 1)
     server.set_faults({"error_rate": 1.0, "error_statuses": [400], "routes": ["create"]})
     result = engine.run_pass(only_paths=["a.txt", "c.txt"])

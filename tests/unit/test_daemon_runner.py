@@ -113,16 +113,16 @@ def test_retryable_failure_is_scheduled_and_shown(
 def test_delete_skipped_for_a_failed_upload_is_retried_soon(
     tmp_path: Path, remote: HttpFilesRemote, server: ServerProcess
 ) -> None:
-    """Deletes held back because an upload of the same batch failed are retried shortly."""
+    """A delete held back while a rename's new name fails to upload is looked at again
+    shortly (not at the next rescan), and still waits while the new name does."""
     clock = Clock()
     runner = make_runner(tmp_path, remote, clock)
     try:
         (runner.folder / "old.txt").write_text("old")
         runner.step()  # the first full pass uploads old.txt
         server.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["create"]})
-        (runner.folder / "old.txt").unlink()
         new = runner.folder / "new.txt"
-        new.write_text("new")
+        (runner.folder / "old.txt").rename(new)  # old.txt's remote copy is new.txt's content
         past = time.time() - 10
         os.utime(new, (past, past))
         for path in ("old.txt", "new.txt"):
@@ -134,8 +134,8 @@ def test_delete_skipped_for_a_failed_upload_is_retried_soon(
         assert wait is not None and 5 <= wait < 10  # not the 600 s rescan, not at once
         server.set_faults(None)
         clock.now += wait
-        result = runner.step()
-        assert result is not None and result.counts.get("deleted") == 1
-        assert remote_names(remote) == []  # new.txt waits for its backoff
+        result = runner.step()  # looked at again: new.txt still waits for its backoff
+        assert result is not None and result.deletes_skipped == 1
+        assert remote_names(remote) == ["old.txt"]  # so the only copy of "old" stays
     finally:
         runner.close()
