@@ -19,14 +19,15 @@ with SIGTERM and reports:
 - lost: a local file with no remote copy, or whose remote bytes differ (downloaded and
   compared, every file);
 - duplicate: a path with more than one remote file;
-- orphan: a remote file no ledger row maps to (the server only holds syncd's files,
-  apart from a few foreign ones planted at the start, which must be left untouched);
+- orphan: a remote file that neither a ledger row nor an open intent refers to (the
+  server only holds syncd's files, apart from a few foreign ones planted at the start,
+  which must be left untouched);
 - extra: a remote file for a path deleted locally (a delete that never happened);
 - the memory curve (time, RSS) and the request and fault counts.
 
-Everything runs on loopback in a temporary directory (``--keep DIR`` keeps it); every
-wait has a deadline. Exit code 0 when lost, duplicate, orphan and extra are all 0 and
-no foreign file was touched.
+Everything runs on loopback in a temporary directory, kept when something is off
+(``--keep DIR`` works in DIR and keeps it); every wait has a deadline. Exit code 0
+when lost, duplicate, orphan and extra are all 0 and no foreign file was touched.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import hashlib
 import json
 import random
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -81,6 +83,7 @@ class SoakResult:
     duplicate: list[str] = field(default_factory=list)
     orphan: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # deleted locally, still remote
+    open_intents: list[str] = field(default_factory=list)  # left for the next start
     foreign_touched: list[str] = field(default_factory=list)
     daemon_exit: int | None = None
     memory: list[Sample] = field(default_factory=list)
@@ -275,7 +278,12 @@ def final_check(server: ServerProcess, folder: Path, ledger_file: Path, result: 
     result.extra = sorted(set(by_name) - set(local))
     with Ledger.open_readonly(ledger_file) as ledger:
         tracked = {row.file_id for row in ledger.rows().values() if row.file_id}
-    result.orphan = sorted(f"{f['filename']} ({f['id']})" for f in ours if f["id"] not in tracked)
+        intents = ledger.open_intents()
+    result.open_intents = [f"{i.kind} {i.path} {i.file_id or ''}".strip() for i in intents]
+    pending = {i.file_id for i in intents if i.file_id}
+    result.orphan = sorted(
+        f"{f['filename']} ({f['id']})" for f in ours if f["id"] not in tracked | pending
+    )
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -389,13 +397,15 @@ def report(result: SoakResult) -> str:
         f"lost: {len(result.lost)}   duplicate: {len(result.duplicate)}   "
         f"orphan: {len(result.orphan)}   extra (deleted locally, still remote): "
         f"{len(result.extra)}   foreign touched: {len(result.foreign_touched)}",
-        f"daemon exit code on SIGTERM: {result.daemon_exit}",
+        f"daemon exit code on SIGTERM: {result.daemon_exit}; open intents left for the next "
+        f"start: {len(result.open_intents)}",
     ]
     for label, items in (
         ("lost", result.lost),
         ("duplicate", result.duplicate),
         ("orphan", result.orphan),
         ("extra", result.extra),
+        ("open intents", result.open_intents),
     ):
         if items:
             lines.append(f"  {label}: {', '.join(items[:10])}{' ...' if len(items) > 10 else ''}")
@@ -423,8 +433,12 @@ def main() -> int:
         args.keep.mkdir(parents=True, exist_ok=False)
         result = soak(args, args.keep, command)
     else:
-        with tempfile.TemporaryDirectory(prefix="syncd-soak-") as scratch:
-            result = soak(args, Path(scratch), command)
+        scratch = Path(tempfile.mkdtemp(prefix="syncd-soak-"))
+        result = soak(args, scratch, command)
+        if result.ok:
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            print(f"soak: something is off; the run is kept in {scratch} (run.log, ledger)")
     print(report(result))
     if args.json:
         data = asdict(result)  # Counters come out mangled: write them as plain dicts
