@@ -14,8 +14,8 @@
 - A full pass's remote listing is also swept for late copies of uploads reconciled as
   not stored (``Reconciler.sweep_late_copies``), except in a dry run.
 - Deletes run last, and not when a guard refused. While a file is failing (in this
-  pass or since an earlier one), the deletes of its content wait: a rename or a copy
-  whose upload fails must not lose its only remote copy. All deletes wait when the key
+  pass, or waiting to retry), the deletes of its content wait: a rename or a copy whose
+  upload fails must not lose its only remote copy. All deletes wait when the key
   was refused or a failing file's content is unknown (``_held_back``); the others go
   ahead, so that under steady faults deletes do not starve.
 - ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
@@ -300,16 +300,17 @@ class SyncEngine:
 
         A delete must not remove the only remote copy of content that lives on locally
         under another path whose upload fails (a rename, a copy). So a delete waits when
-        a failing file -- one that failed in this pass, or any path the ledger records as
-        failing -- has its mirrored content (same SHA-256; or, the failing content's hash
-        being unknown, the same size); every delete waits when the key was refused or a
-        failing file is not even known by its size. Other deletes go ahead, so that under
-        steady faults deletes do not starve.
+        a failing file -- one that failed in this pass, or one waiting to retry -- has its
+        mirrored content (same SHA-256; or, the failing content's hash being unknown, the
+        same size); every delete waits when the key was refused or a failing file is not
+        even known by its size. A permanent failure holds deletes back only in the pass
+        it happens (it will not be retried until the file changes). Other deletes go
+        ahead, so that under steady faults deletes do not starve.
         """
         if not deletes:
             return []
         with self._pass_lock:
-            failing = self._failed_content | self.ledger.failing_content()
+            failing = self._failed_content | self.ledger.retrying_content()
         if result.fatal or (None, None) in failing:
             return list(deletes)
         hashes = {sha for sha, _ in failing if sha is not None}

@@ -351,10 +351,10 @@ class Ledger:
         ids.discard(None)
         return ids
 
-    def failing_content(self) -> set[tuple[str | None, int | None]]:
-        """(SHA-256, size) of the content whose upload last failed, for every such path
+    def retrying_content(self) -> set[tuple[str | None, int | None]]:
+        """(SHA-256, size) of the content of every path waiting to retry a failed upload
         (the hash is None when the file failed before it was hashed)."""
-        sql = "SELECT failed_sha256, failed_size FROM files WHERE error_kind IS NOT NULL"
+        sql = "SELECT failed_sha256, failed_size FROM files WHERE error_kind = 'retryable'"
         return {(r["failed_sha256"], r["failed_size"]) for r in self._query(sql)}
 
     def refresh(self, path: str, fingerprint: Fingerprint) -> None:

@@ -316,7 +316,8 @@ def test_a_failure_before_hashing_holds_back_deletes_of_the_same_size(
     server: ServerProcess, folder: Path, ledger: Ledger
 ) -> None:
     """A rename refused before it was hashed (a fine-tune file losing .jsonl) keeps the old
-    copy (same size); a delete of another size goes ahead."""
+    copy (same size) in that pass; a delete of another size goes ahead. The refusal is
+    permanent, so the next pass deletes the old copy (nothing will replace it)."""
     write(folder, "ft/a.jsonl", '{"messages": []}\n')
     write(folder, "b.txt", "b")
     rules = (PurposeRule("ft/**", "fine-tune"),)
@@ -328,6 +329,8 @@ def test_a_failure_before_hashing_holds_back_deletes_of_the_same_size(
     assert [o.reason for o in result.failures] == ["purpose fine-tune needs a .jsonl file"]
     assert result.counts == {"deleted": 1} and result.deletes_skipped == 1
     assert set(remote_files(server)) == {"ft/a.jsonl"}
+    assert engine.run_pass().counts == {"deleted": 1}
+    assert remote_files(server) == {}
 
 
 def test_bad_key_stops_the_pass(
