@@ -304,8 +304,9 @@ class Reconciler:
         Only worked out when a name could match by its last part (some intent's name has
         a directory). Then a tracked nested path whose remote copy kept its directory
         shows that the server keeps whole names: last parts are never matched. Otherwise
-        the owners are every tracked path, the intents' paths, and the paths of uploads
-        closed as not stored (their late copies may still appear).
+        the owners are every tracked path, the paths of every open upload intent (not
+        only those being settled), and of uploads closed as not stored (their late
+        copies may still appear).
         """
         owners: dict[str, str] = {}
         if any("/" in (i.filename or i.path) for i in intents):
@@ -317,6 +318,10 @@ class Reconciler:
                 return OurNames({}, last_part_ok=False)
             for path in rows:
                 owners.update(dict.fromkeys(exact_names(path), path))
+            for pending in self.ledger.open_intents():  # those of other passes too
+                if pending.kind == "upload":
+                    sent = pending.filename or pending.path
+                    owners.update(dict.fromkeys(exact_names(sent), pending.path))
             for closed in self.ledger.closed_uploads(NOT_STORED, since=0.0):
                 owners.update(
                     dict.fromkeys(exact_names(closed.filename or closed.path), closed.path)

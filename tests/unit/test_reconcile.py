@@ -277,3 +277,16 @@ def test_a_late_copy_of_a_root_file_is_not_taken_for_a_nested_one(ledger: Ledger
     late = remote.add("x.txt", 5, T0 + 1)
     report = settle(ledger, remote)
     assert report.adopted == {} and late in remote.files
+
+
+def test_an_open_upload_outside_the_settled_group_still_owns_its_name(ledger: Ledger) -> None:
+    """Settling only `d/x.txt` (a lost answer mid-pass) must not take the `x.txt` that an
+    earlier, still unsettled upload of `x.txt` stored."""
+    remote = MemoryRemote()
+    intend(ledger, "x.txt", 5, at=T0 - 10)  # open: its own reconcile could not list
+    nested = intend(ledger, "d/x.txt", 5)
+    stored = remote.add("x.txt", 5, T0 + 1)
+    group = [i for i in ledger.open_intents() if i.id == nested]
+    report = Reconciler(ledger, remote, clock=lambda: T0 + 10).settle(group)
+    assert report.adopted == {} and report.not_stored == ["d/x.txt"]
+    assert stored in remote.files
