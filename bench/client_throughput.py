@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path.cwd() / "tests"))
 from serverproc import ServerProcess
 
-from syncd.remote.http import HttpFilesRemote
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 
 MIB = 1024 * 1024

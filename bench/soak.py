@@ -54,7 +54,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 from serverproc import ServerProcess  # noqa: E402
 from test_run_support import DaemonProcess  # noqa: E402
 
-from syncd.ledger import Ledger  # noqa: E402
+from syncd.state.ledger import Ledger  # noqa: E402
 
 DIRECTORIES = [f"d{i}" for i in range(12)] + [f"d{i}/sub{j}" for i in range(4) for j in range(3)]
 FOREIGN = {"foreign-a.txt": b"someone else's file\n", "d0/foreign-b.txt": b"not syncd's\n"}

@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("syncd: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line for the user, the detail in the log
-        structlog.get_logger().exception("internal_error")
+        structlog.get_logger(__name__).exception("internal_error")
         print(f"syncd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 70
     return code

@@ -32,16 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from syncd.api import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, MAX_PART_BYTES, UPLOAD_PURPOSES
 from syncd.errors import ConfigError
-from syncd.remote.protocol import (
-    EXPIRES_MAX_SECONDS,
-    EXPIRES_MIN_SECONDS,
-    MAX_PART_BYTES,
-    UPLOAD_PURPOSES,
-)
-from syncd.rules import PathFilter, PurposeRule
-from syncd.validate import Limits
-from syncd.watch import DEFAULT_IGNORES
+from syncd.local.rules import DEFAULT_IGNORES, PathFilter, PurposeRule
+from syncd.local.validate import Limits
 
 DEFAULT_PURPOSE = "user_data"
 DEFAULT_CONCURRENCY = 8

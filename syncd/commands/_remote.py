@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from syncd.remote.http import HttpFilesRemote
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import RemoteSettings, check_base_url, remote_settings_from_env
 

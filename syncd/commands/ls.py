@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from syncd.api import UPLOAD_PURPOSES, RemoteFile
 from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.errors import ConfigError
-from syncd.ledger import Ledger
-from syncd.names import printable
 from syncd.paths import LEDGER_SUFFIX, find_ledgers, ledger_path
-from syncd.remote.protocol import UPLOAD_PURPOSES, RemoteFile
-from syncd.restore import state_dir
+from syncd.restore.names import printable
+from syncd.restore.pull import state_dir
+from syncd.state.ledger import Ledger
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``syncd pull DEST``: bring the mirrored files back into DEST (see ``syncd.restore``).
+"""``syncd pull DEST``: bring the mirrored files back into DEST (see ``syncd.restore.pull``).
 
 Two sources:
 
@@ -7,7 +7,7 @@ Two sources:
   ledger is the one of ``--folder FOLDER``, the one ``--state PATH`` names, or the only
   one in the state directory (the command says which it chose).
 - ``--all [--purpose P]``: every remote file of the account, under its remote filename
-  cleaned of anything unsafe (``syncd.names``); each change is said in one line.
+  cleaned of anything unsafe (``syncd.restore.names``); each change is said in one line.
 
 Exit codes: 0 when every file is in DEST; 1 when any file failed, was kept because a
 different file was in the way, or was not tried (the summary says which); 2 for usage
@@ -37,15 +37,15 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from syncd.api import UPLOAD_PURPOSES
 from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
-from syncd.destination import Destination
 from syncd.errors import ConfigError
-from syncd.ledger import Ledger
-from syncd.names import printable
-from syncd.remote.protocol import UPLOAD_PURPOSES, FilesRemote
-from syncd.restore import (
+from syncd.remote.protocol import FilesRemote
+from syncd.restore.destination import Destination
+from syncd.restore.names import printable
+from syncd.restore.pull import (
     Puller,
     PullItem,
     PullOutcome,
@@ -57,8 +57,9 @@ from syncd.restore import (
     state_dir,
     summarise,
 )
+from syncd.state.ledger import Ledger
 
-log = structlog.get_logger("syncd.pull")
+log = structlog.get_logger(__name__)
 
 
 class TransferDisplay:

@@ -5,7 +5,7 @@ folder; ``syncd run --config FILE`` mirrors every ``[[mirror]]`` of the file (op
 apply to each). A folder the ledger has never seen is created (so the README's
 ``syncd run --local ./data`` works on a fresh clone); a missing folder that *was*
 mirrored means an unmounted disk, and that mirror waits for it. Configuration mistakes
-exit 2 with one line before anything starts. Behaviour: ``syncd.daemon``.
+exit 2 with one line before anything starts. Behaviour: ``syncd.daemon.loop``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from syncd.commands._options import checked_option
 from syncd.commands._remote import open_remote
 from syncd.commands.sync import add_mirror_arguments, mirror_from_args
 from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, load_config
-from syncd.daemon import Daemon
-from syncd.daemon_support import SignalRelay
+from syncd.daemon.loop import Daemon
+from syncd.daemon.signals import SignalRelay
 from syncd.errors import ConfigError
 from syncd.paths import LEDGER_SUFFIX, ledger_path
 from syncd.remote.protocol import FilesRemote

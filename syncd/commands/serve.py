@@ -17,8 +17,8 @@ from pathlib import Path
 
 import structlog
 
+from syncd.api import MAX_FILE_BYTES
 from syncd.errors import ConfigError
-from syncd.remote.protocol import MAX_FILE_BYTES
 from syncd.server.embedded import default_data_dir, serve_forever
 from syncd.server.faults import load_faults
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     faults = load_faults(args.faults if args.faults is not None else os.environ.get(FAULTS_ENV))
     data_dir: Path = (args.data or default_data_dir()).expanduser().resolve()
-    log = structlog.get_logger()
+    log = structlog.get_logger(__name__)
 
     def ready(base_url: str) -> None:
         print(f"syncd serve: listening on {base_url} (store: {data_dir})", flush=True)

@@ -19,8 +19,8 @@ from typing import Any
 from syncd.commands._options import add_state_argument
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
-from syncd.ledger import Ledger, LedgerStatus
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
+from syncd.state.ledger import Ledger, LedgerStatus
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

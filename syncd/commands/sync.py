@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from syncd.api import UPLOAD_PURPOSES
 from syncd.commands._options import add_state_argument, checked_option
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import (
@@ -26,15 +27,14 @@ from syncd.config import (
     load_config,
     mirror_for_folder,
 )
-from syncd.crashpoints import crash_hook_from_env
 from syncd.errors import ConfigError
-from syncd.execute import SyncEngine
-from syncd.execute_types import PassResult
-from syncd.ledger import Ledger
+from syncd.local.scan import FolderUnavailableError, Scanner, display_path
 from syncd.paths import ledger_path
-from syncd.progress import make_reporter
-from syncd.remote.protocol import UPLOAD_PURPOSES
-from syncd.scan import FolderUnavailableError, Scanner, display_path
+from syncd.state.ledger import Ledger
+from syncd.sync.engine import SyncEngine
+from syncd.sync.progress import make_reporter
+from syncd.sync.result import PassResult
+from syncd.testing import crash_hook_from_env
 
 FOLLOW_UP_PASSES = 2  # for files that changed while they were uploaded
 

@@ -22,11 +22,10 @@ from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.commands.pull import TransferDisplay
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, load_config, mirror_for_folder
 from syncd.errors import ConfigError
-from syncd.ledger import Ledger
-from syncd.names import printable
+from syncd.local.scan import FolderUnavailableError, Scanner
 from syncd.paths import ledger_path
-from syncd.scan import FolderUnavailableError, Scanner
-from syncd.verify import (
+from syncd.restore.names import printable
+from syncd.restore.verify import (
     Difference,
     check_remote_content,
     compare,
@@ -36,6 +35,7 @@ from syncd.verify import (
     local_targets,
     sort_differences,
 )
+from syncd.state.ledger import Ledger
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

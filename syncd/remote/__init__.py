@@ -1,1 +1,1 @@
-"""The remote side: the Files interface (protocol.py) and its HTTP implementation (http.py)."""
+"""The remote side: the interface the core uses (protocol.py) and its HTTP implementation."""

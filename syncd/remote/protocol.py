@@ -1,7 +1,7 @@
 """The narrow interface syncd needs from a Files API, and its contract.
 
 Everything above this module (planner, executor, daemon, restore) talks to a
-``FilesRemote`` and nothing else; only ``syncd.remote.http`` knows about httpx.
+``FilesRemote`` and nothing else; only ``syncd.remote.files_http`` knows about httpx.
 
 Contract for every implementation:
 
@@ -22,7 +22,7 @@ Contract for every implementation:
 
 Large files (the Uploads API). A remote that can also take files in parts implements
 ``SupportsUploadsApi``: ``uploads_api()`` returns an ``UploadsApi`` (create an upload,
-add parts, complete, cancel). ``syncd.remote.multipart`` drives it. Its contract:
+add parts, complete, cancel). ``syncd.sync.multipart`` drives it. Its contract:
 
 - ``create_upload`` and ``add_part`` may be retried freely: a lost answer leaves at
   worst an orphan upload or part, which the server drops (expiry, or parts not named in
@@ -37,47 +37,11 @@ add parts, complete, cancel). ``syncd.remote.multipart`` drives it. Its contract
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
+from syncd.api import RemoteFile, RemoteUpload
 from syncd.errors import PermanentError
-
-UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-JSONL_PURPOSES = ("fine-tune", "batch", "evals")
-MAX_FILE_BYTES = 512 * 1000 * 1000  # the API's "512 MB"
-# The Uploads API: purposes it accepts, its largest file ("8 GB") and part ("64 MB",
-# which the official SDK and servers take as 64 MiB).
-UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
-MAX_UPLOAD_BYTES = 8 * 1000 * 1000 * 1000
-MAX_PART_BYTES = 64 * 1024 * 1024
-EXPIRES_MIN_SECONDS = 3600
-EXPIRES_MAX_SECONDS = 2_592_000
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file as the Files API describes it (the ``OpenAIFile`` schema)."""
-
-    id: str
-    filename: str
-    bytes: int
-    created_at: int
-    purpose: str
-    status: str = "processed"
-    expires_at: int | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RemoteFile:
-        return cls(
-            id=str(data["id"]),
-            filename=str(data.get("filename", "")),
-            bytes=int(data.get("bytes") or 0),
-            created_at=int(data.get("created_at") or 0),
-            purpose=str(data.get("purpose", "")),
-            status=str(data.get("status") or "processed"),
-            expires_at=int(data["expires_at"]) if data.get("expires_at") is not None else None,
-        )
 
 
 class FilesRemote(Protocol):
@@ -106,15 +70,6 @@ class FilesRemote(Protocol):
 
 class UploadGoneError(PermanentError):
     """The upload is no longer pending on the server (expired, cancelled, unknown)."""
-
-
-@dataclass(frozen=True)
-class RemoteUpload:
-    """A pending upload as ``POST /uploads`` answers it (the ``Upload`` schema, in part)."""
-
-    id: str
-    expires_at: int
-    status: str = "pending"
 
 
 class UploadsApi(Protocol):

@@ -43,7 +43,7 @@ DEFAULT_MAX_RETRY_AFTER = 120.0
 # A 429 without any Retry-After still pauses every worker, for this long.
 DEFAULT_RATE_LIMIT_PAUSE = 1.0
 
-log = structlog.get_logger("syncd.remote")
+log = structlog.get_logger(__name__)
 
 
 def _seconds(value: float) -> float | None:

@@ -5,7 +5,7 @@ share the remote's connection pool, its ``RetryGate`` and its retry policy, and 
 the error rules of ``syncd.remote.protocol``: creates and parts are retried freely (a
 lost answer leaves at worst an orphan the server drops), a lost ``complete`` answer is
 ``AmbiguousError`` (the File may exist: reconcile by listing), and an upload the server
-no longer has pending is ``UploadGoneError``. ``syncd.remote.multipart`` drives it.
+no longer has pending is ``UploadGoneError``. ``syncd.sync.multipart`` drives it.
 
 Each part streams from disk through ``PartBody`` (a window of the file, read and sent
 256 KiB at a time), so memory does not grow with part or file size.
@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from syncd.api import RemoteFile, RemoteUpload
 from syncd.errors import (
     AmbiguousError,
     FatalError,
@@ -30,10 +31,10 @@ from syncd.errors import (
     RemoteError,
     RetryableError,
 )
-from syncd.remote.protocol import RemoteFile, RemoteUpload, UploadGoneError
+from syncd.remote.protocol import UploadGoneError
 
 if TYPE_CHECKING:
-    from syncd.remote.http import HttpFilesRemote
+    from syncd.remote.files_http import HttpFilesRemote
 
 PART_CHUNK = 256 * 1024  # bytes per read and per send while a part streams
 # How a server says an upload is not pending (the local server's words, and the API's).

@@ -29,8 +29,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from syncd.api import BATCH_MAX_BYTES, JSONL_PURPOSES, LIST_PAGE_LIMIT, MAX_FILE_BYTES
 from syncd.errors import SyncdError
-from syncd.remote.protocol import JSONL_PURPOSES, MAX_FILE_BYTES
 from syncd.server.envelope import ApiError, file_not_found, invalid_request, invalid_url, too_large
 from syncd.server.faults import FaultInjector, parse_faults
 from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
@@ -40,7 +40,6 @@ from syncd.server.store import FileStore, IncomingBlob
 from syncd.server.upload_store import UploadStore
 from syncd.server.uploads import upload_routes
 from syncd.server.validation import (
-    BATCH_MAX_BYTES,
     check_jsonl_file,
     default_expiry,
     invalid_jsonl,
@@ -49,11 +48,10 @@ from syncd.server.validation import (
     purpose_error,
 )
 
-LIST_LIMIT_MAX = 10_000
 CONTENT_CHUNK = 1024 * 1024
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up mid-request
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 
 async def create_file(request: Request) -> Response:
@@ -166,7 +164,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 async def list_files(request: Request) -> Response:
     """GET /files: ``purpose``, ``limit`` (1..10000), ``order`` (asc|desc), ``after``."""
     state = server_state(request)
-    limit = _int_param(request, "limit", LIST_LIMIT_MAX, 1, LIST_LIMIT_MAX)
+    limit = _int_param(request, "limit", LIST_PAGE_LIMIT, 1, LIST_PAGE_LIMIT)
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise invalid_request(

@@ -23,8 +23,8 @@ from types import TracebackType
 
 import uvicorn
 
+from syncd.api import MAX_FILE_BYTES
 from syncd.errors import SyncdError
-from syncd.remote.protocol import MAX_FILE_BYTES
 from syncd.server.app import create_app
 from syncd.server.faults import FaultConfig, FaultInjector
 from syncd.server.store import FileStore

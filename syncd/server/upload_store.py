@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from syncd.api import UPLOAD_LIFETIME_SECONDS
 from syncd.server.store import FileStore, IncomingBlob, new_id
 
-UPLOAD_LIFETIME_SECONDS = 3600
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
     id            TEXT PRIMARY KEY,

@@ -27,14 +27,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syncd.remote.protocol import JSONL_PURPOSES
+from syncd.api import (
+    BATCH_MAX_BYTES,
+    JSONL_PURPOSES,
+    MAX_PART_BYTES,
+    MAX_UPLOAD_BYTES,
+    UPLOADS_API_PURPOSES,
+)
 from syncd.server.envelope import ApiError, invalid_request, too_large
 from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
 from syncd.server.state import ServerState, drain_body, server_state
 from syncd.server.store import IncomingBlob
 from syncd.server.upload_store import UploadRecord
 from syncd.server.validation import (
-    BATCH_MAX_BYTES,
     READ_CHUNK,
     default_expiry,
     invalid_jsonl,
@@ -43,14 +48,11 @@ from syncd.server.validation import (
     purpose_error,
 )
 
-UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
-MAX_PART_BYTES = 64 * 1024 * 1024
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024
 MAX_JSON_BODY_BYTES = 1024 * 1024  # a request body of JSON is never read whole beyond this
 CREATE_KEYS = frozenset({"filename", "purpose", "bytes", "mime_type", "expires_after"})
 COMPLETE_KEYS = frozenset({"part_ids", "md5"})
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 
 def upload_not_found(upload_id: str) -> ApiError:

@@ -6,7 +6,8 @@ parameter at fault.
 
 from __future__ import annotations
 
-from syncd.remote.protocol import (
+from syncd.api import (
+    BATCH_DEFAULT_EXPIRY_SECONDS,
     EXPIRES_MAX_SECONDS,
     EXPIRES_MIN_SECONDS,
     JSONL_PURPOSES,
@@ -16,8 +17,6 @@ from syncd.server.envelope import ApiError, invalid_request
 from syncd.server.form import JsonlChecker
 from syncd.server.store import IncomingBlob
 
-BATCH_MAX_BYTES = 200 * 1000 * 1000
-BATCH_DEFAULT_EXPIRY = 30 * 86400
 READ_CHUNK = 1024 * 1024
 
 
@@ -98,5 +97,5 @@ def check_jsonl_file(blob: IncomingBlob) -> str | None:
 def default_expiry(purpose: str, expires_after: int | None) -> int | None:
     """Batch files expire after 30 days unless ``expires_after`` says otherwise."""
     if expires_after is None and purpose == "batch":
-        return BATCH_DEFAULT_EXPIRY
+        return BATCH_DEFAULT_EXPIRY_SECONDS
     return expires_after

@@ -18,7 +18,7 @@ import pytest
 from serverproc import ServerProcess
 from synccli import list_remote, run_syncd, write
 
-from syncd.ledger import Ledger
+from syncd.state.ledger import Ledger
 
 FILES = 240
 MAX_RUNS = 4

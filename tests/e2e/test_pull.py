@@ -11,8 +11,8 @@ import pytest
 from serverproc import ServerProcess
 from synccli import list_remote, local_files, run_syncd, write, write_counts
 
-from syncd.ledger import Ledger
 from syncd.paths import find_ledgers
+from syncd.state.ledger import Ledger
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from serverproc import ServerProcess
 from test_run_support import DaemonProcess, list_remote, local_contents, wait_for, write
 
-from syncd.ledger import Ledger
+from syncd.state.ledger import Ledger
 
 FILES = 600
 KILLS = 4

@@ -43,7 +43,7 @@ def test_status_finds_the_only_ledger_and_works_while_locked(
         [
             sys.executable,
             "-c",
-            "from syncd.ledger import Ledger; from pathlib import Path; import sys\n"
+            "from syncd.state.ledger import Ledger; from pathlib import Path; import sys\n"
             f"l = Ledger.open(Path({str(ledger)!r})); print('held', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,

@@ -227,7 +227,7 @@ def test_second_process_is_refused_naming_the_holder(
         [
             sys.executable,
             "-c",
-            f"from syncd.ledger import Ledger; from pathlib import Path; import sys\n"
+            f"from syncd.state.ledger import Ledger; from pathlib import Path; import sys\n"
             f"l = Ledger.open(Path({str(ledger)!r})); print('held', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,

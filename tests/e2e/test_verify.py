@@ -14,8 +14,8 @@ import pytest
 from serverproc import ServerProcess
 from synccli import run_syncd, upload_directly, write
 
-from syncd.ledger import Ledger
 from syncd.paths import find_ledgers
+from syncd.state.ledger import Ledger
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from serverproc import ServerProcess
 
+from syncd.api import wire_filename
 from syncd.errors import FatalError, NotFoundError, PermanentError
-from syncd.remote.http import HttpFilesRemote, wire_filename
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 
 

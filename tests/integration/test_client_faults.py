@@ -13,7 +13,7 @@ from serverproc import ServerProcess
 from structlog.testing import capture_logs
 
 from syncd.errors import AmbiguousError, RateLimitedError
-from syncd.remote.http import HttpFilesRemote
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 
 ServerFactory = Callable[..., ServerProcess]

@@ -22,7 +22,7 @@ MAX_GROWTH = 24 * MIB
 PROBE = r"""
 import json, os, re, sys
 from pathlib import Path
-from syncd.remote.http import HttpFilesRemote
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 
 def status(field):

@@ -21,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from syncd.errors import AmbiguousError, FatalError, PermanentError, RetryableError
-from syncd.remote.http import HttpFilesRemote
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 
 KEY = "sk-odd-server-key-0123456789"

@@ -13,13 +13,13 @@ import pytest
 from serverproc import ServerProcess
 
 from syncd.errors import AmbiguousError, PermanentError, RetryableError
-from syncd.ledger import Ledger
-from syncd.remote.http import HttpFilesRemote
-from syncd.remote.multipart import MultipartJob, MultipartUploader
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.protocol import UploadGoneError
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.settings import RemoteSettings
 from syncd.remote.uploads_http import HttpUploadsApi
+from syncd.state.ledger import Ledger
+from syncd.sync.multipart import MultipartJob, MultipartUploader
 
 CONTENT = os.urandom(10_000)
 

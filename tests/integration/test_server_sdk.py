@@ -14,7 +14,7 @@ import pytest
 from apispec import validate
 from serverproc import ServerProcess
 
-from syncd.remote.protocol import UPLOAD_PURPOSES
+from syncd.api import UPLOAD_PURPOSES
 
 
 def sdk(server: ServerProcess, key: str | None = None) -> openai.OpenAI:

@@ -14,13 +14,13 @@ from serverproc import ServerProcess
 from synccli import list_remote, local_files, remote_files, upload_directly, write
 
 from syncd.config import MirrorConfig
-from syncd.execute import SyncEngine
-from syncd.ledger import Fingerprint, Ledger
-from syncd.reconcile import NOT_STORED
-from syncd.remote.http import HttpFilesRemote
+from syncd.local.rules import PurposeRule
+from syncd.local.scan import FolderUnavailableError
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
-from syncd.rules import PurposeRule
-from syncd.scan import FolderUnavailableError
+from syncd.state.ledger import Fingerprint, Ledger
+from syncd.sync.engine import SyncEngine
+from syncd.sync.reconcile import NOT_STORED
 
 Hook = Callable[[str], None]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.watch import DirtyPathAggregator, FolderWatcher
+from syncd.local.watch.aggregator import DirtyPathAggregator
+from syncd.local.watch.watcher import FolderWatcher
 
 DEADLINE = 10.0  # seconds; generous for a loaded 2-core machine, never reached when it works
 

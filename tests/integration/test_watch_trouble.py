@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
         Path("/proc/sys/user/max_inotify_watches").write_text(watches)
     if instances != "-":
         Path("/proc/sys/user/max_inotify_instances").write_text(instances)
-    from syncd.watch import FolderWatcher
+    from syncd.local.watch.watcher import FolderWatcher
 
     lock = threading.Lock()  # callbacks come from several watcher threads
 

@@ -8,7 +8,7 @@ import pytest
 
 from syncd.config import MirrorConfig, load_config, mirror_for_folder
 from syncd.errors import ConfigError
-from syncd.rules import PurposeRule
+from syncd.local.rules import PurposeRule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -108,4 +108,3 @@ def test_bad_max_file_bytes_env(tmp_path: Path) -> None:
     """SYNCD_MAX_FILE_BYTES must be a positive number."""
     with pytest.raises(ConfigError, match="SYNCD_MAX_FILE_BYTES"):
         mirror_for_folder(None, tmp_path, {"SYNCD_MAX_FILE_BYTES": "lots"})
-

@@ -8,8 +8,10 @@ import threading
 
 import pytest
 
-from syncd.daemon_folder import folder_problem
-from syncd.daemon_support import Heartbeat, MirrorStatus, SignalRelay, status_line
+from syncd.daemon.folder_guard import folder_problem
+from syncd.daemon.keepalive import Heartbeat
+from syncd.daemon.signals import SignalRelay
+from syncd.daemon.status import MirrorStatus, status_line
 
 FOLDER = "/srv/data"
 HOME = (10, 100)  # (device, inode) recorded in the ledger

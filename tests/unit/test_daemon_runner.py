@@ -13,11 +13,11 @@ import pytest
 from serverproc import ServerProcess
 
 from syncd.config import MirrorConfig
-from syncd.daemon_mirror import MirrorRunner
-from syncd.daemon_support import Heartbeat
-from syncd.ledger import Ledger
-from syncd.remote.http import HttpFilesRemote
+from syncd.daemon.keepalive import Heartbeat
+from syncd.daemon.mirror import MirrorRunner
+from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
+from syncd.state.ledger import Ledger
 
 
 class Clock:

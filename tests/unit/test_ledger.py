@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from syncd.api import RemoteFile
 from syncd.errors import LedgerLockedError
-from syncd.ledger import MIGRATIONS, Fingerprint, Ledger, backoff_seconds
-from syncd.remote.protocol import RemoteFile
+from syncd.state.ledger import MIGRATIONS, Fingerprint, Ledger, backoff_seconds
 
 FP = Fingerprint(size=5, mtime_ns=111, inode=7, sha256="aa" * 32)
 
@@ -45,7 +45,7 @@ def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
     with Ledger.open(path):
         code = textwrap.dedent(f"""
             from pathlib import Path
-            from syncd.ledger import Ledger
+            from syncd.state.ledger import Ledger
             from syncd.errors import LedgerLockedError
             try:
                 Ledger.open(Path({str(path)!r}))

@@ -14,7 +14,7 @@ from syncd.config import (
     parse_config,
 )
 from syncd.errors import ConfigError
-from syncd.validate import Limits, check_size
+from syncd.local.validate import Limits, check_size
 
 
 def test_defaults_are_256_mb_and_64_mib(tmp_path: Path) -> None:

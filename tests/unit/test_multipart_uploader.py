@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from syncd.api import RemoteFile, RemoteUpload
 from syncd.errors import AmbiguousError, PermanentError, RetryableError
-from syncd.ledger import Fingerprint, Ledger, MultipartRecord
-from syncd.remote.multipart import (
+from syncd.remote.protocol import UploadGoneError
+from syncd.state.ledger import Fingerprint, Ledger, MultipartRecord
+from syncd.sync.multipart import (
     EXPIRY_MARGIN_SECONDS,
     MultipartJob,
     MultipartUploader,
@@ -21,7 +23,6 @@ from syncd.remote.multipart import (
     mime_type_for,
     part_layout,
 )
-from syncd.remote.protocol import RemoteFile, RemoteUpload, UploadGoneError
 
 T0 = 1_700_000_000.0
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes

@@ -1,4 +1,4 @@
-"""Unit tests for syncd.names: untrusted remote filenames become safe relative paths."""
+"""Unit tests for syncd.restore.names: untrusted remote filenames become safe relative paths."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.names import (
+from syncd.api import RemoteFile
+from syncd.restore.names import (
     MAX_NAME_BYTES,
     RefusedName,
     check_relative,
@@ -19,7 +20,6 @@ from syncd.names import (
     shorten_component,
     with_id_suffix,
 )
-from syncd.remote.protocol import RemoteFile
 
 
 def remote(file_id: str, filename: str, created_at: int = 1000) -> RemoteFile:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from syncd.notify import SystemdNotifier
+from syncd.daemon.notify import SystemdNotifier
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from syncd.ledger import LedgerRow
-from syncd.plan import ActionKind, PlanOptions, Skip, plan
-from syncd.remote.protocol import RemoteFile
-from syncd.rules import PathFilter, PurposeRule
-from syncd.scan import LocalFile
+from syncd.api import RemoteFile
+from syncd.local.rules import PathFilter, PurposeRule
+from syncd.local.scan import LocalFile
+from syncd.state.ledger import LedgerRow
+from syncd.sync.plan import ActionKind, PlanOptions, Skip, plan
 
 NOW = 10_000.0
 A = ActionKind

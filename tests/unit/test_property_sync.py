@@ -7,7 +7,7 @@ a temporary folder) against ``FaultyRemote``, an in-process Files remote that fa
 purpose: retryable errors (nothing stored), lost answers (the file IS stored, the caller
 gets ``AmbiguousError``), 5xx-like ambiguous errors that stored nothing, permanent errors,
 a refused key, and crashes. A crash raises ``Crash`` (a BaseException, like the process
-dying) at an engine step (``syncd.crashpoints.STEPS``) or inside a remote call, before
+dying) at an engine step (``syncd.sync.steps.STEPS``) or inside a remote call, before
 or after its effect; from then on every remote call and ledger write of that "process"
 raises too, and the test restarts: a new Ledger on the same file, a new engine.
 """
@@ -30,8 +30,8 @@ from typing import Any, BinaryIO
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from syncd.api import RemoteFile
 from syncd.config import MirrorConfig
-from syncd.crashpoints import STEPS
 from syncd.errors import (
     AmbiguousError,
     FatalError,
@@ -40,9 +40,9 @@ from syncd.errors import (
     RateLimitedError,
     RetryableError,
 )
-from syncd.execute import SyncEngine
-from syncd.ledger import Ledger
-from syncd.remote.protocol import RemoteFile
+from syncd.state.ledger import Ledger
+from syncd.sync.engine import SyncEngine
+from syncd.sync.steps import STEPS
 
 START = 1_800_000_000.0
 PATHS = ("a.txt", "b.txt", "x.txt", "d/x.txt", "d/e/f.txt", "g h.txt")

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from syncd.api import RemoteFile
 from syncd.errors import FatalError
-from syncd.ledger import Fingerprint, Ledger
-from syncd.reconcile import (
+from syncd.state.ledger import Fingerprint, Ledger
+from syncd.sync.reconcile import (
     CLOCK_SKEW_MARGIN,
     LATE_COPY_WINDOW,
     NOT_STORED,
     Reconciler,
     filename_matches,
 )
-from syncd.remote.protocol import RemoteFile
 
 T0 = 1_700_000_000.0
 

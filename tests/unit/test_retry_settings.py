@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import ConfigError
-from syncd.remote.http import FileChangedWhileUploading, _SizedReader
+from syncd.remote.files_http import FileChangedWhileUploading, _SizedReader
 from syncd.remote.settings import DEFAULT_BASE_URL, RemoteSettings, remote_settings_from_env
 
 KEY = "sk-test-0123456789abcdefSECRET"

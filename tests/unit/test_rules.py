@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.rules import PathFilter, PurposeRule, choose_purpose, glob_matches
+from syncd.local.rules import PathFilter, PurposeRule, choose_purpose, glob_matches
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from syncd.ledger import LedgerRow
-from syncd.rules import PathFilter
-from syncd.scan import FileChangedError, FolderUnavailableError, Scanner, hash_file
+from syncd.local.rules import PathFilter
+from syncd.local.scan import FileChangedError, FolderUnavailableError, Scanner, hash_file
+from syncd.state.ledger import LedgerRow
 
 
 def write(root: Path, rel: str, content: bytes = b"x") -> Path:

@@ -168,8 +168,8 @@ def test_watch_stack_runs_under_memory_deny_write_execute(tmp_path: Path) -> Non
         except OSError:
             pass
         import httpx, sqlite3, structlog  # noqa: F401
-        from syncd.notify import SystemdNotifier
-        from syncd.watch import FolderWatcher
+        from syncd.daemon.notify import SystemdNotifier
+        from syncd.local.watch.watcher import FolderWatcher
         folder = Path(sys.argv[1])
         seen = threading.Event()
         watcher = FolderWatcher(

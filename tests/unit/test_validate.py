@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.validate import Limits, validate_file
+from syncd.local.validate import Limits, validate_file
 
 GOOD_BATCH = json.dumps(
     {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}}

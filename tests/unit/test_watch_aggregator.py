@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from syncd.watch import DirtyPathAggregator
+from syncd.local.watch.aggregator import DirtyPathAggregator
 
 
 def test_path_is_ready_only_after_quiet_for_debounce() -> None:

@@ -6,13 +6,9 @@ import errno
 
 import pytest
 
-from syncd.watch import (
-    DEFAULT_IGNORES,
-    describe_limit_error,
-    hint_covers,
-    is_ignored_name,
-    is_subtree_hint,
-)
+from syncd.local.rules import DEFAULT_IGNORES, is_ignored_name
+from syncd.local.watch.aggregator import hint_covers, is_subtree_hint
+from syncd.local.watch.watcher import describe_limit_error
 
 
 def test_directory_hint_covers_everything_under_it() -> None:

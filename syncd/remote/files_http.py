@@ -47,6 +47,7 @@ import httpx
 import structlog
 
 from syncd import __version__
+from syncd.api import LIST_PAGE_LIMIT, RemoteFile
 from syncd.errors import (
     AmbiguousError,
     FatalError,
@@ -56,33 +57,15 @@ from syncd.errors import (
     RetryableError,
     error_for_status,
 )
-from syncd.remote.protocol import RemoteFile, UploadsApi
+from syncd.remote.protocol import UploadsApi
 from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
 from syncd.remote.settings import RemoteSettings
 
 T = TypeVar("T")
-LIST_PAGE_LIMIT = 10_000  # the API's largest (and default) page
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _KEY_LIKE = re.compile(r"\b(sk-|key-)\S+")
 
-log = structlog.get_logger("syncd.remote")
-
-
-# How httpx (and so the official SDK) writes a filename into Content-Disposition: the
-# HTML5 form encoding, '"' and control characters other than ESC percent-encoded.
-_WIRE_ESCAPES = {'"': "%22", **{chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
-_WIRE_PATTERN = re.compile("|".join(re.escape(c) for c in _WIRE_ESCAPES))
-
-
-def wire_filename(filename: str) -> str:
-    """The filename a server stores for ``filename`` sent by ``upload``.
-
-    httpx percent-encodes ``"`` and control characters (a newline becomes ``%0A``) and
-    servers do not decode them, so a path holding such characters comes back changed.
-    Everything else, non-ASCII letters and ``/`` included, arrives as it was given.
-    Reconciliation must match remote files against ``wire_filename(name)``.
-    """
-    return _WIRE_PATTERN.sub(lambda m: _WIRE_ESCAPES[m.group(0)], filename)
+log = structlog.get_logger(__name__)
 
 
 class FileChangedWhileUploading(Exception):

@@ -10,7 +10,7 @@ intent must be on disk before its request leaves). Tables:
 - ``intents``: write-ahead records. An upload intent is committed *before* the request;
   its outcome and the path's new ``files`` row commit in one transaction, together with a
   delete intent for the version it replaces. An open intent after a crash is reconciled
-  (see ``syncd.execute``) before anything else happens.
+  (see ``syncd.sync.engine``) before anything else happens.
 - ``dirty``: the daemon's durable queue of paths to look at again.
 - ``passes``: one row per pass, for ``syncd status``.
 - ``multipart_uploads``/``multipart_parts``: large files being sent through the Uploads
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from syncd.api import RemoteFile
 from syncd.errors import LedgerLockedError, SyncdError
-from syncd.remote.protocol import RemoteFile
 
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -72,7 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
         started_at REAL NOT NULL, finished_at REAL, result TEXT, summary TEXT
     );
     """,
-    # 2: resumable uploads through the Uploads API (syncd.remote.multipart).
+    # 2: resumable uploads through the Uploads API (syncd.sync.multipart).
     """
     CREATE TABLE multipart_uploads (
         upload_id TEXT PRIMARY KEY,

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncd.errors import SyncdError
-from syncd.ledger import Fingerprint, LedgerRow
-from syncd.rules import PathFilter
+from syncd.local.rules import PathFilter
+from syncd.state.ledger import Fingerprint, LedgerRow
 
 HASH_CHUNK = 1024 * 1024
 

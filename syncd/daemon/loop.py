@@ -5,7 +5,7 @@ the remote, start each watcher, run a full pass per mirror (catching up on what 
 while syncd was stopped), then ``READY=1`` with the status line. Then loop: wait on one
 ``threading.Event`` until a runner has work (a quiet hint, the rescan timer, a retry
 whose backoff ran out), a signal arrives, or the key file changes; run the due passes
-(see ``syncd.daemon_mirror``); publish ``STATUS=`` when it changed.
+(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed.
 
 - **Stop** (first SIGTERM/SIGINT, on the signal thread): ``STOPPING=1``, no new action
   starts, in-flight uploads finish, the loop ends and the process exits 0. If that takes
@@ -35,15 +35,16 @@ from typing import Protocol
 import structlog
 
 from syncd.config import MirrorConfig
-from syncd.daemon_mirror import MirrorRunner
-from syncd.daemon_support import Heartbeat, Keepalive, status_line
+from syncd.daemon.keepalive import Heartbeat, Keepalive
+from syncd.daemon.mirror import MirrorRunner
+from syncd.daemon.notify import SystemdNotifier
+from syncd.daemon.status import status_line
 from syncd.errors import ConfigError, SyncdError
-from syncd.ledger import Ledger
-from syncd.notify import SystemdNotifier
 from syncd.paths import ledger_path
 from syncd.remote.protocol import FilesRemote
+from syncd.state.ledger import Ledger
 
-log = structlog.get_logger("syncd.daemon")
+log = structlog.get_logger(__name__)
 
 STOP_GRACE_SECONDS = 8.0
 KEY_POLL_SECONDS = 2.0

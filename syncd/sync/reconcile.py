@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from syncd.api import RemoteFile, wire_filename
 from syncd.errors import FatalError, RemoteError
-from syncd.ledger import Intent, Ledger
-from syncd.remote.http import wire_filename
-from syncd.remote.protocol import FilesRemote, RemoteFile
+from syncd.remote.protocol import FilesRemote
+from syncd.state.ledger import Intent, Ledger
 
 CLOCK_SKEW_MARGIN = 120.0
 # How long after reconciliation found nothing a late copy may still appear (a request
@@ -49,7 +49,7 @@ CLOCK_SKEW_MARGIN = 120.0
 LATE_COPY_WINDOW = 900.0
 NOT_STORED = "superseded or not stored"  # the outcome of upload intents that stored nothing
 
-log = structlog.get_logger("syncd.reconcile")
+log = structlog.get_logger(__name__)
 
 
 @dataclass

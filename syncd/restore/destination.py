@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from syncd.errors import SyncdError
-from syncd.names import is_inside, parent_dirs
+from syncd.restore.names import is_inside, parent_dirs
 
 TEMP_PREFIX = ".syncd-"
 TEMP_SUFFIX = ".part"

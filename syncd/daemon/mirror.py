@@ -13,7 +13,7 @@ Hints go to the aggregator at once and to the ledger's ``dirty`` table at the ne
 (one transaction per batch, not one fsync per event). Hints not yet written when the
 process dies are not lost either: every start begins with a full pass.
 
-Safety (``syncd.daemon_folder``): before every pass the folder itself is checked.
+Safety (``syncd.daemon.folder_guard``): before every pass the folder itself is checked.
 Gone, on another filesystem than the one recorded in the ledger, or empty (and another
 directory than before) while the ledger tracks files: that is an unmounted disk or a
 renamed folder, not "every file deleted". The runner pauses (no pass, so no delete),
@@ -31,24 +31,21 @@ from collections.abc import Callable
 import structlog
 
 from syncd.config import MirrorConfig
-from syncd.daemon_folder import Identity, folder_identity, folder_is_empty, folder_problem
-from syncd.daemon_support import Heartbeat, MirrorStatus
+from syncd.daemon.folder_guard import Identity, folder_identity, folder_is_empty, folder_problem
+from syncd.daemon.keepalive import Heartbeat
+from syncd.daemon.status import MirrorStatus
 from syncd.errors import FatalError, SyncdError
-from syncd.execute import SyncEngine
-from syncd.execute_types import Outcome, PassResult
-from syncd.ledger import Ledger
-from syncd.plan import Action, Plan
-from syncd.progress import LogReporter
+from syncd.local.scan import FolderUnavailableError, ScanResult
+from syncd.local.watch.aggregator import DirtyPathAggregator, hint_covers, is_subtree_hint
+from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
-from syncd.scan import FolderUnavailableError, ScanResult
-from syncd.watch import (
-    DirtyPathAggregator,
-    FolderWatcher,
-    hint_covers,
-    is_subtree_hint,
-)
+from syncd.state.ledger import Ledger
+from syncd.sync.engine import SyncEngine
+from syncd.sync.plan import Action, Plan
+from syncd.sync.progress import LogReporter
+from syncd.sync.result import Outcome, PassResult
 
-log = structlog.get_logger("syncd.daemon")
+log = structlog.get_logger(__name__)
 
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0

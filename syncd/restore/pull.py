@@ -29,16 +29,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-from syncd.destination import (
+from syncd.api import RemoteFile
+from syncd.errors import ConfigError, FatalError, NotFoundError, RemoteError, SyncdError
+from syncd.paths import LEDGER_SUFFIX, default_state_dir, find_ledgers, ledger_path
+from syncd.remote.protocol import FilesRemote
+from syncd.restore.destination import (
     Destination,
     HashingWriter,
     PullCancelledError,
     UnsafePathError,
     describe_mode,
 )
-from syncd.errors import ConfigError, FatalError, NotFoundError, RemoteError, SyncdError
-from syncd.ledger import LedgerRow
-from syncd.names import (
+from syncd.restore.names import (
     Refusal,
     RefusedName,
     check_relative,
@@ -46,8 +48,7 @@ from syncd.names import (
     place_remote_files,
     with_id_suffix,
 )
-from syncd.paths import LEDGER_SUFFIX, default_state_dir, find_ledgers, ledger_path
-from syncd.remote.protocol import FilesRemote, RemoteFile
+from syncd.state.ledger import LedgerRow
 
 _STOPPING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
@@ -150,7 +151,7 @@ def remote_items(
     files: Sequence[RemoteFile], dest: Destination
 ) -> tuple[list[PullItem], list[Refusal]]:
     """What ``pull --all`` brings back: every remote file under a cleaned, distinct name
-    (``syncd.names``); a name held in DEST by a different file gets the id suffix."""
+    (``syncd.restore.names``); a name held in DEST by a different file gets the id suffix."""
     placements, refused = place_remote_files(files)
     taken = {p.path for p in placements}
     items: list[PullItem] = []

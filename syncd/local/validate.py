@@ -8,7 +8,7 @@ Files API itself refuses (so a refusal costs no request):
 - more than ``max_file_bytes`` (the API's 512 MB; tests lower it), unless the purpose
   is one the Uploads API takes (assistants, batch, fine-tune, vision), whose files may
   have up to ``max_upload_bytes`` (8 GB) and are sent in parts
-  (``syncd.remote.multipart``);
+  (``syncd.sync.multipart``);
 - for purposes ``fine-tune``, ``batch`` and ``evals``: a name not ending in ``.jsonl``,
   a line that is not valid UTF-8 JSON object (named by its number; a blank line counts,
   except a final newline);
@@ -24,17 +24,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from syncd.remote.protocol import (
+from syncd.api import (
+    BATCH_KEYS,
+    BATCH_MAX_BYTES,
+    BATCH_MAX_LINES,
     JSONL_PURPOSES,
     MAX_FILE_BYTES,
     MAX_UPLOAD_BYTES,
     UPLOAD_PURPOSES,
     UPLOADS_API_PURPOSES,
 )
-
-BATCH_MAX_BYTES = 200 * 1000 * 1000
-BATCH_MAX_LINES = 50_000
-BATCH_KEYS = ("custom_id", "method", "url", "body")
 
 
 @dataclass(frozen=True)

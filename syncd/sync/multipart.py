@@ -14,7 +14,7 @@ streamed pass on a thread beside the part uploads, and kept in the ledger so a r
 does not compute it again.
 
 The File appears only at ``complete``, so the caller's upload intent (see
-``syncd.execute``) covers it exactly as it covers ``POST /files``.
+``syncd.sync.engine``) covers it exactly as it covers ``POST /files``.
 """
 
 from __future__ import annotations
@@ -31,25 +31,18 @@ from typing import Protocol, cast
 
 import structlog
 
-from syncd.crashpoints import StepHook, no_step
+from syncd.api import MAX_PART_BYTES, UPLOAD_LIFETIME_SECONDS, UPLOADS_API_PURPOSES, RemoteFile
 from syncd.errors import FatalError, PermanentError, RemoteError, RetryableError
-from syncd.ledger import LedgerRow, MultipartRecord
-from syncd.remote.protocol import (
-    MAX_PART_BYTES,
-    UPLOADS_API_PURPOSES,
-    RemoteFile,
-    SupportsUploadsApi,
-    UploadGoneError,
-    UploadsApi,
-)
+from syncd.remote.protocol import SupportsUploadsApi, UploadGoneError, UploadsApi
+from syncd.state.ledger import LedgerRow, MultipartRecord
+from syncd.sync.steps import StepHook, no_step
 
-UPLOAD_LIFETIME_SECONDS = 3600  # the API's: a pending upload expires after an hour
 EXPIRY_MARGIN_SECONDS = 300.0  # an upload with less left is not resumed but made anew
 DEFAULT_PARALLEL_PARTS = 4
 FRESH_STARTS = 2  # new uploads made within one call when the server loses them
 MD5_CHUNK = 1024 * 1024
 
-log = structlog.get_logger("syncd.multipart")
+log = structlog.get_logger(__name__)
 
 
 def mime_type_for(filename: str) -> str:

@@ -1,6 +1,6 @@
 """What a pass reports: per-action outcomes, the pass result, and the reporter hook.
 
-Kept apart from ``syncd.execute`` so that commands, the progress bar and the daemon can
+Kept apart from ``syncd.sync.engine`` so that commands, the progress bar and the daemon can
 use the result types without the engine's machinery.
 """
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from syncd.plan import Action, ActionKind, Plan
-from syncd.reconcile import ReconcileReport
-from syncd.scan import ScanProblem, ScanResult
+from syncd.local.scan import ScanProblem, ScanResult
+from syncd.sync.plan import Action, ActionKind, Plan
+from syncd.sync.reconcile import ReconcileReport
 
 
 class OutcomeStatus(StrEnum):

@@ -33,10 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from syncd.ledger import LedgerRow
-from syncd.remote.protocol import RemoteFile
-from syncd.rules import PathFilter, PurposeRule, choose_purpose
-from syncd.scan import LocalFile
+from syncd.api import RemoteFile
+from syncd.local.rules import PathFilter, PurposeRule, choose_purpose
+from syncd.local.scan import LocalFile
+from syncd.state.ledger import LedgerRow
 
 GUARD_MIN_DELETES = 10
 

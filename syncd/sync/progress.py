@@ -24,13 +24,13 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from syncd.execute_types import Outcome, OutcomeStatus, PassResult, Reporter
-from syncd.plan import Action, ActionKind, Plan
-from syncd.scan import ScanResult
+from syncd.local.scan import ScanResult
+from syncd.sync.plan import Action, ActionKind, Plan
+from syncd.sync.result import Outcome, OutcomeStatus, PassResult, Reporter
 
 DELAY_SECONDS = 1.0
 
-log = structlog.get_logger("syncd.sync")
+log = structlog.get_logger(__name__)
 
 _EVENTS = {
     ActionKind.UPLOAD: "uploaded",

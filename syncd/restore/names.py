@@ -35,7 +35,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-from syncd.remote.protocol import RemoteFile
+from syncd.api import RemoteFile
 
 MAX_NAME_BYTES = 255  # NAME_MAX of every common Linux filesystem
 MAX_PATH_BYTES = 3800  # below PATH_MAX (4096), leaving room for the destination itself

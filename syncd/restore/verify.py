@@ -31,13 +31,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from syncd.destination import HashingWriter
+from syncd.api import RemoteFile, wire_filename
 from syncd.errors import FatalError, NotFoundError, RemoteError
-from syncd.ledger import LedgerRow
-from syncd.remote.http import wire_filename
-from syncd.remote.protocol import FilesRemote, RemoteFile
-from syncd.rules import PathFilter
-from syncd.scan import FileChangedError, ScanResult, hash_file
+from syncd.local.rules import PathFilter
+from syncd.local.scan import FileChangedError, ScanResult, hash_file
+from syncd.remote.protocol import FilesRemote
+from syncd.restore.destination import HashingWriter
+from syncd.state.ledger import LedgerRow
 
 
 class DiffKind(StrEnum):

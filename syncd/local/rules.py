@@ -20,9 +20,19 @@ Purpose rules are tried in order; the first whose glob matches decides the purpo
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+DEFAULT_IGNORES: tuple[str, ...] = ("*.swp", "*~", ".#*", "*.tmp", ".~lock*")
+"""Editor and office temp files, matched with fnmatch on a file's base name."""
+
+
+def is_ignored_name(name: str, globs: Sequence[str]) -> bool:
+    """Whether a file's base name matches one of the ignore globs (case-sensitive)."""
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
 
 
 @functools.lru_cache(maxsize=1024)

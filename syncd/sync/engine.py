@@ -35,29 +35,30 @@ from pathlib import Path
 
 import structlog
 
+from syncd.api import JSONL_PURPOSES, RemoteFile
 from syncd.config import MirrorConfig
-from syncd.crashpoints import StepHook, no_step
 from syncd.errors import AmbiguousError, FatalError, RemoteError, Verdict
-from syncd.execute_types import (
+from syncd.local.scan import FileChangedError, Scanner, ScanResult, current_fingerprint
+from syncd.local.validate import check_jsonl, check_name, check_size
+from syncd.remote.protocol import FilesRemote
+from syncd.state.ledger import Fingerprint, Ledger, LedgerRow
+from syncd.sync.multipart import MultipartJob, multipart_uploader
+from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
+from syncd.sync.reconcile import Reconciler
+from syncd.sync.result import (
     NullReporter,
     Outcome,
     OutcomeStatus,
     PassResult,
     Reporter,
 )
-from syncd.ledger import Fingerprint, Ledger, LedgerRow
-from syncd.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
-from syncd.reconcile import Reconciler
-from syncd.remote.multipart import MultipartJob, multipart_uploader
-from syncd.remote.protocol import JSONL_PURPOSES, FilesRemote, RemoteFile
-from syncd.scan import FileChangedError, Scanner, ScanResult, current_fingerprint
-from syncd.validate import check_jsonl, check_name, check_size
+from syncd.sync.steps import StepHook, no_step
 
 AMBIGUOUS_ROUNDS = 3
 HASH_ATTEMPTS = 3
 INTENT_RETENTION_SECONDS = 7 * 86400
 
-log = structlog.get_logger("syncd.execute")
+log = structlog.get_logger(__name__)
 
 
 class SyncEngine:

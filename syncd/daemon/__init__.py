@@ -1,0 +1,1 @@
+"""``syncd run``: the loop that schedules passes, one runner per mirror, and its plumbing."""

@@ -1,0 +1,47 @@
+"""The daemon's one-line ``STATUS=`` text, from per-mirror counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MirrorStatus:
+    """What one mirror contributes to the status line."""
+
+    folder: str
+    mirrored: int
+    pending: int
+    failed: int
+    retrying: int = 0
+    next_retry_in: float | None = None
+    paused: str | None = None
+    refusal: str | None = None
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> str:
+    """``paused: ...; mirrored N files, M pending, K failed`` (one line, for STATUS=)."""
+    parts: list[str] = []
+    if paused:
+        parts.append(f"paused: {paused}")
+    parts += [f"paused: {m.paused}" for m in mirrors if m.paused]
+    parts += [m.refusal for m in mirrors if m.refusal]
+    counts = (
+        f"mirrored {_plural(sum(m.mirrored for m in mirrors), 'file')}"
+        + (f" in {len(mirrors)} folders" if len(mirrors) > 1 else "")
+        + f", {sum(m.pending for m in mirrors)} pending"
+        + f", {sum(m.failed for m in mirrors)} failed"
+    )
+    retrying = sum(m.retrying for m in mirrors)
+    waits = [m.next_retry_in for m in mirrors if m.next_retry_in is not None]
+    if retrying and waits:
+        counts += f" ({retrying} retrying, next in {max(0, round(min(waits)))} s)"
+    elif retrying:
+        counts += f" ({retrying} retrying)"
+    parts.append(counts)
+    return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""The folder: walking it, fingerprinting its files, which paths are in scope, checks."""

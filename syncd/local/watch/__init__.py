@@ -1,0 +1,1 @@
+"""Watching the folder: inotify events become hints, debounced per path."""

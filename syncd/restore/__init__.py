@@ -1,0 +1,1 @@
+"""Getting files back and checking them: ``pull``, ``verify``, safe destinations and names."""

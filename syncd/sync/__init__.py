@@ -1,0 +1,1 @@
+"""One pass: plan (pure), orchestrate (engine), act (transfer), and settle what is unknown."""
