@@ -1,25 +1,36 @@
-"""Every error syncd raises on purpose, in one tree, each carrying its retry verdict.
+"""Every error syncd raises on purpose, in one tree, each carrying its verdict.
 
 ::
 
     SyncdError                      anything syncd reports as a one-line message
     ├── ConfigError                 a bad config key, option or environment value (exit 2)
     ├── LedgerLockedError           another process holds the folder's ledger
+    ├── StoreLockedError            another `syncd serve` uses this store directory
+    ├── FolderUnavailableError      the mirrored folder is missing or not a directory
+    ├── LocalFileError              a local file cannot be read as it is (per file)
+    │   ├── FileChangedError        it changed while it was read or sent: no hash or
+    │   │                           upload describes one version of it; try again later
+    │   └── NotRegularFileError     it is no longer a regular file (also an OSError)
+    ├── RestoreError                a file cannot be put back in the destination
+    │   ├── UnsafePathError         a path below the destination must not be written
+    │   ├── PullCancelledError      the pull stopped while this file streamed
+    │   └── ContentMismatchError    the downloaded bytes are not what the ledger recorded
     └── RemoteError                 a Files API call failed; .status, .message, .retry_after
-        ├── RetryableError          worth trying again: connect/read errors, timeouts,
-        │   │                       408, 409, 429, 5xx
-        │   ├── RateLimitedError    429; .retry_after pauses *every* worker (see RetryGate)
-        │   └── AmbiguousError      the request may have taken effect but the answer was
-        │                           lost (upload sent, then timeout/reset/5xx): the
-        │                           executor must reconcile before trying again
-        ├── PermanentError          this request will not succeed as it is (other 4xx);
-        │   │                       a per-file error, not retried until the file changes
-        │   └── NotFoundError       404; deleting a missing file counts as success
-        └── FatalError              401/403: the key is wrong or lacks rights; stop
+        ├── RetryableError          RETRYABLE: connect/read errors, timeouts, 408, 409,
+        │   │                       429, 5xx; certainly not carried out, try again
+        │   └── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        ├── AmbiguousError          AMBIGUOUS: the request may have taken effect but the
+        │                           answer was lost (upload sent, then timeout/reset/5xx);
+        │                           never retried blindly: reconcile first
+        ├── PermanentError          PERMANENT: this request will not succeed as it is
+        │   │                       (other 4xx); per file, not retried until it changes
+        │   ├── NotFoundError       NOT_FOUND: 404; deleting a missing file is success
+        │   └── UploadGoneError     an Uploads API upload is no longer pending: start anew
+        └── FatalError              FATAL: 401/403, the key is wrong or lacks rights: stop
                                     uploading and say so
 
-The verdict is decided here, once, from the status code (``classify_status``) before
-anything retries; tenacity only ever retries ``RetryableError``.
+The verdict of a status is decided here, once (``classify_status``), before anything
+retries; tenacity only ever retries errors whose verdict is ``RETRYABLE``.
 """
 
 from __future__ import annotations
@@ -39,8 +50,46 @@ class LedgerLockedError(SyncdError):
     """Another process already holds the ledger of this folder."""
 
 
+class StoreLockedError(SyncdError):
+    """Another server already uses this data directory."""
+
+
+class FolderUnavailableError(SyncdError):
+    """The mirrored folder is missing or not a directory (unmounted, renamed, a typo)."""
+
+
+class LocalFileError(SyncdError):
+    """A local file cannot be read as it is; a per-file problem, never the pass's."""
+
+
+class FileChangedError(LocalFileError):
+    """The file changed while it was read (hashed, checked or sent): what was read
+    describes no single version of it."""
+
+
+class NotRegularFileError(LocalFileError, OSError):
+    """The path is (no longer) a regular file. Also an ``OSError``: "cannot read it"."""
+
+
+class RestoreError(SyncdError):
+    """A file that cannot be put back into the destination as asked."""
+
+
+class UnsafePathError(RestoreError):
+    """A path below the destination that must not be written (a link, not a folder)."""
+
+
+class PullCancelledError(RestoreError):
+    """The transfer was stopped (interrupt, disk full, bad key) while this file streamed."""
+
+
+class ContentMismatchError(RestoreError):
+    """The downloaded bytes are not what the ledger recorded."""
+
+
 class Verdict(Enum):
     RETRYABLE = "retryable"
+    AMBIGUOUS = "ambiguous"
     PERMANENT = "permanent"
     NOT_FOUND = "not_found"
     FATAL = "fatal"
@@ -79,8 +128,10 @@ class RateLimitedError(RetryableError):
     pass
 
 
-class AmbiguousError(RetryableError):
+class AmbiguousError(RemoteError):
     """The request may have been carried out although no answer arrived."""
+
+    verdict = Verdict.AMBIGUOUS
 
 
 class PermanentError(RemoteError):
@@ -89,6 +140,10 @@ class PermanentError(RemoteError):
 
 class NotFoundError(PermanentError):
     verdict = Verdict.NOT_FOUND
+
+
+class UploadGoneError(PermanentError):
+    """The upload is no longer pending on the server (expired, cancelled, unknown)."""
 
 
 class FatalError(RemoteError):

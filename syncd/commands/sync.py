@@ -27,8 +27,8 @@ from syncd.config import (
     load_config,
     mirror_for_folder,
 )
-from syncd.errors import ConfigError
-from syncd.local.scan import FolderUnavailableError, Scanner, display_path
+from syncd.errors import ConfigError, FolderUnavailableError
+from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
 from syncd.state.ledger import Ledger
 from syncd.sync.engine import SyncEngine

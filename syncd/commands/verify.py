@@ -21,8 +21,8 @@ from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.commands.pull import TransferDisplay
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, load_config, mirror_for_folder
-from syncd.errors import ConfigError
-from syncd.local.scan import FolderUnavailableError, Scanner
+from syncd.errors import ConfigError, FolderUnavailableError
+from syncd.local.scan import Scanner
 from syncd.paths import ledger_path
 from syncd.restore.names import printable
 from syncd.restore.verify import (

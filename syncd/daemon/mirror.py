@@ -34,8 +34,8 @@ from syncd.config import MirrorConfig
 from syncd.daemon.folder_guard import Identity, folder_identity, folder_is_empty, folder_problem
 from syncd.daemon.keepalive import Heartbeat
 from syncd.daemon.status import MirrorStatus
-from syncd.errors import FatalError, SyncdError
-from syncd.local.scan import FolderUnavailableError, ScanResult
+from syncd.errors import FatalError, FolderUnavailableError, SyncdError
+from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import DirtyPathAggregator, hint_covers, is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote

@@ -27,25 +27,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.errors import SyncdError
+from syncd.errors import FileChangedError, FolderUnavailableError, NotRegularFileError
 from syncd.local.rules import PathFilter
 from syncd.state.ledger import Fingerprint, LedgerRow
 
 HASH_CHUNK = 1024 * 1024
 
 _Pending = tuple[Path, str, frozenset[tuple[int, int]]]  # a directory still to list
-
-
-class FolderUnavailableError(SyncdError):
-    """The mirrored folder is missing or not a directory (unmounted, renamed, a typo)."""
-
-
-class FileChangedError(OSError):
-    """The file changed while it was being read; its hash describes no version of it."""
-
-
-class NotRegularFileError(OSError):
-    """The path is (no longer) a regular file."""
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from syncd.api import LIST_PAGE_LIMIT, RemoteFile
 from syncd.errors import (
     AmbiguousError,
     FatalError,
+    FileChangedError,
     NotFoundError,
     PermanentError,
     RemoteError,
@@ -68,16 +69,12 @@ _KEY_LIKE = re.compile(r"\b(sk-|key-)\S+")
 log = structlog.get_logger(__name__)
 
 
-class FileChangedWhileUploading(Exception):
-    """Raised from inside the request body: the file's size changed while it was sent."""
-
-
 class _SizedReader(io.RawIOBase):
     """Exactly ``size`` bytes of an open file, the size taken when the upload starts.
 
     httpx learns the length from ``seek``/``tell`` (no ``fileno``, so it never re-stats
     the file) and reads 64 KiB at a time, so memory stays flat. If the file turns out
-    shorter or longer than ``size``, reading raises ``FileChangedWhileUploading`` before
+    shorter or longer than ``size``, reading raises ``FileChangedError`` before
     the multipart closing boundary goes out, so the server never sees a whole body.
     """
 
@@ -107,12 +104,12 @@ class _SizedReader(io.RawIOBase):
         want = self.size - self._pos if n < 0 else min(n, self.size - self._pos)
         if want == 0:
             if self._file.read(1):
-                raise FileChangedWhileUploading(f"grew beyond {self.size} bytes")
+                raise FileChangedError(f"grew beyond {self.size} bytes")
             self.sent_all = True
             return b""
         chunk = self._file.read(want)
         if not chunk:
-            raise FileChangedWhileUploading(f"shrank below {self.size} bytes")
+            raise FileChangedError(f"shrank below {self.size} bytes")
         self._pos += len(chunk)
         return chunk
 
@@ -386,7 +383,7 @@ class HttpFilesRemote:
         self.gate.wait()
         try:
             response = self._client.send(request)
-        except FileChangedWhileUploading as exc:
+        except FileChangedError as exc:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
         except httpx.TransportError as exc:
             raise self._transport_error(exc, what, ambiguous=reader.sent_all) from exc

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from syncd.api import RemoteFile, RemoteUpload
-from syncd.errors import PermanentError
 
 
 class FilesRemote(Protocol):
@@ -66,10 +65,6 @@ class FilesRemote(Protocol):
     def delete(self, file_id: str) -> None: ...
 
     def close(self) -> None: ...
-
-
-class UploadGoneError(PermanentError):
-    """The upload is no longer pending on the server (expired, cancelled, unknown)."""
 
 
 class UploadsApi(Protocol):

@@ -36,7 +36,7 @@ from email.utils import parsedate_to_datetime
 import structlog
 import tenacity
 
-from syncd.errors import AmbiguousError, RateLimitedError, RemoteError, RetryableError
+from syncd.errors import RateLimitedError, RemoteError, Verdict
 
 RETRY_AFTER_CEILING = 86_400.0
 DEFAULT_MAX_RETRY_AFTER = 120.0
@@ -160,8 +160,9 @@ class RetryGate:
 
 
 def is_retried(exc: BaseException) -> bool:
-    """The retry verdict tenacity applies: retryable, and certainly not carried out."""
-    return isinstance(exc, RetryableError) and not isinstance(exc, AmbiguousError)
+    """What tenacity retries: errors whose verdict is RETRYABLE (certainly not carried
+    out). ``AmbiguousError`` has a verdict of its own and is never retried here."""
+    return isinstance(exc, RemoteError) and exc.verdict is Verdict.RETRYABLE
 
 
 def retry_after_of(exc: BaseException | None) -> float | None:

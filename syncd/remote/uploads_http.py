@@ -26,12 +26,13 @@ from syncd.api import RemoteFile, RemoteUpload
 from syncd.errors import (
     AmbiguousError,
     FatalError,
+    FileChangedError,
     NotFoundError,
     PermanentError,
     RemoteError,
     RetryableError,
+    UploadGoneError,
 )
-from syncd.remote.protocol import UploadGoneError
 
 if TYPE_CHECKING:
     from syncd.remote.files_http import HttpFilesRemote
@@ -42,10 +43,6 @@ _NOT_PENDING = re.compile(r"expired|cancell?ed|not 'pending'|no such upload", re
 _COMPLETED = re.compile(r"'completed'|already completed", re.IGNORECASE)
 
 
-class _SourceChanged(Exception):
-    """Raised inside a part's body: the file is shorter than the part needs."""
-
-
 class PartBody:
     """The ``multipart/form-data`` body of one part: field ``data`` holding ``length``
     bytes of ``file`` from ``offset``, streamed in ``PART_CHUNK`` (256 KiB) reads.
@@ -53,7 +50,7 @@ class PartBody:
     Built by hand rather than with httpx's ``files=`` so that chunks are 256 KiB instead
     of 64 KiB (4x fewer trips through httpx and h11 per part) and the exact
     ``Content-Length`` is known up front. A file that turns out too short raises
-    ``_SourceChanged`` before the closing boundary, so the server never takes a short part.
+    ``FileChangedError`` before the closing boundary, so the server never takes a short part.
     """
 
     def __init__(self, file: BinaryIO, offset: int, length: int) -> None:
@@ -82,7 +79,7 @@ class PartBody:
         while left > 0:
             chunk = self._file.read(min(PART_CHUNK, left))
             if not chunk:
-                raise _SourceChanged(f"ended {left} bytes early")
+                raise FileChangedError(f"ended {left} bytes early")
             left -= len(chunk)
             yield chunk
         yield self._tail
@@ -164,7 +161,7 @@ class HttpUploadsApi:
 
         try:
             return self._remote._retry(what, attempt)
-        except _SourceChanged as exc:
+        except FileChangedError as exc:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
         except RemoteError as exc:
             raise _gone_or(exc, upload_id) from exc

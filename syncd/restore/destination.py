@@ -29,20 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from syncd.errors import SyncdError
+from syncd.errors import PullCancelledError, SyncdError, UnsafePathError
 from syncd.restore.names import is_inside, parent_dirs
 
 TEMP_PREFIX = ".syncd-"
 TEMP_SUFFIX = ".part"
 HASH_CHUNK = 1024 * 1024
-
-
-class UnsafePathError(SyncdError):
-    """A path below the destination that must not be written (a link, not a folder)."""
-
-
-class PullCancelledError(SyncdError):
-    """The transfer was stopped (interrupt, disk full, bad key) while this file streamed."""
 
 
 class HashingWriter(io.RawIOBase):

@@ -30,16 +30,18 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
 from syncd.api import RemoteFile
-from syncd.errors import ConfigError, FatalError, NotFoundError, RemoteError, SyncdError
+from syncd.errors import (
+    ConfigError,
+    ContentMismatchError,
+    FatalError,
+    NotFoundError,
+    PullCancelledError,
+    RemoteError,
+    UnsafePathError,
+)
 from syncd.paths import LEDGER_SUFFIX, default_state_dir, find_ledgers, ledger_path
 from syncd.remote.protocol import FilesRemote
-from syncd.restore.destination import (
-    Destination,
-    HashingWriter,
-    PullCancelledError,
-    UnsafePathError,
-    describe_mode,
-)
+from syncd.restore.destination import Destination, HashingWriter, describe_mode
 from syncd.restore.names import (
     Refusal,
     RefusedName,
@@ -51,10 +53,6 @@ from syncd.restore.names import (
 from syncd.state.ledger import LedgerRow
 
 _STOPPING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-
-
-class ContentMismatchError(SyncdError):
-    """The downloaded bytes are not what the ledger recorded."""
 
 
 class PullOutcome(StrEnum):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from syncd.errors import SyncdError
+from syncd.errors import StoreLockedError
 
 _ALPHABET = string.ascii_letters + string.digits
 _SCHEMA = """
@@ -60,10 +60,6 @@ TOMBSTONE_KEEP_SECONDS = 7 * 86400
 def new_id(prefix: str) -> str:
     """An id like the real API's: a prefix and 24 random letters and digits."""
     return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(24))
-
-
-class StoreLockedError(SyncdError):
-    """Another server already uses this data directory."""
 
 
 @dataclass(frozen=True)

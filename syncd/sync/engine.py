@@ -37,8 +37,14 @@ import structlog
 
 from syncd.api import JSONL_PURPOSES, RemoteFile
 from syncd.config import MirrorConfig
-from syncd.errors import AmbiguousError, FatalError, RemoteError, Verdict
-from syncd.local.scan import FileChangedError, Scanner, ScanResult, current_fingerprint
+from syncd.errors import (
+    AmbiguousError,
+    FatalError,
+    FileChangedError,
+    RemoteError,
+    Verdict,
+)
+from syncd.local.scan import Scanner, ScanResult, current_fingerprint
 from syncd.local.validate import check_jsonl, check_name, check_size
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Fingerprint, Ledger, LedgerRow

@@ -32,8 +32,8 @@ from typing import Protocol, cast
 import structlog
 
 from syncd.api import MAX_PART_BYTES, UPLOAD_LIFETIME_SECONDS, UPLOADS_API_PURPOSES, RemoteFile
-from syncd.errors import FatalError, PermanentError, RemoteError, RetryableError
-from syncd.remote.protocol import SupportsUploadsApi, UploadGoneError, UploadsApi
+from syncd.errors import FatalError, PermanentError, RemoteError, RetryableError, UploadGoneError
+from syncd.remote.protocol import SupportsUploadsApi, UploadsApi
 from syncd.state.ledger import LedgerRow, MultipartRecord
 from syncd.sync.steps import StepHook, no_step
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from serverproc import ServerProcess
 
-from syncd.errors import AmbiguousError, PermanentError, RetryableError
+from syncd.errors import AmbiguousError, PermanentError, RetryableError, UploadGoneError
 from syncd.remote.files_http import HttpFilesRemote
-from syncd.remote.protocol import UploadGoneError
 from syncd.remote.retry import RetryPolicy
 from syncd.remote.settings import RemoteSettings
 from syncd.remote.uploads_http import HttpUploadsApi

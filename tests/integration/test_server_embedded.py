@@ -12,8 +12,8 @@ import openai
 import pytest
 from serverproc import ServerProcess, clean_env
 
+from syncd.errors import StoreLockedError
 from syncd.server.embedded import EmbeddedServer, default_data_dir
-from syncd.server.store import StoreLockedError
 
 
 def test_embedded_server_serves_over_http_and_keeps_its_store(tmp_path: Path) -> None:

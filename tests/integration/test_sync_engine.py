@@ -14,8 +14,8 @@ from serverproc import ServerProcess
 from synccli import list_remote, local_files, remote_files, upload_directly, write
 
 from syncd.config import MirrorConfig
+from syncd.errors import FolderUnavailableError
 from syncd.local.rules import PurposeRule
-from syncd.local.scan import FolderUnavailableError
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 from syncd.state.ledger import Fingerprint, Ledger

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from syncd.api import RemoteFile, RemoteUpload
-from syncd.errors import AmbiguousError, PermanentError, RetryableError
-from syncd.remote.protocol import UploadGoneError
+from syncd.errors import AmbiguousError, PermanentError, RetryableError, UploadGoneError
 from syncd.state.ledger import Fingerprint, Ledger, MultipartRecord
 from syncd.sync.multipart import (
     EXPIRY_MARGIN_SECONDS,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.errors import ConfigError
-from syncd.remote.files_http import FileChangedWhileUploading, _SizedReader
+from syncd.errors import ConfigError, FileChangedError
+from syncd.remote.files_http import _SizedReader
 from syncd.remote.settings import DEFAULT_BASE_URL, RemoteSettings, remote_settings_from_env
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -147,11 +147,11 @@ def test_sized_reader_raises_when_the_file_grew_or_shrank(tmp_path: Path) -> Non
         assert reader.read(100) == b"x" * 100
         with open(path, "ab") as writer:
             writer.write(b"more")
-        with pytest.raises(FileChangedWhileUploading, match="grew"):
+        with pytest.raises(FileChangedError, match="grew"):
             reader.read(100)
         assert not reader.sent_all
     with open(path, "rb") as file:
         reader = _SizedReader(file, 500)
         reader.read(104)
-        with pytest.raises(FileChangedWhileUploading, match="shrank"):
+        with pytest.raises(FileChangedError, match="shrank"):
             reader.read(100)
