@@ -28,7 +28,7 @@ from syncd.errors import ConfigError
 from syncd.paths import LEDGER_SUFFIX, find_ledgers, ledger_path
 from syncd.restore.names import printable
 from syncd.restore.pull import state_dir
-from syncd.state.ledger import Ledger
+from syncd.state.ledger import IntentKind, Ledger
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def owners(ledger_files: list[Path]) -> dict[str, Owner]:
     for ledger_file in ledger_files:
         with Ledger.open_readonly(ledger_file) as ledger:
             for intent in ledger.open_intents():
-                if intent.kind == "delete" and intent.file_id:
+                if intent.kind is IntentKind.DELETE and intent.file_id:
                     found[intent.file_id] = Owner(ledger_file, intent.path, current=False)
             for path, row in ledger.rows().items():
                 if row.file_id:

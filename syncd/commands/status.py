@@ -20,7 +20,7 @@ from syncd.commands._options import add_state_argument
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
-from syncd.state.ledger import Ledger, LedgerStatus
+from syncd.state.ledger import ErrorKind, Ledger, LedgerStatus
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -127,10 +127,10 @@ def status_json(
                 "attempts": row.attempts,
                 "next_attempt": _when(row.next_attempt_at),
                 "retry_in_seconds": None
-                if row.error_kind != "retryable" or row.next_attempt_at is None
+                if row.error_kind != ErrorKind.RETRYABLE or row.next_attempt_at is None
                 else max(0.0, round(row.next_attempt_at - now, 1)),
                 "retry": None
-                if row.error_kind != "retryable"
+                if row.error_kind != ErrorKind.RETRYABLE
                 else retry_in(row.next_attempt_at, now),
             }
             for row in status.problem_rows
@@ -159,7 +159,7 @@ def print_status(data: dict[str, Any]) -> None:
             file=out,
         )
     for problem in data["problems"]:
-        if problem["kind"] == "permanent":
+        if problem["kind"] == ErrorKind.PERMANENT:
             note = "not retried until the file changes"
         else:
             note = f"attempt {problem['attempts']}, {problem['retry']}"

@@ -35,7 +35,7 @@ from syncd.restore.verify import (
     local_targets,
     sort_differences,
 )
-from syncd.state.ledger import Ledger
+from syncd.state.ledger import IntentKind, Ledger
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         pending = {
             str(i.file_id): i.path
             for i in ledger.open_intents()
-            if i.kind == "delete" and i.file_id
+            if i.kind is IntentKind.DELETE and i.file_id
         }
     display = TransferDisplay(sys.stderr, verb="verifying")
     scan = scanner.scan(rows if args.quick else {})

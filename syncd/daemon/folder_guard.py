@@ -7,11 +7,7 @@ compares: :func:`folder_problem` says whether to pause, and why.
 
 from __future__ import annotations
 
-import os
-import stat
-from pathlib import Path
-
-Identity = tuple[int, int]  # (st_dev, st_ino) of the folder
+from syncd.local.fingerprint import Identity
 
 
 def folder_problem(
@@ -44,21 +40,3 @@ def folder_problem(
             f"(unmounted disk?): {advice} {override}"
         )
     return None
-
-
-def folder_identity(folder: Path) -> Identity | None:
-    """(device, inode) of ``folder``; None when it is missing or not a directory."""
-    try:
-        st = folder.stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-
-
-def folder_is_empty(folder: Path) -> bool:
-    """True when ``folder`` holds no entry at all (what a bare mount point looks like)."""
-    try:
-        with os.scandir(folder) as entries:
-            return next(entries, None) is None
-    except OSError:
-        return False

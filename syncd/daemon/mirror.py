@@ -31,15 +31,16 @@ from collections.abc import Callable
 import structlog
 
 from syncd.config import MirrorConfig
-from syncd.daemon.folder_guard import Identity, folder_identity, folder_is_empty, folder_problem
+from syncd.daemon.folder_guard import folder_problem
 from syncd.daemon.keepalive import Heartbeat
 from syncd.daemon.status import MirrorStatus
 from syncd.errors import FatalError, FolderUnavailableError, SyncdError
+from syncd.local.fingerprint import Identity, folder_identity, folder_is_empty
 from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import DirtyPathAggregator, hint_covers, is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import Ledger
+from syncd.state.ledger import ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
 from syncd.sync.progress import LogReporter
@@ -431,7 +432,7 @@ class MirrorRunner:
         self._retry_at = {
             row.path: row.next_attempt_at
             for row in status.problem_rows
-            if row.error_kind == "retryable"
+            if row.error_kind == ErrorKind.RETRYABLE
             and row.next_attempt_at is not None
             and (row.next_attempt_at > wall or row.path not in (handled or ()))
         }

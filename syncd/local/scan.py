@@ -20,18 +20,16 @@ Contract of ``Scanner.scan``:
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from syncd.errors import FileChangedError, FolderUnavailableError, NotRegularFileError
+from syncd.errors import FileChangedError
+from syncd.local.fingerprint import Fingerprint, folder_stat, hash_file
 from syncd.local.rules import PathFilter
-from syncd.state.ledger import Fingerprint, LedgerRow
-
-HASH_CHUNK = 1024 * 1024
+from syncd.state.ledger import LedgerRow
 
 _Pending = tuple[Path, str, frozenset[tuple[int, int]]]  # a directory still to list
 
@@ -82,43 +80,6 @@ def is_utf8(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-
-
-def hash_file(
-    path: Path | str, *, on_chunk: Callable[[int], None] | None = None
-) -> tuple[str, os.stat_result]:
-    """SHA-256 of the file's content and the stat that content had.
-
-    Opens without blocking (a FIFO swapped in is refused, not waited on), and compares
-    the stat before and after reading: ``FileChangedError`` when they differ or when the
-    path now names another file. ``on_chunk(n)`` is called after each chunk.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as stream:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise NotRegularFileError(f"{path}: not a regular file")
-        digest = hashlib.sha256()
-        read = 0
-        # Read at most the size seen at the start, so a file that keeps growing as fast
-        # as it is read still ends (and is then caught by the stat comparison).
-        while read < before.st_size:
-            chunk = stream.read(min(HASH_CHUNK, before.st_size - read))
-            if not chunk:
-                break
-            digest.update(chunk)
-            read += len(chunk)
-            if on_chunk is not None:
-                on_chunk(len(chunk))
-        after = os.fstat(fd)
-    now = Path(path).stat()
-    if not (_stat_key(before) == _stat_key(after) == _stat_key(now) and read == before.st_size):
-        raise FileChangedError(f"{path}: changed while it was read")
-    return digest.hexdigest(), before
 
 
 def current_fingerprint(
@@ -174,15 +135,7 @@ class Scanner:
 
     def check_root(self) -> os.stat_result:
         """Raise FolderUnavailableError unless the folder is a readable directory."""
-        try:
-            st = self.root.stat()
-        except FileNotFoundError:
-            raise FolderUnavailableError(f"folder {self.root} does not exist") from None
-        except OSError as exc:
-            raise FolderUnavailableError(f"folder {self.root}: {exc.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise FolderUnavailableError(f"{self.root} is not a directory")
-        return st
+        return folder_stat(self.root)
 
     def scan(self, rows: Mapping[str, LedgerRow]) -> ScanResult:
         """Walk the whole folder; ``rows`` (the ledger) decides what needs hashing."""

@@ -33,8 +33,9 @@ from typing import Any, BinaryIO, cast
 
 from syncd.api import RemoteFile, wire_filename
 from syncd.errors import FatalError, FileChangedError, NotFoundError, RemoteError
+from syncd.local.fingerprint import hash_file
 from syncd.local.rules import PathFilter
-from syncd.local.scan import ScanResult, hash_file
+from syncd.local.scan import ScanResult
 from syncd.remote.protocol import FilesRemote
 from syncd.restore.destination import HashingWriter
 from syncd.state.ledger import LedgerRow

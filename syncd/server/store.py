@@ -24,7 +24,6 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import sqlite3
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from syncd.errors import StoreLockedError
+from syncd.state.lock import FileLock, LockHeldError
 
 _ALPHABET = string.ascii_letters + string.digits
 _SCHEMA = """
@@ -154,12 +154,12 @@ class FileStore:
         self.tmp = root / "tmp"
         for directory in (root, self.blobs, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(root / ".lock", "a+b")  # noqa: SIM115 - held until close()
         try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock_file.close()
-            raise StoreLockedError(f"store {root} is in use by another syncd serve") from exc
+            self._file_lock = FileLock(root / ".lock")
+        except LockHeldError as exc:
+            raise StoreLockedError(
+                f"store {root} is in use by another syncd serve ({exc.holder or 'pid unknown'})"
+            ) from None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(root / "files.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -170,7 +170,7 @@ class FileStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-        self._lock_file.close()
+        self._file_lock.release()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -15,10 +15,12 @@ intent must be on disk before its request leaves). Tables:
 - ``passes``: one row per pass, for ``syncd status``.
 - ``multipart_uploads``/``multipart_parts``: large files being sent through the Uploads
   API, with the parts the server confirmed, so that a restart sends only the rest.
-- ``meta``: the schema version; ``MIGRATIONS`` bring older files up to date.
+- ``meta``: the schema version and facts about the mirror (its folder's identity).
 
-One process at a time: a lock file beside the ledger is held with ``flock`` for the
-process lifetime and names its holder, so a second process gets ``LedgerLockedError``.
+The schema is declared once in ``syncd.state.schema``, which creates and migrates it.
+
+One process at a time: a lock file beside the ledger is held (``syncd.state.lock``) for
+the process lifetime and names its holder, so a second process gets ``LedgerLockedError``.
 Readers (``syncd status``) open read-only without the lock; WAL lets them read while the
 owner writes. One connection is shared by the executor's workers behind one lock.
 The API key is never stored here.
@@ -27,78 +29,42 @@ The API key is never stored here.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from syncd.api import RemoteFile
 from syncd.errors import LedgerLockedError, SyncdError
+from syncd.local.fingerprint import Fingerprint
+from syncd.state.lock import FileLock, LockHeldError
+from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
 
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 3600.0
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema.
-    """
-    CREATE TABLE files (
-        path TEXT PRIMARY KEY,
-        size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT,
-        purpose TEXT, file_id TEXT, remote_bytes INTEGER, remote_filename TEXT,
-        uploaded_at REAL, expires_at INTEGER,
-        last_error TEXT, error_kind TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL,
-        failed_sha256 TEXT, failed_size INTEGER, failed_mtime_ns INTEGER, failed_inode INTEGER
-    );
-    CREATE INDEX files_file_id ON files(file_id);
-    CREATE TABLE intents (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
-        filename TEXT, purpose TEXT, expires_after INTEGER,
-        sha256 TEXT, size INTEGER, mtime_ns INTEGER, inode INTEGER,
-        replaces TEXT, file_id TEXT,
-        started_at REAL NOT NULL, finished_at REAL, outcome TEXT
-    );
-    CREATE INDEX intents_state ON intents(state);
-    CREATE TABLE dirty (path TEXT PRIMARY KEY, queued_at REAL NOT NULL);
-    CREATE TABLE passes (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        started_at REAL NOT NULL, finished_at REAL, result TEXT, summary TEXT
-    );
-    """,
-    # 2: resumable uploads through the Uploads API (syncd.sync.multipart).
-    """
-    CREATE TABLE multipart_uploads (
-        upload_id TEXT PRIMARY KEY,
-        path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
-        purpose TEXT NOT NULL, filename TEXT NOT NULL, expires_after INTEGER,
-        part_size INTEGER NOT NULL, md5 TEXT,
-        created_at REAL NOT NULL, expires_at REAL NOT NULL
-    );
-    CREATE INDEX multipart_uploads_path ON multipart_uploads(path);
-    CREATE TABLE multipart_parts (
-        upload_id TEXT NOT NULL REFERENCES multipart_uploads(upload_id),
-        part_index INTEGER NOT NULL, part_id TEXT NOT NULL, bytes INTEGER NOT NULL,
-        PRIMARY KEY (upload_id, part_index)
-    );
-    """,
-)
+
+class IntentKind(StrEnum):
+    UPLOAD = "upload"
+    DELETE = "delete"
 
 
-@dataclass(frozen=True)
-class Fingerprint:
-    """What identifies one version of a local file's content."""
+class IntentState(StrEnum):
+    OPEN = "open"  # written before its request; the outcome is not known yet
+    DONE = "done"  # carried out, and its outcome recorded
+    FAILED = "failed"  # closed without effect (it provably left nothing behind)
 
-    size: int
-    mtime_ns: int
-    inode: int
-    sha256: str | None
+
+class ErrorKind(StrEnum):
+    """How a path's last upload failed: retried after a backoff, or not until it changes."""
+
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
 
 
 @dataclass(frozen=True)
@@ -117,7 +83,7 @@ class LedgerRow:
     uploaded_at: float | None = None
     expires_at: int | None = None
     last_error: str | None = None
-    error_kind: str | None = None  # "retryable" | "permanent" | None
+    error_kind: str | None = None  # an ErrorKind value, or None
     attempts: int = 0
     next_attempt_at: float | None = None
     failed_sha256: str | None = None
@@ -131,9 +97,9 @@ class Intent:
     """One row of ``intents``: an action that was about to run (or ran)."""
 
     id: int
-    kind: str  # "upload" | "delete"
+    kind: IntentKind
     path: str
-    state: str  # "open" | "done" | "failed"
+    state: IntentState
     started_at: float
     filename: str | None = None
     purpose: str | None = None
@@ -183,37 +149,10 @@ def backoff_seconds(attempts: int) -> float:
     return min(BACKOFF_FIRST_SECONDS * 2.0 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
 
 
-class LedgerLock:
-    """An exclusive ``flock`` on ``<ledger>.lock`` naming its holder's pid and command."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-            os.close(fd)
-            raise LedgerLockedError(
-                f"ledger {path.with_suffix('')} is in use by another syncd process "
-                f"({holder or 'pid unknown'}); stop it first or use another --state"
-            ) from None
-        os.ftruncate(fd, 0)
-        command = " ".join(sys.argv)[:300]
-        os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(), 0)
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-
 class Ledger:
     """The ledger of one mirrored folder. Thread-safe: every access holds one lock."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, lock: LedgerLock | None) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock: FileLock | None) -> None:
         self.path = path
         self._conn = conn
         self._lock = threading.RLock()
@@ -225,7 +164,7 @@ class Ledger:
     def open(cls, path: Path) -> Ledger:
         """Open (creating if needed) and lock the ledger at ``path``, migrating it."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = LedgerLock(path.with_name(path.name + ".lock"))
+        lock = _lock(path)
         try:
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -253,7 +192,7 @@ class Ledger:
             )
             conn.execute("PRAGMA busy_timeout=5000")
             ledger = cls(conn, path, None)
-            if ledger.schema_version() > len(MIGRATIONS):
+            if ledger.schema_version() > SCHEMA_VERSION:
                 raise SyncdError(f"ledger {path} was written by a newer syncd")
         except sqlite3.DatabaseError as exc:
             raise SyncdError(f"ledger {path} is unreadable: {exc}") from None
@@ -273,28 +212,15 @@ class Ledger:
 
     def schema_version(self) -> int:
         with self._lock:
-            if not self._conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchone():
-                return 0
-            row = self._conn.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
-            return int(row[0]) if row else 0
+            return schema_version(self._conn)
 
     def _migrate(self) -> None:
-        version = self.schema_version()
-        if version > len(MIGRATIONS):
-            raise SyncdError(f"ledger {self.path} was written by a newer syncd")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with self._write() as conn:
-                conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),)
-                )
+        with self._write() as conn:
+            version = schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise SyncdError(f"ledger {self.path} was written by a newer syncd")
+            if version < SCHEMA_VERSION:
+                ensure_schema(conn, version)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -346,7 +272,8 @@ class Ledger:
         """Every remote id the ledger refers to: tracked rows and unfinished deletes."""
         ids = {r["file_id"] for r in self._query("SELECT file_id FROM files")}
         ids |= {
-            r["file_id"] for r in self._query("SELECT file_id FROM intents WHERE state = 'open'")
+            r["file_id"]
+            for r in self._query("SELECT file_id FROM intents WHERE state = ?", (IntentState.OPEN,))
         }
         ids.discard(None)
         return ids
@@ -354,8 +281,9 @@ class Ledger:
     def retrying_content(self) -> set[tuple[str | None, int | None]]:
         """(SHA-256, size) of the content of every path waiting to retry a failed upload
         (the hash is None when the file failed before it was hashed)."""
-        sql = "SELECT failed_sha256, failed_size FROM files WHERE error_kind = 'retryable'"
-        return {(r["failed_sha256"], r["failed_size"]) for r in self._query(sql)}
+        sql = "SELECT failed_sha256, failed_size FROM files WHERE error_kind = ?"
+        rows = self._query(sql, (ErrorKind.RETRYABLE,))
+        return {(r["failed_sha256"], r["failed_size"]) for r in rows}
 
     def refresh(self, path: str, fingerprint: Fingerprint) -> None:
         """Same content as mirrored, new stat (touched, or changed back after a failure):
@@ -392,7 +320,7 @@ class Ledger:
         """
         with self._write() as conn:
             if intent_id is not None:
-                _finish_intent(conn, intent_id, "failed", now, reason)
+                _finish_intent(conn, intent_id, IntentState.FAILED, now, reason)
             conn.execute("INSERT OR IGNORE INTO files (path) VALUES (?)", (path,))
             attempts = (
                 conn.execute("SELECT attempts FROM files WHERE path = ?", (path,)).fetchone()[0] + 1
@@ -404,7 +332,7 @@ class Ledger:
                    failed_mtime_ns = ?, failed_inode = ? WHERE path = ?""",
                 (
                     reason,
-                    "permanent" if permanent else "retryable",
+                    ErrorKind.PERMANENT if permanent else ErrorKind.RETRYABLE,
                     attempts,
                     None if permanent else now + wait,
                     fingerprint.sha256,
@@ -436,8 +364,9 @@ class Ledger:
             cursor = conn.execute(
                 """INSERT INTO intents (kind, path, filename, purpose, expires_after, sha256,
                    size, mtime_ns, inode, replaces, started_at)
-                   VALUES ('upload', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
+                    IntentKind.UPLOAD,
                     path,
                     filename,
                     purpose,
@@ -467,7 +396,7 @@ class Ledger:
             old_row = old.fetchone()
             candidates: list[str | None] = [intent.replaces, old_row[0] if old_row else None]
             old_ids = {c for c in candidates if c is not None and c != remote.id}
-            _finish_intent(conn, intent_id, "done", now, "uploaded", file_id=remote.id)
+            _finish_intent(conn, intent_id, IntentState.DONE, now, "uploaded", file_id=remote.id)
             conn.execute("DELETE FROM files WHERE path = ?", (intent.path,))
             conn.execute(
                 """INSERT INTO files (path, size, mtime_ns, inode, sha256, purpose, file_id,
@@ -498,7 +427,7 @@ class Ledger:
         """The remote file is gone: close the intent; drop the row if it still names it."""
         with self._write() as conn:
             intent = _intent_by_id(conn, intent_id)
-            _finish_intent(conn, intent_id, "done", now, "deleted")
+            _finish_intent(conn, intent_id, IntentState.DONE, now, "deleted")
             conn.execute(
                 "DELETE FROM files WHERE path = ? AND file_id = ?", (intent.path, intent.file_id)
             )
@@ -506,26 +435,30 @@ class Ledger:
     def abandon_intent(self, intent_id: int, reason: str, *, now: float) -> None:
         """Close an intent that provably left nothing behind (or was already handled)."""
         with self._write() as conn:
-            _finish_intent(conn, intent_id, "failed", now, reason)
+            _finish_intent(conn, intent_id, IntentState.FAILED, now, reason)
 
     def open_intents(self) -> list[Intent]:
         """Intents that started but whose outcome was never recorded (oldest first)."""
         return [
             _intent(r)
-            for r in self._query("SELECT * FROM intents WHERE state = 'open' ORDER BY id")
+            for r in self._query(
+                "SELECT * FROM intents WHERE state = ? ORDER BY id", (IntentState.OPEN,)
+            )
         ]
 
     def closed_uploads(self, outcome: str, *, since: float) -> list[Intent]:
         """Upload intents closed with ``outcome`` at or after ``since`` (oldest first)."""
-        sql = """SELECT * FROM intents WHERE kind = 'upload' AND state != 'open'
+        sql = """SELECT * FROM intents WHERE kind = ? AND state != ?
                  AND outcome = ? AND finished_at >= ? ORDER BY id"""
-        return [_intent(r) for r in self._query(sql, (outcome, since))]
+        params = (IntentKind.UPLOAD, IntentState.OPEN, outcome, since)
+        return [_intent(r) for r in self._query(sql, params)]
 
     def prune_intents(self, older_than: float) -> None:
         """Forget finished intents that ended before ``older_than`` (unix time)."""
         with self._write() as conn:
             conn.execute(
-                "DELETE FROM intents WHERE state != 'open' AND finished_at < ?", (older_than,)
+                "DELETE FROM intents WHERE state != ? AND finished_at < ?",
+                (IntentState.OPEN, older_than),
             )
 
     # -- resumable uploads (Uploads API) ---------------------------------------------
@@ -642,10 +575,11 @@ class Ledger:
                    AS mirrored,
                  coalesce(sum(CASE WHEN file_id IS NOT NULL THEN remote_bytes END), 0)
                    AS bytes,
-                 sum(error_kind = 'retryable' OR (file_id IS NOT NULL AND sha256 IS NULL))
+                 sum(error_kind = ? OR (file_id IS NOT NULL AND sha256 IS NULL))
                    AS retrying,
-                 sum(error_kind = 'permanent') AS failed
-               FROM files"""
+                 sum(error_kind = ?) AS failed
+               FROM files""",
+            (ErrorKind.RETRYABLE, ErrorKind.PERMANENT),
         )[0]
         queued = self._query(
             "SELECT count(*) AS n FROM dirty WHERE path NOT IN "
@@ -687,7 +621,21 @@ def _row(data: Any) -> LedgerRow:
 
 
 def _intent(data: Any) -> Intent:
-    return Intent(**{name: data[name] for name in _INTENT_FIELDS})
+    values = {name: data[name] for name in _INTENT_FIELDS}
+    values["kind"] = IntentKind(values["kind"])
+    values["state"] = IntentState(values["state"])
+    return Intent(**values)
+
+
+def _lock(ledger: Path) -> FileLock:
+    """The lock beside ``ledger``; LedgerLockedError naming the holder if it is taken."""
+    try:
+        return FileLock(ledger.with_name(ledger.name + ".lock"))
+    except LockHeldError as exc:
+        raise LedgerLockedError(
+            f"ledger {ledger.with_suffix('')} is in use by another syncd process "
+            f"({exc.holder or 'pid unknown'}); stop it first or use another --state"
+        ) from None
 
 
 def _intent_by_id(conn: sqlite3.Connection, intent_id: int) -> Intent:
@@ -702,7 +650,7 @@ def _intent_by_id(conn: sqlite3.Connection, intent_id: int) -> Intent:
 def _finish_intent(
     conn: sqlite3.Connection,
     intent_id: int,
-    state: str,
+    state: IntentState,
     now: float,
     outcome: str,
     *,
@@ -717,7 +665,7 @@ def _finish_intent(
 
 def _insert_delete(conn: sqlite3.Connection, path: str, file_id: str, now: float) -> Intent:
     cursor = conn.execute(
-        "INSERT INTO intents (kind, path, file_id, started_at) VALUES ('delete', ?, ?, ?)",
-        (path, file_id, now),
+        "INSERT INTO intents (kind, path, file_id, started_at) VALUES (?, ?, ?, ?)",
+        (IntentKind.DELETE, path, file_id, now),
     )
     return _intent_by_id(conn, int(cursor.lastrowid or 0))

@@ -44,10 +44,11 @@ from syncd.errors import (
     RemoteError,
     Verdict,
 )
+from syncd.local.fingerprint import Fingerprint, Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult, current_fingerprint
 from syncd.local.validate import check_jsonl, check_name, check_size
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import Fingerprint, Ledger, LedgerRow
+from syncd.state.ledger import Ledger, LedgerRow
 from syncd.sync.multipart import MultipartJob, multipart_uploader
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
@@ -161,7 +162,7 @@ class SyncEngine:
         try:
             if not dry_run:
                 self.reconcile_open_intents(result)
-            root_identity = self._root_identity()
+            root_identity = folder_identity(self.mirror.folder)
             the_plan, scan = self.make_plan(
                 only_paths, check_remote, result, retry_waiting=retry_waiting, dry_run=dry_run
             )
@@ -258,16 +259,7 @@ class SyncEngine:
 
     # -- executing a plan ------------------------------------------------------------------
 
-    def _root_identity(self) -> tuple[int, int] | None:
-        try:
-            st = self.mirror.folder.stat()
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino)
-
-    def _execute(
-        self, the_plan: Plan, result: PassResult, root_identity: tuple[int, int] | None
-    ) -> None:
+    def _execute(self, the_plan: Plan, result: PassResult, root_identity: Identity | None) -> None:
         transfers = the_plan.of_kind(ActionKind.UPLOAD, ActionKind.REPLACE)
         for _ in range(AMBIGUOUS_ROUNDS):
             outcomes = self._run_pool(transfers, self._transfer, result)
@@ -284,7 +276,7 @@ class SyncEngine:
         for action in the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET):
             self._fix_ledger(action, result)
         deletes = the_plan.of_kind(ActionKind.DELETE)
-        if deletes and self._root_identity() != root_identity:
+        if deletes and folder_identity(self.mirror.folder) != root_identity:
             # The folder was unmounted or swapped while we scanned: what looked deleted
             # may only be out of sight. Deleting on that evidence would be a mass loss.
             result.warnings.append(

@@ -36,7 +36,7 @@ from enum import StrEnum
 from syncd.api import RemoteFile
 from syncd.local.rules import PathFilter, PurposeRule, choose_purpose
 from syncd.local.scan import LocalFile
-from syncd.state.ledger import LedgerRow
+from syncd.state.ledger import ErrorKind, LedgerRow
 
 GUARD_MIN_DELETES = 10
 
@@ -255,7 +255,7 @@ def _failed_skip(
     )
     if not same_failed:
         return None
-    if row.error_kind == "permanent":
+    if row.error_kind == ErrorKind.PERMANENT:
         return Skip.FAILED
     if row.next_attempt_at is not None and row.next_attempt_at > now and not retry_waiting:
         return Skip.BACKOFF

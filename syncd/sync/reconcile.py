@@ -41,7 +41,7 @@ import structlog
 from syncd.api import RemoteFile, wire_filename
 from syncd.errors import FatalError, RemoteError
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import Intent, Ledger
+from syncd.state.ledger import Intent, IntentKind, IntentState, Ledger
 
 CLOCK_SKEW_MARGIN = 120.0
 # How long after reconciliation found nothing a late copy may still appear (a request
@@ -117,7 +117,7 @@ class OurNames:
 def _within_late_window(intent: Intent, remote: RemoteFile) -> bool:
     """Whether ``intent`` may still have stored ``remote``: always while it is open; for a
     closed one, only up to ``LATE_COPY_WINDOW`` after it was closed."""
-    if intent.state == "open":
+    if intent.state is IntentState.OPEN:
         return True
     return remote.created_at <= (intent.finished_at or intent.started_at) + LATE_COPY_WINDOW
 
@@ -138,7 +138,7 @@ class Reconciler:
         report = ReconcileReport()
         uploads: list[Intent] = []
         for intent in intents:
-            if intent.kind == "delete":
+            if intent.kind is IntentKind.DELETE:
                 self.finish_delete(intent, report)
             else:
                 uploads.append(intent)
@@ -319,7 +319,7 @@ class Reconciler:
             for path in rows:
                 owners.update(dict.fromkeys(exact_names(path), path))
             for pending in self.ledger.open_intents():  # those of other passes too
-                if pending.kind == "upload":
+                if pending.kind is IntentKind.UPLOAD:
                     sent = pending.filename or pending.path
                     owners.update(dict.fromkeys(exact_names(sent), pending.path))
             for closed in self.ledger.closed_uploads(NOT_STORED, since=0.0):

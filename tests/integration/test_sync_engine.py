@@ -15,10 +15,11 @@ from synccli import list_remote, local_files, remote_files, upload_directly, wri
 
 from syncd.config import MirrorConfig
 from syncd.errors import FolderUnavailableError
+from syncd.local.fingerprint import Fingerprint
 from syncd.local.rules import PurposeRule
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
-from syncd.state.ledger import Fingerprint, Ledger
+from syncd.state.ledger import Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.reconcile import NOT_STORED
 

@@ -13,7 +13,9 @@ import pytest
 
 from syncd.api import RemoteFile
 from syncd.errors import LedgerLockedError
-from syncd.state.ledger import MIGRATIONS, Fingerprint, Ledger, backoff_seconds
+from syncd.local.fingerprint import Fingerprint
+from syncd.state.ledger import Ledger, backoff_seconds
+from syncd.state.schema import SCHEMA_VERSION, TABLES
 
 FP = Fingerprint(size=5, mtime_ns=111, inode=7, sha256="aa" * 32)
 
@@ -33,10 +35,10 @@ def test_file_is_private_and_versioned(tmp_path: Path) -> None:
     """The ledger file is created 0600 and records the latest schema version."""
     path = tmp_path / "s" / "l.db"
     with Ledger.open(path) as led:
-        assert led.schema_version() == len(MIGRATIONS)
+        assert led.schema_version() == SCHEMA_VERSION
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with Ledger.open(path) as led:  # reopening migrates nothing and keeps the version
-        assert led.schema_version() == len(MIGRATIONS)
+        assert led.schema_version() == SCHEMA_VERSION
 
 
 def test_second_open_is_refused_naming_the_holder(tmp_path: Path) -> None:
@@ -221,3 +223,91 @@ def test_status_counts(ledger: Ledger) -> None:
     assert (status.retrying, status.failed, status.queued, status.open_intents) == (2, 1, 1, 1)
     assert status.pending == 4
     assert [r.path for r in status.problem_rows] == ["bad", "retry"]
+
+
+# The schema as syncd 0.1 (schema version 2) wrote it, before it was declared in
+# syncd.state.schema: a ledger of a user who upgrades looks like this.
+VERSION_2_SCRIPTS = (
+    # 1: the first schema.
+    """
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,
+        size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT,
+        purpose TEXT, file_id TEXT, remote_bytes INTEGER, remote_filename TEXT,
+        uploaded_at REAL, expires_at INTEGER,
+        last_error TEXT, error_kind TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        failed_sha256 TEXT, failed_size INTEGER, failed_mtime_ns INTEGER, failed_inode INTEGER
+    );
+    CREATE INDEX files_file_id ON files(file_id);
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'open',
+        filename TEXT, purpose TEXT, expires_after INTEGER,
+        sha256 TEXT, size INTEGER, mtime_ns INTEGER, inode INTEGER,
+        replaces TEXT, file_id TEXT,
+        started_at REAL NOT NULL, finished_at REAL, outcome TEXT
+    );
+    CREATE INDEX intents_state ON intents(state);
+    CREATE TABLE dirty (path TEXT PRIMARY KEY, queued_at REAL NOT NULL);
+    CREATE TABLE passes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at REAL NOT NULL, finished_at REAL, result TEXT, summary TEXT
+    );
+    """,
+    # 2: resumable uploads through the Uploads API (syncd.remote.multipart).
+    """
+    CREATE TABLE multipart_uploads (
+        upload_id TEXT PRIMARY KEY,
+        path TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER NOT NULL,
+        purpose TEXT NOT NULL, filename TEXT NOT NULL, expires_after INTEGER,
+        part_size INTEGER NOT NULL, md5 TEXT,
+        created_at REAL NOT NULL, expires_at REAL NOT NULL
+    );
+    CREATE INDEX multipart_uploads_path ON multipart_uploads(path);
+    CREATE TABLE multipart_parts (
+        upload_id TEXT NOT NULL REFERENCES multipart_uploads(upload_id),
+        part_index INTEGER NOT NULL, part_id TEXT NOT NULL, bytes INTEGER NOT NULL,
+        PRIMARY KEY (upload_id, part_index)
+    );
+    """,
+)
+
+
+def test_a_version_2_ledger_is_migrated_in_place(tmp_path: Path) -> None:
+    """A ledger written by the older, hand-written schema opens, keeps its rows and
+    indexes, and ends at the current version with every declared table and column."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for script in VERSION_2_SCRIPTS:
+        conn.executescript(script)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    conn.execute(
+        "INSERT INTO files (path, sha256, file_id, attempts) VALUES ('a.txt', 'h', 'f-1', 0)"
+    )
+    conn.close()
+    with Ledger.open(path) as led:
+        assert led.schema_version() == SCHEMA_VERSION
+        assert led.row("a.txt") is not None and led.row("a.txt").file_id == "f-1"
+    conn = sqlite3.connect(path)
+    for table, spec in TABLES.items():
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        assert set(spec.columns) <= columns, table
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"files_file_id", "intents_state", "multipart_uploads_path"} <= indexes
+    assert not any(name.startswith("idx_") for name in indexes)  # no second copy of an index
+    conn.close()
+
+
+def test_a_newer_ledger_is_refused(tmp_path: Path) -> None:
+    """A ledger written by a newer syncd is refused with one clear line, not migrated."""
+    from syncd.errors import SyncdError
+
+    path = tmp_path / "new.db"
+    with Ledger.open(path) as led:
+        led.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(SyncdError, match="newer syncd"):
+        Ledger.open(path)

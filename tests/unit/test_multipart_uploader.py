@@ -13,7 +13,8 @@ import pytest
 
 from syncd.api import RemoteFile, RemoteUpload
 from syncd.errors import AmbiguousError, PermanentError, RetryableError, UploadGoneError
-from syncd.state.ledger import Fingerprint, Ledger, MultipartRecord
+from syncd.local.fingerprint import Fingerprint
+from syncd.state.ledger import Ledger, MultipartRecord
 from syncd.sync.multipart import (
     EXPIRY_MARGIN_SECONDS,
     MultipartJob,

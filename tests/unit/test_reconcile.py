@@ -11,7 +11,8 @@ import pytest
 
 from syncd.api import RemoteFile
 from syncd.errors import FatalError
-from syncd.state.ledger import Fingerprint, Ledger
+from syncd.local.fingerprint import Fingerprint
+from syncd.state.ledger import Ledger
 from syncd.sync.reconcile import (
     CLOCK_SKEW_MARGIN,
     LATE_COPY_WINDOW,

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from syncd.errors import FileChangedError, FolderUnavailableError
+from syncd.local.fingerprint import hash_file
 from syncd.local.rules import PathFilter
-from syncd.local.scan import Scanner, hash_file
+from syncd.local.scan import Scanner
 from syncd.state.ledger import LedgerRow
 
 

@@ -26,7 +26,6 @@ import errno
 import logging
 import os
 import re
-import stat
 import threading
 import time
 import warnings
@@ -50,6 +49,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.rules import DEFAULT_IGNORES, is_ignored_name
 from syncd.local.watch.aggregator import SUBTREE_SUFFIX, hint_covers
 
@@ -221,7 +221,7 @@ class FolderWatcher:
         self._monitor: threading.Thread | None = None
         self._probe: _InotifyProbe | None = None
         self._tap: _WatchdogLogTap | None = None
-        self._identity: tuple[int, int] | None = None
+        self._identity: Identity | None = None
         self._started = False
         self._gone_reported = False
         self._limit_reported = False
@@ -239,7 +239,7 @@ class FolderWatcher:
         if self._started:
             raise RuntimeError("FolderWatcher.start() may only be called once")
         self._started = True
-        self._identity = self._stat_identity()
+        self._identity = folder_identity(self.folder)
         if self._identity is None:
             self._report_gone()
             return
@@ -257,7 +257,7 @@ class FolderWatcher:
                 with contextlib.suppress(RuntimeError):
                     observer.stop()
             self._release()
-            if self._stat_identity() != self._identity:
+            if folder_identity(self.folder) != self._identity:
                 self._report_gone()
                 return
             self._trouble(
@@ -296,7 +296,7 @@ class FolderWatcher:
             self._wake.clear()
             if self._stopping.is_set():
                 return
-            if self._stat_identity() != self._identity:
+            if folder_identity(self.folder) != self._identity:
                 self._stopping.set()
                 self._stop_observer()
                 self._release()
@@ -327,14 +327,6 @@ class FolderWatcher:
                 self._on_hint(rel + SUBTREE_SUFFIX)
             elif not is_ignored_name(rel.rpartition("/")[2], self._ignore):
                 self._on_hint(rel)
-
-    def _stat_identity(self) -> tuple[int, int] | None:
-        """(device, inode) of the folder, None if it is not a reachable directory."""
-        try:
-            st = self.folder.stat()
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
     def _check_limits(self) -> None:
         """Report once (until it clears) when the user's inotify watches are used up."""
