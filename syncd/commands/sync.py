@@ -33,6 +33,7 @@ from syncd.paths import ledger_path
 from syncd.state.ledger import Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.progress import make_reporter
+from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import PassResult
 from syncd.testing import crash_hook_from_env
 
@@ -146,12 +147,17 @@ def run(args: argparse.Namespace) -> int:
             reporter=make_reporter(sys.stderr),
             step_hook=crash_hook_from_env(env),
         )
+        queue = DirtyQueue(ledger)  # a full pass also covers what a daemon left queued
         # Someone asked for this run: files waiting out a retry backoff are tried now.
         result = engine.run_pass(dry_run=args.dry_run, retry_waiting=True)
+        queue.settle(result, None, retry_unfinished=False)
         for _ in range(FOLLOW_UP_PASSES):
             if args.dry_run or not result.requeued or result.fatal:
                 break
-            result.absorb(engine.run_pass(only_paths=result.requeued, check_remote=False))
+            again = set(result.requeued)
+            later = engine.run_pass(only_paths=again, check_remote=False)
+            queue.settle(later, again, retry_unfinished=False)
+            result.absorb(later)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.dry_run:

@@ -37,20 +37,20 @@ from syncd.daemon.status import MirrorStatus
 from syncd.errors import FatalError, FolderUnavailableError, SyncdError
 from syncd.local.fingerprint import Identity, folder_identity, folder_is_empty
 from syncd.local.scan import ScanResult
-from syncd.local.watch.aggregator import DirtyPathAggregator, hint_covers, is_subtree_hint
+from syncd.local.watch.aggregator import is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
 from syncd.sync.progress import LogReporter
+from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import Outcome, PassResult
 
 log = structlog.get_logger(__name__)
 
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0
-UNFINISHED_RETRY_SECONDS = 5.0
 ERROR_RETRY_SECONDS = 60.0
 META_FOLDER = "folder"
 META_DEVICE = "folder_device"
@@ -102,18 +102,17 @@ class MirrorRunner:
         self.ignore = config.ignore_globs
         self.mirror = config
         self.folder = self.mirror.folder
+        self.log = log.bind(folder=str(self.folder))  # every line of this mirror names it
         self.ledger = ledger
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
         self._reporter = _RunnerReporter(heartbeat, stopping)
         self.engine = self._make_engine(remote)
-        self.aggregator = DirtyPathAggregator(config.debounce)
+        self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None
         self.paused: str | None = None
         self.refusal: str | None = None
-        self._hints: set[str] = set()
-        self._hints_lock = threading.Lock()
         self._root_gone = threading.Event()
         self._full_due = clock()
         self._watcher_started = -math.inf
@@ -139,15 +138,16 @@ class MirrorRunner:
         if not self.folder.exists() and self._never_seen():
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                log.info("folder_created", folder=str(self.folder))
+                self.log.info("folder_created")
             except OSError as exc:
-                log.error("folder_create_failed", folder=str(self.folder), error=str(exc))
+                self.log.error("folder_create_failed", error=str(exc))
         if accept_folder_change:
             identity = folder_identity(self.folder)
             if identity is not None:
                 self._record(identity)
-                log.warning("folder_change_accepted", folder=str(self.folder))
+                self.log.warning("folder_change_accepted")
         self.ledger.set_meta(META_FOLDER, str(self.folder))
+        self.queue.restore()  # what a crash left queued is looked at again
         self._refresh_status()
         problem = self._folder_problem()
         if problem:
@@ -195,15 +195,11 @@ class MirrorRunner:
     # -- callbacks from the watcher's threads -------------------------------------------
 
     def _on_hint(self, hint: str) -> None:
-        now = self._clock()
-        self.aggregator.note(hint, now)
-        with self._hints_lock:
-            self._hints.add(hint)
-        self._wake(now + self.aggregator.debounce)
+        self._wake(self.queue.hint(hint))
 
     def _on_trouble(self, reason: str) -> None:
-        log.warning("full_rescan_requested", folder=str(self.folder), reason=reason)
-        self.aggregator.note_rescan()
+        self.log.warning("full_rescan_requested", reason=reason)
+        self.queue.request_rescan()
         self._wake(0.0)
 
     def _on_root_gone(self) -> None:
@@ -216,11 +212,8 @@ class MirrorRunner:
         self._full_due = self._clock()
 
     def flush_hints(self) -> None:
-        """Write the hints noted since the last step to the ledger's dirty table."""
-        with self._hints_lock:
-            hints, self._hints = self._hints, set()
-        if hints:
-            self.ledger.mark_dirty(hints, now=time.time())
+        """Write the hints noted since the last step to the durable queue."""
+        self.queue.flush()
 
     def due_in(self, now: float) -> float | None:
         """Seconds until :meth:`step` has work (0: now), None if only a hint can wake it."""
@@ -229,7 +222,7 @@ class MirrorRunner:
         if self.paused:
             return max(0.0, self._next_folder_check - now)
         waits = [self._full_due - now]
-        hint_due = self.aggregator.next_due(now)
+        hint_due = self.queue.next_due(now)
         if hint_due is not None:
             waits.append(hint_due)
         if self._retry_at:
@@ -244,11 +237,11 @@ class MirrorRunner:
                 return None
             if not self._check_back(now):
                 return None
-        if self.aggregator.take_rescan():
+        if self.queue.take_rescan():
             self._full_due = now
         if now >= self._full_due:
             return self._pass(None)
-        paths = self._settled(self.aggregator.ready(now), now)
+        paths = self._settled(self.queue.ready(now), now)
         wall = time.time()
         retry = {path for path, at in self._retry_at.items() if at <= wall}
         for path in retry:
@@ -273,10 +266,10 @@ class MirrorRunner:
                     age = wall - (self.folder / path).lstat().st_mtime
                 except OSError:
                     age = math.inf
-                if 0 <= age < self.aggregator.debounce:
+                if 0 <= age < self.queue.debounce:
                     first = self._deferred.setdefault(path, now)
                     if now - first < DEFER_LIMIT_SECONDS:
-                        self.aggregator.note(path, now)
+                        self.queue.note(path, now)
                         continue
             self._deferred.pop(path, None)
             settled.add(path)
@@ -291,7 +284,7 @@ class MirrorRunner:
             self._next_folder_check = now + FOLDER_POLL_SECONDS
             return False
         if self.paused:
-            log.info("resumed", folder=str(self.folder), reason="the folder is back")
+            self.log.info("resumed", reason="the folder is back")
             self.paused = None
             self._refresh_status()
         if self.watcher is None or not self.watcher.alive:
@@ -302,7 +295,7 @@ class MirrorRunner:
     def _pause(self, problem: str) -> None:
         self.stop_watching()
         if problem != self.paused:
-            log.warning("paused", folder=str(self.folder), reason=problem)
+            self.log.warning("paused", reason=problem)
         self.paused = problem
         self._refresh_status()
 
@@ -332,10 +325,10 @@ class MirrorRunner:
             self._next_folder_check = now + FOLDER_POLL_SECONDS
             return None
         except SyncdError as exc:
-            log.error("pass_failed", folder=str(self.folder), error=str(exc))
+            self.log.error("pass_failed", error=str(exc))
             self._full_due = now + ERROR_RETRY_SECONDS
             return None
-        self._after_pass(result, hints)
+        self.queue.settle(result, hints, retry_unfinished=not self._stopping.is_set())
         if full and not result.fatal:
             self._full_due = now + self.config.rescan_interval
         elif full:
@@ -344,40 +337,18 @@ class MirrorRunner:
         self._refresh_status(handled=set(only or ()))
         return result
 
-    def _after_pass(self, result: PassResult, hints: set[str] | None) -> None:
-        """Unqueue "dir/" hints the engine handled, and look again at what it could not
-        finish: still-changing files once quiet, busy paths and skipped deletes a little
-        later (refused deletes wait for the next full pass or the operator)."""
-        keep = result.requeued | result.unfinished
-        if hints and result.plan is not None:
-            # The engine unqueued the plain paths it finished; "dir/" hints are stored
-            # as given, so they are unqueued here unless something under them is kept.
-            subtrees = {
-                h for h in hints if is_subtree_hint(h) and not any(hint_covers(h, p) for p in keep)
-            }
-            self.ledger.clear_dirty(subtrees, queued_before=result.started_at)
-        now = self._clock()
-        for path in result.requeued:  # still changing: look again once it is quiet
-            self.aggregator.note(path, now)
-        if result.fatal or self._stopping.is_set() or result.plan is None:
-            return  # a resume or the next start begins with a full pass anyway
-        refused = {action.path for action in result.plan.refused}
-        for path in result.unfinished - refused - result.requeued:
-            self.aggregator.note(path, now + UNFINISHED_RETRY_SECONDS)
-
     def _log_pass(self, result: PassResult, only: list[str] | None) -> None:
         for problem in result.problems:
-            level = log.warning if problem.error else log.debug
-            level("scan_problem", folder=str(self.folder), path=problem.path, reason=problem.reason)
+            level = self.log.warning if problem.error else self.log.debug
+            level("scan_problem", path=problem.path, reason=problem.reason)
         for warning in result.warnings:
-            log.warning("pass_warning", folder=str(self.folder), warning=warning)
+            self.log.warning("pass_warning", warning=warning)
         if result.refusal and result.refusal != self.refusal:
-            log.warning("deletes_refused", folder=str(self.folder), reason=result.refusal)
+            self.log.warning("deletes_refused", reason=result.refusal)
         self.refusal = result.refusal
         busy = bool(result.counts or result.failures or result.requeued)
-        (log.info if busy or only is None else log.debug)(
+        (self.log.info if busy or only is None else self.log.debug)(
             "pass_finished",
-            folder=str(self.folder),
             kind="full" if only is None else "changes",
             paths=None if only is None else len(only),
             result=result.verdict,

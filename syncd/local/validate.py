@@ -121,15 +121,3 @@ def check_jsonl(file: Path, purpose: str, limits: Limits) -> str | None:
     if count == 0:
         return "no JSON lines in the file"
     return None
-
-
-def validate_file(file: Path, rel_path: str, size: int, purpose: str, limits: Limits) -> str | None:
-    """Every check for uploading ``file`` (known as ``rel_path``) with ``purpose``.
-
-    Returns the reason it cannot be uploaded, or None. Raises OSError if the file cannot
-    be read (the caller reports that as a per-file error, not a validation failure).
-    """
-    problem = check_size(size, purpose, limits) or check_name(rel_path, purpose)
-    if problem is None and purpose in JSONL_PURPOSES:
-        problem = check_jsonl(file, purpose, limits)
-    return problem

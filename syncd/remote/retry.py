@@ -152,12 +152,6 @@ class RetryGate:
                     )
                 self._cond.wait(left)
 
-    def release(self) -> None:
-        """End any pause now and wake every waiter (shutdown, or a test)."""
-        with self._cond:
-            self._paused_until = 0.0
-            self._cond.notify_all()
-
 
 def is_retried(exc: BaseException) -> bool:
     """What tenacity retries: errors whose verdict is RETRYABLE (certainly not carried

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -142,6 +142,16 @@ _MULTIPART_FIELDS = tuple(f.name for f in fields(MultipartRecord) if f.name != "
 _ROW_FIELDS = tuple(f.name for f in fields(LedgerRow))
 _ROWS_SQL = f"SELECT {', '.join(_ROW_FIELDS)} FROM files"  # noqa: S608 - field names
 _INTENT_FIELDS = tuple(f.name for f in fields(Intent))
+# What ``refresh`` clears: the record of the last failure.
+_FAILURE_COLUMNS = (
+    "last_error",
+    "error_kind",
+    "next_attempt_at",
+    "failed_sha256",
+    "failed_size",
+    "failed_mtime_ns",
+    "failed_inode",
+)
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -296,6 +306,25 @@ class Ledger:
                    failed_inode = NULL WHERE path = ?""",
                 (fingerprint.size, fingerprint.mtime_ns, fingerprint.inode, path),
             )
+
+    def refresh_many(self, refreshed: Sequence[tuple[str, Fingerprint]]) -> None:
+        """``refresh`` for many paths in one transaction: a pass that finds thousands of
+        touched files (a ``touch -r``, a restore, a copy that kept the content) writes
+        them with one fsync instead of one each (sqlite-utils' ``upsert_all``, in batches)."""
+        if not refreshed:
+            return
+        from sqlite_utils import Database  # imported only when a pass refreshes rows
+
+        cleared = dict.fromkeys(_FAILURE_COLUMNS)
+        records = [
+            {"path": path, "size": fp.size, "mtime_ns": fp.mtime_ns, "inode": fp.inode}
+            | cleared
+            | {"attempts": 0}
+            for path, fp in refreshed
+        ]
+        with self._write() as conn:
+            db = Database(conn, recursive_triggers=False, execute_plugins=False)
+            db.table("files").upsert_all(records, pk="path")
 
     def forget(self, path: str, file_id: str | None) -> None:
         """Drop a row whose remote file is gone (or never existed)."""

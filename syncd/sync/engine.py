@@ -2,54 +2,46 @@
 
 ``SyncEngine.run_pass`` is what both ``syncd sync`` and the daemon call. Execution rules:
 
-- Uploads and replaces run first on ``concurrency`` worker threads. Each worker stats the
-  file again, hashes it if its stat moved since the scan, validates it, commits an upload
-  intent, uploads, stats again and commits the outcome (``Ledger.complete_upload``). A
-  file that changed while it was uploaded is recorded without a hash and queued again.
-- A replace deletes the old version right after the new one is committed (the delete
-  intent is part of that commit, so a crash cannot orphan it).
+- Uploads and replaces run first on ``concurrency`` worker threads, each one action
+  with its intent (``syncd.sync.transfer``). A replace deletes the old version right
+  after the new one is committed (the delete intent is part of that commit, so a crash
+  cannot orphan it).
 - ``AmbiguousError`` (the answer was lost): once the transfers are done, all ambiguous
   intents of the pass are reconciled with one listing per purpose; paths whose upload
   provably stored nothing are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
 - A full pass's remote listing is also swept for late copies of uploads reconciled as
   not stored (``Reconciler.sweep_late_copies``), except in a dry run.
-- Deletes run last, and not when a guard refused. While a file is failing (in this
-  pass, or waiting to retry), the deletes of its content wait: a rename or a copy whose
-  upload fails must not lose its only remote copy. All deletes wait when the key
-  was refused or a failing file's content is unknown (``_held_back``); the others go
-  ahead, so that under steady faults deletes do not starve.
+- Deletes run last, and not when a guard refused, nor when the folder changed identity
+  during the pass. While a file is failing, the deletes of its content wait
+  (``syncd.sync.holds``).
 - ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
-  stops the other files.
+  stops the other files. What the pass could not finish is reported in the result
+  (``requeued``, ``unfinished``); the queue of paths to look at again is not the
+  engine's (``syncd.sync.queue``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from pathlib import Path
 
 import structlog
 
-from syncd.api import JSONL_PURPOSES, RemoteFile
+from syncd.api import RemoteFile
 from syncd.config import MirrorConfig
 from syncd.errors import (
-    AmbiguousError,
     FatalError,
-    FileChangedError,
     RemoteError,
-    Verdict,
 )
-from syncd.local.fingerprint import Fingerprint, Identity, folder_identity
-from syncd.local.scan import Scanner, ScanResult, current_fingerprint
-from syncd.local.validate import check_jsonl, check_name, check_size
+from syncd.local.fingerprint import Identity, folder_identity
+from syncd.local.scan import Scanner, ScanResult
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import Ledger, LedgerRow
-from syncd.sync.multipart import MultipartJob, multipart_uploader
+from syncd.state.ledger import Ledger
+from syncd.sync.holds import FailedContent, held_back
+from syncd.sync.multipart import multipart_uploader
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
 from syncd.sync.result import (
@@ -60,6 +52,7 @@ from syncd.sync.result import (
     Reporter,
 )
 from syncd.sync.steps import StepHook, no_step
+from syncd.sync.transfer import Transfers
 
 AMBIGUOUS_ROUNDS = 3
 HASH_ATTEMPTS = 3
@@ -102,11 +95,11 @@ class SyncEngine:
             step=self.step,
         )
         self._stop = threading.Event()
-        # This pass's uploads: what each sent, and the content (SHA-256, size) of each
-        # failure, so that only the deletes a failure concerns wait (``_held_back``).
-        self._pass_lock = threading.Lock()
-        self._sent: dict[str, Fingerprint] = {}
-        self._failed_content: set[tuple[str | None, int | None]] = set()
+        # The content of this pass's failed uploads: the deletes they concern wait.
+        self._failed = FailedContent()
+        self.transfers = Transfers(
+            mirror, ledger, remote, self.multipart, failed=self._failed, clock=clock, step=self.step
+        )
 
     def request_stop(self) -> None:
         """Ask the running pass to start no new action (in-flight ones finish).
@@ -138,16 +131,15 @@ class SyncEngine:
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
-        with self._pass_lock:
-            self._sent.clear()
-            self._failed_content.clear()
+        self._failed.clear()
+        self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
         try:
             self._run(result, only_paths, dry_run, check_remote, retry_waiting)
         finally:
             result.finished_at = self.clock()
             if pass_id is not None:
-                self._record_pass(pass_id, result, only_paths)
+                self._record_pass(pass_id, result)
         self.reporter.pass_finished(result)
         return result
 
@@ -244,13 +236,7 @@ class SyncEngine:
                 message = row.last_error if row and row.last_error else reason.value
                 result.still_failing.append((path, message, reason is Skip.FAILED))
 
-    def _record_pass(
-        self, pass_id: int, result: PassResult, only_paths: Collection[str] | None
-    ) -> None:
-        if result.plan is not None and not result.dry_run:
-            handled = set(only_paths if only_paths is not None else self.ledger.dirty_paths())
-            keep = result.requeued | result.unfinished
-            self.ledger.clear_dirty(handled - keep, queued_before=result.started_at)
+    def _record_pass(self, pass_id: int, result: PassResult) -> None:
         now = self.clock()
         self.ledger.finish_pass(
             pass_id, result=result.verdict, summary=result.to_json_text(), now=now
@@ -262,7 +248,7 @@ class SyncEngine:
     def _execute(self, the_plan: Plan, result: PassResult, root_identity: Identity | None) -> None:
         transfers = the_plan.of_kind(ActionKind.UPLOAD, ActionKind.REPLACE)
         for _ in range(AMBIGUOUS_ROUNDS):
-            outcomes = self._run_pool(transfers, self._transfer, result)
+            outcomes = self._run_pool(transfers, self.transfers.transfer, result)
             ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
             if not ambiguous or result.fatal:
                 break
@@ -271,10 +257,13 @@ class SyncEngine:
                 break
         else:
             for action in transfers:  # lost answers every round: try again next pass
-                sent = self._sent.get(action.path)
-                self._fail(action, sent, "the server's answer was lost repeatedly", result)
-        for action in the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET):
-            self._fix_ledger(action, result)
+                sent = self.transfers.sent(action.path)
+                reason = "the server's answer was lost repeatedly"
+                self._finished(self.transfers.fail(action, sent, reason), result)
+        for outcome in self.transfers.fix_ledger(
+            the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET)
+        ):
+            self._finished(outcome, result)
         deletes = the_plan.of_kind(ActionKind.DELETE)
         if deletes and folder_identity(self.mirror.folder) != root_identity:
             # The folder was unmounted or swapped while we scanned: what looked deleted
@@ -286,45 +275,14 @@ class SyncEngine:
             result.deletes_skipped = len(deletes)
             result.unfinished |= {a.path for a in deletes}
             return
-        held = self._held_back(deletes, result)
+        failing = self._failed.snapshot() | self.ledger.retrying_content()
+        held = held_back(deletes, failing, key_refused=bool(result.fatal))
         if held:
             result.deletes_skipped = len(held)
             result.unfinished |= {a.path for a in held}
             waiting = {a.path for a in held}
             deletes = [a for a in deletes if a.path not in waiting]
-        self._run_pool(deletes, self._delete, result)
-
-    def _held_back(self, deletes: list[Action], result: PassResult) -> list[Action]:
-        """The deletes that wait because a file is failing (in this pass, or since before).
-
-        A delete must not remove the only remote copy of content that lives on locally
-        under another path whose upload fails (a rename, a copy). So a delete waits when
-        a failing file -- one that failed in this pass, or one waiting to retry -- has its
-        mirrored content (same SHA-256; or, the failing content's hash being unknown, the
-        same size); every delete waits when the key was refused or a failing file is not
-        even known by its size. A permanent failure holds deletes back only in the pass
-        it happens (it will not be retried until the file changes). Other deletes go
-        ahead, so that under steady faults deletes do not starve.
-        """
-        if not deletes:
-            return []
-        with self._pass_lock:
-            failing = self._failed_content | self.ledger.retrying_content()
-        if result.fatal or (None, None) in failing:
-            return list(deletes)
-        hashes = {sha for sha, _ in failing if sha is not None}
-        sizes_unhashed = {size for sha, size in failing if sha is None}
-        sizes = {size for _, size in failing}
-
-        def waits(action: Action) -> bool:
-            row = action.row
-            if row is None:
-                return True
-            if row.sha256 is None:  # the mirrored content is in doubt: match by size
-                return row.size in sizes
-            return row.sha256 in hashes or row.size in sizes_unhashed
-
-        return [a for a in deletes if waits(a)]
+        self._run_pool(deletes, self.transfers.delete, result)
 
     def _run_pool(
         self,
@@ -378,129 +336,9 @@ class SyncEngine:
                     bytes=outcome.bytes,
                     reason="adopted after a lost answer",
                 )
-                result.add(done)
-                self.reporter.action_finished(done)
+                self._finished(done, result)
         retry = set(report.not_stored)
         return [o.action for o in ambiguous if o.action.path in retry]
-
-    # -- one action ----------------------------------------------------------------------
-
-    def _transfer(self, action: Action) -> Outcome:
-        """Upload (or replace) one file; see the module docstring for the steps."""
-        full = self.mirror.folder / action.path
-        purpose = action.purpose or self.mirror.purpose
-        st = self._stat(full)
-        if st is None:
-            self._requeue(action.path)
-            return Outcome(action, OutcomeStatus.VANISHED, reason="vanished before upload")
-        stat_fp = Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, None)
-        problem = check_size(st.st_size, purpose, self.mirror.limits) or check_name(
-            action.path, purpose
-        )
-        if problem:
-            return self._fail(action, stat_fp, problem, permanent=True)
-        try:
-            fingerprint = current_fingerprint(full, action.local, st, attempts=HASH_ATTEMPTS)
-            if purpose in JSONL_PURPOSES:
-                problem = check_jsonl(full, purpose, self.mirror.limits)
-        except FileNotFoundError:
-            self._requeue(action.path)
-            return Outcome(action, OutcomeStatus.VANISHED, reason="vanished before upload")
-        except FileChangedError:
-            return self._fail(action, stat_fp, "kept changing while it was read; will retry")
-        except OSError as exc:
-            return self._fail(action, stat_fp, f"cannot read: {exc.strerror or exc}")
-        if problem:
-            return self._fail(action, fingerprint, problem, permanent=True)
-        if action.kind is ActionKind.REPLACE and _same_as_mirrored(
-            action.row, fingerprint, purpose
-        ):
-            self.ledger.refresh(action.path, fingerprint)
-            return Outcome(action, OutcomeStatus.REFRESHED, reason="same content after all")
-        return self._upload(action, full, purpose, fingerprint)
-
-    def _upload(self, action: Action, full: Path, purpose: str, fp: Fingerprint) -> Outcome:
-        with self._pass_lock:
-            self._sent[action.path] = fp
-        intent_id = self.ledger.begin_upload(
-            action.path,
-            fp,
-            filename=action.path,
-            purpose=purpose,
-            expires_after=action.expires_after,
-            replaces=action.replaces,
-            now=self.clock(),
-        )
-        self.step("upload.intent", action.path)
-        attempt = (action.row.attempts if action.row else 0) + 1
-        try:
-            remote = self._send_file(action, full, purpose, fp)
-        except AmbiguousError as exc:
-            return Outcome(
-                action,
-                OutcomeStatus.AMBIGUOUS,
-                reason=str(exc),
-                intent_id=intent_id,
-                bytes=fp.size,
-                attempt=attempt,
-            )
-        except FatalError as exc:
-            self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
-            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt)
-        except RemoteError as exc:
-            if exc.verdict is Verdict.RETRYABLE and self._moved(full, fp):
-                # The client stops a body whose file changed size mid-way, so the server
-                # stored nothing: not a failure, the new content is handled again.
-                self.ledger.abandon_intent(intent_id, "changed while sent", now=self.clock())
-                self._requeue(action.path)
-                return Outcome(action, OutcomeStatus.CHANGED, reason="changed while uploading")
-            permanent = exc.verdict is not Verdict.RETRYABLE
-            return self._fail(
-                action,
-                fp,
-                str(exc),
-                permanent=permanent,
-                intent_id=intent_id,
-                retry_after=exc.retry_after,
-                attempt=attempt,
-            )
-        except OSError as exc:
-            if self._stat(full) is None:  # gone (deleted, moved away) before it was read
-                self.ledger.abandon_intent(intent_id, "vanished before upload", now=self.clock())
-                self._requeue(action.path)
-                return Outcome(action, OutcomeStatus.VANISHED, reason="vanished before upload")
-            return self._fail(
-                action,
-                fp,
-                f"cannot read: {exc.strerror or exc}",
-                intent_id=intent_id,
-                attempt=attempt,
-            )
-        self.step("upload.sent", action.path)
-        stale = self._moved(full, fp)
-        deletes = self.ledger.complete_upload(intent_id, remote, stale=stale, now=self.clock())
-        self.step("upload.committed", action.path)
-        if stale:
-            self._requeue(action.path)
-        for delete in deletes:
-            self._delete_old_version(delete.id, delete.path, delete.file_id or "")
-        return Outcome(
-            action,
-            OutcomeStatus.DONE,
-            file_id=remote.id,
-            bytes=fp.size,
-            attempt=attempt,
-            stale=stale,
-        )
-
-    def _send_file(self, action: Action, full: Path, purpose: str, fp: Fingerprint) -> RemoteFile:
-        """POST /files, or the Uploads API in parts for a large file (resumable)."""
-        if self.multipart is not None and fp.sha256 and self.multipart.wanted(fp.size, purpose):
-            job = MultipartJob(
-                action.path, full, action.path, purpose, action.expires_after, fp.size, fp.sha256
-            )
-            return self.multipart.upload(job)
-        return self.remote.upload(full, action.path, purpose, action.expires_after)
 
     def _sweep_uploads(self, result: PassResult) -> None:
         """Cancel and forget large-file uploads that can no longer be resumed."""
@@ -513,106 +351,6 @@ class SyncEngine:
         except FatalError as exc:
             result.fatal = str(exc)
 
-    def _delete_old_version(self, intent_id: int, path: str, file_id: str) -> None:
-        try:
-            self.remote.delete(file_id)
-            self.step("replace.old_deleted", path)
-        except RemoteError as exc:  # the open intent is finished at the next start
-            log.warning(
-                "delete_failed", path=path, file_id=file_id, action="replace", error=str(exc)
-            )
-            return
-        self.ledger.complete_delete(intent_id, now=self.clock())
-
-    def _delete(self, action: Action) -> Outcome:
-        file_id = action.row.file_id if action.row else None
-        if file_id is None:
-            return Outcome(action, OutcomeStatus.NOT_RUN, reason="nothing to delete")
-        intent = self.ledger.begin_delete(action.path, file_id, now=self.clock())
-        self.step("delete.intent", action.path)
-        try:
-            self.remote.delete(file_id)
-            self.step("delete.sent", action.path)
-        except FatalError as exc:
-            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc))
-        except RemoteError as exc:
-            return Outcome(action, OutcomeStatus.FAILED, reason=str(exc), file_id=file_id)
-        self.ledger.complete_delete(intent.id, now=self.clock())
-        return Outcome(action, OutcomeStatus.DONE, file_id=file_id)
-
-    def _fix_ledger(self, action: Action, result: PassResult) -> None:
-        if action.kind is ActionKind.REFRESH and action.local is not None:
-            self.ledger.refresh(action.path, action.local.fingerprint())
-            outcome = Outcome(action, OutcomeStatus.REFRESHED)
-        else:
-            self.ledger.forget(action.path, action.row.file_id if action.row else None)
-            outcome = Outcome(action, OutcomeStatus.DONE)
+    def _finished(self, outcome: Outcome, result: PassResult) -> None:
         result.add(outcome)
         self.reporter.action_finished(outcome)
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _fail(
-        self,
-        action: Action,
-        fingerprint: Fingerprint | None,
-        reason: str,
-        result: PassResult | None = None,
-        *,
-        permanent: bool = False,
-        intent_id: int | None = None,
-        retry_after: float | None = None,
-        attempt: int = 1,
-    ) -> Outcome:
-        fp = fingerprint or (action.local.fingerprint() if action.local else None)
-        with self._pass_lock:
-            self._failed_content.add((fp.sha256, fp.size) if fp else (None, None))
-        if fp is not None:
-            self.ledger.record_failure(
-                action.path,
-                fp,
-                reason,
-                permanent=permanent,
-                now=self.clock(),
-                retry_after=retry_after,
-                intent_id=intent_id,
-            )
-        outcome = Outcome(
-            action, OutcomeStatus.FAILED, reason=reason, permanent=permanent, attempt=attempt
-        )
-        if result is not None:
-            result.add(outcome)
-            self.reporter.action_finished(outcome)
-        return outcome
-
-    def _moved(self, full: Path, fp: Fingerprint) -> bool:
-        """Whether the file is gone or its stat differs from ``fp``'s."""
-        after = self._stat(full)
-        return after is None or (after.st_size, after.st_mtime_ns, after.st_ino) != (
-            fp.size,
-            fp.mtime_ns,
-            fp.inode,
-        )
-
-    def _stat(self, full: Path) -> os.stat_result | None:
-        """The file's stat, or None when it is gone or no longer a regular file."""
-        try:
-            st = full.stat() if self.mirror.follow_links else full.lstat()
-        except OSError:
-            return None
-        return st if stat.S_ISREG(st.st_mode) else None
-
-    def _requeue(self, path: str) -> None:
-        self.ledger.mark_dirty([path], now=self.clock())
-
-
-def _same_as_mirrored(row: LedgerRow | None, fp: Fingerprint, purpose: str) -> bool:
-    """A replace whose fresh hash equals the mirrored content needs no upload."""
-    return (
-        row is not None
-        and row.file_id is not None
-        and row.sha256 is not None
-        and row.sha256 == fp.sha256
-        and row.size == fp.size
-        and row.purpose == purpose
-    )

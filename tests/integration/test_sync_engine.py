@@ -21,6 +21,7 @@ from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 from syncd.state.ledger import Ledger
 from syncd.sync.engine import SyncEngine
+from syncd.sync.queue import DirtyQueue
 from syncd.sync.reconcile import NOT_STORED
 
 Hook = Callable[[str], None]
@@ -88,10 +89,13 @@ def test_file_vanishing_between_scan_and_upload(
     write(folder, "b.txt", "b")
     remote = make_remote(server)
     remote.before = lambda name: (folder / "b.txt").unlink(missing_ok=True)
+    queue = DirtyQueue(ledger)
     result = engine_for(folder, ledger, remote).run_pass()
+    queue.settle(result, None)
     assert result.counts == {"uploaded": 1, "vanished": 1}
     assert result.requeued == {"b.txt"} and set(ledger.dirty_paths()) == {"b.txt"}
     follow_up = engine_for(folder, ledger, remote).run_pass(only_paths=result.requeued)
+    queue.settle(follow_up, result.requeued)
     assert follow_up.in_sync and ledger.dirty_paths() == {}
     assert remote_files(server) == {"a.txt": b"a"}
 
@@ -382,7 +386,7 @@ def test_only_paths_pass_handles_just_those(
 def test_dirty_queue_keeps_what_a_pass_could_not_finish(
     server: ServerProcess, folder: Path, ledger: Ledger
 ) -> None:
-    """Handled dirty paths are cleared; skipped deletes and a missing folder keep theirs."""
+    """The queue unqueues what a pass handled; skipped deletes and a missing folder keep theirs."""
     write(folder, "a.txt", "a")
     write(folder, "b.txt", "b")
     clock = Clock()
@@ -392,6 +396,7 @@ def test_dirty_queue_keeps_what_a_pass_could_not_finish(
     ledger.mark_dirty(["a.txt", "c.txt"], now=clock.now - 1)
     server.set_faults({"error_rate": 1.0, "error_statuses": [400], "routes": ["create"]})
     result = engine.run_pass(only_paths=["a.txt", "c.txt"])
+    DirtyQueue(ledger).settle(result, ["a.txt", "c.txt"])
     assert result.deletes_skipped == 1
     assert set(ledger.dirty_paths()) == {"a.txt"}  # c.txt failed (recorded); a.txt waits
     folder.rename(folder.with_name("moved-away"))

@@ -69,13 +69,13 @@ def test_file_still_being_written_is_deferred_not_uploaded(
         assert runner.step() is not None  # the first full pass, on an empty folder
         path = runner.folder / "growing.log"
         path.write_text("first half")
-        runner.aggregator.note("growing.log", clock.now - 120)  # past max_delay: released
+        runner.queue.aggregator.note("growing.log", clock.now - 120)  # past max_delay: released
         assert runner.step() is None
         assert remote_names(remote) == []
-        assert len(runner.aggregator) == 1  # noted again, to be looked at once quiet
+        assert len(runner.queue.aggregator) == 1  # noted again, to be looked at once quiet
         past = time.time() - 10
         os.utime(path, (past, past))  # the writer has stopped
-        clock.now += runner.aggregator.debounce
+        clock.now += runner.queue.aggregator.debounce
         result = runner.step()
         assert result is not None and result.counts == {"uploaded": 1}
         assert remote_names(remote) == ["growing.log"]
@@ -126,7 +126,7 @@ def test_delete_skipped_for_a_failed_upload_is_retried_soon(
         past = time.time() - 10
         os.utime(new, (past, past))
         for path in ("old.txt", "new.txt"):
-            runner.aggregator.note(path, clock.now - 1)
+            runner.queue.aggregator.note(path, clock.now - 1)
         result = runner.step()
         assert result is not None and result.deletes_skipped == 1
         assert remote_names(remote) == ["old.txt"]

@@ -272,18 +272,6 @@ def test_gate_refuses_to_block_for_a_pause_beyond_max_block() -> None:
     assert 3500.0 < info.value.retry_after <= 3600.0
 
 
-def test_gate_release_frees_waiters_at_once() -> None:
-    """release() ends the pause and wakes every waiter (used at shutdown)."""
-    gate = RetryGate()
-    gate.pause_for(60.0)
-    threads, passed, _ = waiters(gate, 3)
-    assert all(thread.is_alive() for thread in threads)
-    gate.release()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert len(passed) == 3
-
-
 def test_gate_uses_its_clock() -> None:
     """The pause is measured on the gate's clock: it is over once that clock passes it."""
     now = [100.0]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.local.validate import Limits, validate_file
+from syncd.api import JSONL_PURPOSES
+from syncd.local.validate import Limits, check_jsonl, check_name, check_size
 
 GOOD_BATCH = json.dumps(
     {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}}
@@ -15,6 +16,19 @@ GOOD_BATCH = json.dumps(
 
 
 DEFAULT = Limits()
+
+
+# Every check, in the order the engine applies them (size and name before reading).
+def validate_file(file: Path, rel_path: str, size: int, purpose: str, limits: Limits) -> str | None:
+    """Every check for uploading ``file`` (known as ``rel_path``) with ``purpose``.
+
+    Returns the reason it cannot be uploaded, or None. Raises OSError if the file cannot
+    be read (the caller reports that as a per-file error, not a validation failure).
+    """
+    problem = check_size(size, purpose, limits) or check_name(rel_path, purpose)
+    if problem is None and purpose in JSONL_PURPOSES:
+        problem = check_jsonl(file, purpose, limits)
+    return problem
 
 
 def check(tmp_path: Path, name: str, content: bytes, purpose: str, limits: Limits = DEFAULT):

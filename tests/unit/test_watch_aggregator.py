@@ -108,14 +108,6 @@ def test_too_many_pending_paths_turn_into_one_rescan() -> None:
     assert agg.ready(5.0) == ["f4"]
 
 
-def test_clear_forgets_pending_hints() -> None:
-    """clear() drops every pending path (a rescan that starts now covers them)."""
-    agg = DirtyPathAggregator()
-    agg.note("a", now=0.0)
-    agg.clear()
-    assert agg.ready(100.0) == []
-
-
 @pytest.mark.parametrize(
     ("debounce", "max_delay", "max_paths"), [(-1.0, None, 10), (5.0, 1.0, 10), (1.0, None, 0)]
 )

@@ -102,12 +102,6 @@ class DirtyPathAggregator:
                 return None
             return max(0.0, min(self._due(path) for path in self._last) - now)
 
-    def clear(self) -> None:
-        """Forget every pending hint (a full rescan that starts now covers them)."""
-        with self._lock:
-            self._first.clear()
-            self._last.clear()
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._last)
