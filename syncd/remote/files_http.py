@@ -1,43 +1,15 @@
-"""``HttpFilesRemote``: the Files API over httpx, the only module that knows about httpx.
+"""``HttpFilesRemote``: the Files API over HTTP (``FilesRemote``, and ``uploads_api()``).
 
-Layers, each with one policy::
-
-    HttpFilesRemote.upload/list_files/retrieve/download/delete   what to send, what it means
-      RetryPolicy.retrying()    retry RetryableError (not AmbiguousError), backoff + jitter
-        _send()                 RetryGate.wait() right before sending; translate errors
-          httpx.Client          one connection pool shared by all worker threads
-
-Errors from below are translated here, at the boundary, into the most specific
-``syncd.errors.RemoteError``:
-
-- HTTP answers: ``error_for_status`` with the server's ``error.message`` from the
-  envelope; 401/403 become ``FatalError`` saying the key is wrong or lacks rights (the
-  key itself never appears in a message). Any answer with a Retry-After, and every 429,
-  pauses the shared ``RetryGate``.
-- transport failures: ``RetryableError`` (connect errors, timeouts, resets, protocol
-  errors), except for uploads, below.
-
-Uploads and ambiguity. The API has no idempotency key, so an upload must only be
-retried when the server provably did not store the file. The rule:
-
-- retried (``RetryableError``/``RateLimitedError``): the connection was never made
-  (connect error, connect or pool timeout); or the file's last byte was never handed to
-  the connection (the server cannot hold the whole file); or the server answered 408,
-  409 or 429 (it refused the request without carrying it out).
-- ``AmbiguousError``, never retried here: the whole body was sent and then no answer
-  came (read timeout, reset, protocol error), or the answer was a 5xx (the local server
-  injects exactly that: file stored, then 502), or a 2xx whose body is not a file
-  object. The caller reconciles by listing the remote files.
-- anything else is the status's verdict (``error_for_status``): permanent or fatal; a
-  redirect (3xx, never followed) is permanent: the base URL is wrong.
+What to send for each call and what its answer means; sending itself, retrying and the
+translation of errors (including when an upload is ambiguous rather than retryable)
+are ``syncd.remote.transport``'s. Only ``syncd.remote`` knows about httpx.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar, cast
@@ -46,25 +18,21 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from syncd import __version__
 from syncd.api import LIST_PAGE_LIMIT, RemoteFile
 from syncd.errors import (
     AmbiguousError,
-    FatalError,
     FileChangedError,
     NotFoundError,
     PermanentError,
     RemoteError,
     RetryableError,
-    error_for_status,
 )
 from syncd.remote.protocol import UploadsApi
-from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
+from syncd.remote.retry import RetryGate, RetryPolicy
 from syncd.remote.settings import RemoteSettings
+from syncd.remote.transport import Transport
 
 T = TypeVar("T")
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_KEY_LIKE = re.compile(r"\b(sk-|key-)\S+")
 
 log = structlog.get_logger(__name__)
 
@@ -122,21 +90,6 @@ class _Unrepeatable(Exception):
         self.error = error
 
 
-def _error_message(response: httpx.Response) -> tuple[str, str | None]:
-    """The server's ``error.message`` and ``error.code``, or a short text of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        error = body["error"]
-        message = str(error.get("message") or response.reason_phrase)
-        code = error.get("code")
-        return message, str(code) if code is not None else None
-    text = response.text.strip()
-    return (text[:200] if text else response.reason_phrase or "no message"), None
-
-
 class HttpFilesRemote:
     """``FilesRemote`` over httpx; thread-safe, one instance shared by all workers.
 
@@ -158,22 +111,8 @@ class HttpFilesRemote:
         if not 1 <= page_size <= LIST_PAGE_LIMIT:
             raise ValueError(f"page_size must be 1..{LIST_PAGE_LIMIT}")
         self.settings = settings
-        self.gate = gate if gate is not None else RetryGate(max_block=settings.max_retry_after)
-        self.policy = policy or RetryPolicy(
-            max_attempts=settings.max_attempts,
-            backoff_base=settings.backoff_base,
-            backoff_cap=settings.backoff_cap,
-            max_retry_after=settings.max_retry_after,
-        )
         self.page_size = page_size
-        self._client = httpx.Client(
-            base_url=settings.base_url + "/",
-            headers={"User-Agent": f"syncd/{__version__}", **settings.headers()},
-            params=settings.query_params(),
-            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
-            follow_redirects=False,
-        )
+        self.transport = Transport(settings, gate=gate, pool_size=pool_size, policy=policy)
 
     # -- the FilesRemote interface ------------------------------------------------------
 
@@ -197,7 +136,7 @@ class HttpFilesRemote:
         def attempt() -> RemoteFile:
             with open(path, "rb") as file:
                 reader = _SizedReader(file, os.fstat(file.fileno()).st_size)
-                request = self._client.build_request(
+                request = self.transport.build(
                     "POST", "files", data=fields, files={"file": (filename, cast(BinaryIO, reader))}
                 )
                 response = self._send_upload(request, reader, filename)
@@ -210,7 +149,7 @@ class HttpFilesRemote:
                     status=response.status_code,
                 ) from exc
 
-        return self._retry(f"upload {filename}", attempt)
+        return self.transport.retry(f"upload {filename}", attempt)
 
     def list_files(self, purpose: str | None = None, order: str = "desc") -> Iterator[RemoteFile]:
         """Every file (of ``purpose``), page by page with ``after`` until ``has_more`` ends.
@@ -226,17 +165,17 @@ class HttpFilesRemote:
             page_params = dict(params)
 
             def fetch(page_params: dict[str, str | int] = page_params) -> dict[str, Any]:
-                request = self._client.build_request("GET", "files", params=page_params)
+                request = self.transport.build("GET", "files", params=page_params)
                 try:
-                    response = self._send(request, what="list files")
+                    response = self.transport.send(request, what="list files")
                 except NotFoundError as exc:  # GET /files missing: the base URL is wrong
                     raise PermanentError(
                         f"list files: {request.url} not found; is the base URL right?",
                         status=404,
                     ) from exc
-                return self._json_object(response, "list files")
+                return self.transport.json_object(response, "list files")
 
-            page = self._retry("list files", fetch)
+            page = self.transport.retry("list files", fetch)
             data = page.get("data")
             if not isinstance(data, list):
                 raise PermanentError("list files: the answer has no 'data' list")
@@ -256,11 +195,13 @@ class HttpFilesRemote:
         """GET /files/{id}; ``NotFoundError`` if there is no such file."""
 
         def attempt() -> RemoteFile:
-            request = self._client.build_request("GET", self._file_path(file_id))
+            request = self.transport.build("GET", self._file_path(file_id))
             what = f"retrieve {file_id}"
-            return RemoteFile.from_json(self._json_object(self._send(request, what=what), what))
+            return RemoteFile.from_json(
+                self.transport.json_object(self.transport.send(request, what=what), what)
+            )
 
-        return self._retry(f"retrieve {file_id}", attempt)
+        return self.transport.retry(f"retrieve {file_id}", attempt)
 
     def download(self, file_id: str, out: BinaryIO, expected_bytes: int | None = None) -> int:
         """Stream the file's content into ``out``; returns the byte count.
@@ -290,18 +231,18 @@ class HttpFilesRemote:
 
         def attempt() -> int:
             written = 0
-            request = self._client.build_request(
+            request = self.transport.build(
                 "GET",
                 self._file_path(file_id) + "/content",
                 headers={"Accept": "application/binary"},
             )
-            response = self._send(request, what=what, stream=True)
+            response = self.transport.send(request, what=what, stream=True)
             try:
                 for chunk in response.iter_bytes():
                     out.write(chunk)
                     written += len(chunk)
             except httpx.TransportError as exc:
-                error = self._transport_error(exc, what, ambiguous=False)
+                error = self.transport.transport_error(exc, what, ambiguous=False)
                 if written and not rewind():
                     raise _Unrepeatable(error) from exc
                 raise error from exc
@@ -310,7 +251,7 @@ class HttpFilesRemote:
             return written
 
         try:
-            written = self._retry(what, attempt)
+            written = self.transport.retry(what, attempt)
         except _Unrepeatable as wrapped:
             raise wrapped.error from wrapped.__cause__
         if written != expected:
@@ -321,24 +262,26 @@ class HttpFilesRemote:
         """DELETE /files/{id}; a file that is already gone counts as deleted."""
 
         def attempt() -> None:
-            request = self._client.build_request("DELETE", self._file_path(file_id))
+            request = self.transport.build("DELETE", self._file_path(file_id))
             try:
-                body = self._json_object(self._send(request, what=f"delete {file_id}"), "delete")
+                body = self.transport.json_object(
+                    self.transport.send(request, what=f"delete {file_id}"), "delete"
+                )
             except NotFoundError:
                 return
             if body.get("deleted") is False:
                 raise PermanentError(f"delete {file_id}: the server did not delete it")
 
-        self._retry(f"delete {file_id}", attempt)
+        self.transport.retry(f"delete {file_id}", attempt)
 
     def uploads_api(self) -> UploadsApi:
         """The Uploads API over this remote's connections, gate and retry policy."""
         from syncd.remote.uploads_http import HttpUploadsApi  # it builds on this module
 
-        return HttpUploadsApi(self)
+        return HttpUploadsApi(self.transport)
 
     def close(self) -> None:
-        self._client.close()
+        self.transport.close()
 
     def __enter__(self) -> HttpFilesRemote:
         return self
@@ -351,114 +294,26 @@ class HttpFilesRemote:
     ) -> None:
         self.close()
 
-    # -- sending and translating --------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------------
 
     @staticmethod
     def _file_path(file_id: str) -> str:
         return "files/" + quote(file_id, safe="")
 
-    def _retry(self, operation: str, attempt: Callable[[], T]) -> T:
-        result: T = self.policy.retrying(operation)(attempt)
-        return result
-
-    def _send(self, request: httpx.Request, *, what: str, stream: bool = False) -> httpx.Response:
-        """Send once, after the gate; an answer >= 400 becomes the matching RemoteError."""
-        self.gate.wait()
-        try:
-            response = self._client.send(request, stream=stream)
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, what, ambiguous=False) from exc
-        if response.status_code >= 300:
-            if stream:
-                response.read()
-                response.close()
-            raise self._status_error(response, what)
-        return response
-
     def _send_upload(
         self, request: httpx.Request, reader: _SizedReader, filename: str
     ) -> httpx.Response:
-        """Send an upload once, deciding retryable versus ambiguous (module docstring)."""
+        """Send an upload once (``Transport.send_creating``); a file that changed while it
+        was sent is retryable (the body was cut short), a 404 means a wrong base URL."""
         what = f"upload of {filename}"
-        self.gate.wait()
         try:
-            response = self._client.send(request)
+            return self.transport.send_creating(
+                request, what=what, sent_all=lambda: reader.sent_all
+            )
         except FileChangedError as exc:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc, what, ambiguous=reader.sent_all) from exc
-        if response.status_code >= 300:
-            error = self._status_error(response, what)
-            if response.status_code >= 500 and reader.sent_all:
-                raise AmbiguousError(
-                    f"{error.message}; the server may have stored the file",
-                    status=error.status,
-                    retry_after=error.retry_after,
-                    code=error.code,
-                )
-            if response.status_code == 404:  # POST /files missing: the base URL is wrong
-                raise PermanentError(
-                    f"{what}: {self._client.base_url}files not found; is the base URL right?",
-                    status=404,
-                )
-            raise error
-        return response
-
-    def _transport_error(
-        self, exc: httpx.TransportError, what: str, *, ambiguous: bool
-    ) -> RemoteError:
-        detail = self._scrub(str(exc)) or type(exc).__name__
-        if isinstance(exc, _NOT_SENT):
-            return RetryableError(f"{what}: cannot connect to {self.settings.base_url}: {detail}")
-        if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
-            return PermanentError(f"{what}: {detail}")
-        if ambiguous:
-            return AmbiguousError(
-                f"{what}: no answer after the file was sent ({type(exc).__name__}: {detail}); "
-                "the server may have stored it"
-            )
-        return RetryableError(f"{what}: {type(exc).__name__}: {detail}")
-
-    def _status_error(self, response: httpx.Response, what: str) -> RemoteError:
-        status = response.status_code
-        if status < 400:  # redirects are not followed: a POST must not be re-sent blindly
-            location = response.headers.get("location", "elsewhere")
-            return PermanentError(
-                f"{what}: the server redirects to {location}; set the base URL to where "
-                "the API really is",
-                status=status,
-            )
-        message, code = _error_message(response)
-        message = self._scrub(message)
-        retry_after = parse_retry_after(response.headers)
-        if retry_after is not None:
-            self.gate.pause_for(retry_after)
-        elif status == 429:
-            self.gate.pause_for(DEFAULT_RATE_LIMIT_PAUSE)
-        if status in (401, 403):
-            return FatalError(
-                f"{what}: the API key is wrong or lacks the rights for this request "
-                f"({message}); check the key syncd was given (OPENAI_API_KEY or its file)",
-                status=status,
-                code=code,
-            )
-        return error_for_status(status, f"{what}: {message}", retry_after=retry_after, code=code)
-
-    def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise RetryableError(
-                f"{what}: the answer is not JSON", status=response.status_code
-            ) from exc
-        if not isinstance(body, dict):
+        except NotFoundError as exc:  # POST /files missing: the base URL is wrong
             raise PermanentError(
-                f"{what}: the answer is not a JSON object", status=response.status_code
-            )
-        return body
-
-    def _scrub(self, text: str) -> str:
-        """``text`` without the API key or anything shaped like one (servers echo keys)."""
-        if self.settings.api_key:
-            text = text.replace(self.settings.api_key, "[REDACTED]")
-        return _KEY_LIKE.sub("[REDACTED]", text)
+                f"{what}: {self.transport.base_url}files not found; is the base URL right?",
+                status=404,
+            ) from exc

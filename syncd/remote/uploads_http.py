@@ -1,4 +1,4 @@
-"""The Uploads API over HTTP: ``HttpUploadsApi`` rides on one ``HttpFilesRemote``.
+"""The Uploads API over HTTP: ``HttpUploadsApi`` shares a ``HttpFilesRemote``'s transport.
 
 The four calls (``POST /uploads``, ``/uploads/{id}/parts``, ``/complete``, ``/cancel``)
 share the remote's connection pool, its ``RetryGate`` and its retry policy, and follow
@@ -17,10 +17,8 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
-
-import httpx
 
 from syncd.api import RemoteFile, RemoteUpload
 from syncd.errors import (
@@ -33,9 +31,7 @@ from syncd.errors import (
     RetryableError,
     UploadGoneError,
 )
-
-if TYPE_CHECKING:
-    from syncd.remote.files_http import HttpFilesRemote
+from syncd.remote.transport import Transport
 
 PART_CHUNK = 256 * 1024  # bytes per read and per send while a part streams
 # How a server says an upload is not pending (the local server's words, and the API's).
@@ -86,11 +82,10 @@ class PartBody:
 
 
 class HttpUploadsApi:
-    """``UploadsApi`` riding on one ``HttpFilesRemote`` (its pool, gate and retries)."""
+    """``UploadsApi`` over one ``Transport`` (the files remote's pool, gate and retries)."""
 
-    def __init__(self, remote: HttpFilesRemote) -> None:
-        self._remote = remote
-        self._client = remote._client
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
 
     def create_upload(
         self,
@@ -113,15 +108,15 @@ class HttpUploadsApi:
         what = f"create upload of {filename}"
 
         def attempt() -> RemoteUpload:
-            request = self._client.build_request("POST", "uploads", json=body)
+            request = self._transport.build("POST", "uploads", json=body)
             try:
-                response = self._remote._send(request, what=what)
+                response = self._transport.send(request, what=what)
             except NotFoundError as exc:
                 raise PermanentError(
                     f"{what}: the server has no Uploads API (POST /uploads not found)",
                     status=404,
                 ) from exc
-            data = self._remote._json_object(response, what)
+            data = self._transport.json_object(response, what)
             try:
                 return RemoteUpload(
                     id=str(data["id"]),
@@ -131,7 +126,7 @@ class HttpUploadsApi:
             except (KeyError, TypeError, ValueError) as exc:
                 raise RetryableError(f"{what}: the answer is not an Upload object") from exc
 
-        return self._remote._retry(what, attempt)
+        return self._transport.retry(what, attempt)
 
     def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str:
         """POST /uploads/{id}/parts with bytes [offset, offset+length) of ``path``.
@@ -146,21 +141,21 @@ class HttpUploadsApi:
         def attempt() -> str:
             with open(path, "rb", buffering=0) as file:
                 body = PartBody(cast(BinaryIO, file), offset, length)
-                request = self._client.build_request(
+                request = self._transport.build(
                     "POST",
                     self._upload_path(upload_id, "parts"),
                     content=iter(body),
                     headers=body.headers(),
                 )
-                response = self._remote._send(request, what=what)
-            data = self._remote._json_object(response, what)
+                response = self._transport.send(request, what=what)
+            data = self._transport.json_object(response, what)
             part_id = data.get("id")
             if not isinstance(part_id, str) or not part_id:
                 raise RetryableError(f"{what}: the answer is not an upload part")
             return part_id
 
         try:
-            return self._remote._retry(what, attempt)
+            return self._transport.retry(what, attempt)
         except FileChangedError as exc:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
         except RemoteError as exc:
@@ -175,23 +170,10 @@ class HttpUploadsApi:
         what = f"complete upload {upload_id}"
 
         def attempt() -> RemoteFile:
-            request = self._client.build_request(
+            request = self._transport.build(
                 "POST", self._upload_path(upload_id, "complete"), json=body
             )
-            self._remote.gate.wait()
-            try:
-                response = self._client.send(request)
-            except httpx.TransportError as exc:
-                raise self._remote._transport_error(exc, what, ambiguous=True) from exc
-            if response.status_code >= 300:
-                error = self._remote._status_error(response, what)
-                if response.status_code >= 500:
-                    raise AmbiguousError(
-                        f"{error.message}; the server may have made the file",
-                        status=error.status,
-                        retry_after=error.retry_after,
-                    )
-                raise error
+            response = self._transport.send_creating(request, what=what, sent_all=lambda: True)
             try:
                 return RemoteFile.from_json(response.json()["file"])
             except (ValueError, KeyError, TypeError) as exc:
@@ -202,7 +184,7 @@ class HttpUploadsApi:
                 ) from exc
 
         try:
-            return self._remote._retry(what, attempt)
+            return self._transport.retry(what, attempt)
         except PermanentError as exc:
             if _COMPLETED.search(exc.message):  # an earlier complete went through
                 raise AmbiguousError(f"{what}: {exc.message}", status=exc.status) from exc
@@ -213,15 +195,15 @@ class HttpUploadsApi:
         what = f"cancel upload {upload_id}"
 
         def attempt() -> None:
-            request = self._client.build_request("POST", self._upload_path(upload_id, "cancel"))
+            request = self._transport.build("POST", self._upload_path(upload_id, "cancel"))
             try:
-                self._remote._send(request, what=what)
+                self._transport.send(request, what=what)
             except FatalError:
                 raise
             except PermanentError:  # 404 or "not pending": nothing left to cancel
                 return
 
-        self._remote._retry(what, attempt)
+        self._transport.retry(what, attempt)
 
     @staticmethod
     def _upload_path(upload_id: str, action: str) -> str:
