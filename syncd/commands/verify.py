@@ -17,9 +17,9 @@ import os
 import sys
 from pathlib import Path
 
+from syncd.commands._display import TransferDisplay
 from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
-from syncd.commands.pull import TransferDisplay
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, load_config, mirror_for_folder
 from syncd.errors import ConfigError, FolderUnavailableError
 from syncd.local.scan import Scanner
