@@ -20,6 +20,10 @@ The one known gap, kept on purpose: the spec's ``OpenAIFile.purpose`` enum (and 
 ``FileObject.purpose``) lacks ``evals`` although ``CreateFileRequest`` accepts it and
 servers answer with it. A file of purpose ``evals`` is validated with that one field
 stood in for by ``user_data``, after checking that ``evals`` is an upload purpose.
+
+``schema_differences(ours, published)`` lists where one of our schemas departs from the
+spec's (names, types, enums, required keys, bounds, ``additionalProperties``);
+tests/unit/test_reference_drift.py runs it where the spec is present.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,7 @@ REFERENCE_DIR = TESTS_DIR / "reference"
 SHARED_SPEC_DIR = TESTS_DIR.parent.parent / "shared" / "openai-files-api"
 SHARED_SPEC_LABEL = "../shared/openai-files-api"
 SPEC_ABSENT_REASON = f"{SHARED_SPEC_LABEL} not beside the clone"
+DIFFERS_MARKER = "Differs from the spec:"
 
 # Each of our documents, and the published extract it was written from.
 REFERENCE_DOCUMENTS: dict[str, str] = {
@@ -295,3 +301,99 @@ def tally_line(skipped_tests: int) -> str:
             f"{TALLY.run} answers also validated against the published spec in {SHARED_SPEC_LABEL}"
         )
     return ""
+
+
+# --- drift: our schema against the spec's ----------------------------------------------
+
+_COMPARED = (
+    "type",
+    "enum",
+    "const",
+    "required",
+    "additionalProperties",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "maxProperties",
+    "$ref",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """One fact on which our schema and the spec's disagree (``None``: absent there)."""
+
+    node: str  # a JSON pointer into the schema, "" for its root
+    keyword: str
+    ours: Any
+    published: Any
+
+    def __str__(self) -> str:
+        return f"{self.node or '/'} {self.keyword}: ours {self.ours!r}, spec {self.published!r}"
+
+
+def schema_differences(ours: dict[str, Any], published: dict[str, Any]) -> list[Difference]:
+    """Where ``ours`` departs from ``published`` in a fact that decides validity.
+
+    Compared: property names, and at every node ``type``, ``enum``, ``const``,
+    ``required``, bounds, ``additionalProperties``, the target name of a ``$ref`` and the
+    branches of ``anyOf``/``oneOf``/``allOf``. OpenAPI 3.0's ``nullable`` in the spec
+    counts as a union with ``null``. Annotations (descriptions, formats, ``x-*``,
+    ``discriminator``) are ignored.
+    """
+    mine, theirs = _facts(ours), _facts(published)
+    return [
+        Difference(node, keyword, mine.get((node, keyword)), theirs.get((node, keyword)))
+        for node, keyword in sorted(mine.keys() | theirs.keys())
+        if mine.get((node, keyword)) != theirs.get((node, keyword))
+    ]
+
+
+def marked_nodes(schema: dict[str, Any]) -> set[str]:
+    """The nodes of our schema whose ``$comment`` declares a deliberate difference."""
+    return {
+        node
+        for node, sub in _nodes(schema)
+        if str(sub.get("$comment", "")).startswith(DIFFERS_MARKER)
+    }
+
+
+def _facts(schema: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    facts: dict[tuple[str, str], Any] = {}
+    for node, sub in _nodes(schema):
+        for keyword in _COMPARED:
+            if keyword not in sub:
+                continue
+            value = sub[keyword]
+            if keyword == "type":
+                value = sorted([value] if isinstance(value, str) else value)
+            elif keyword in ("enum", "required"):
+                value = sorted(value, key=json.dumps)
+            elif keyword == "$ref":
+                value = value.rsplit("/", 1)[-1]
+            elif keyword == "additionalProperties" and isinstance(value, dict):
+                continue  # a schema: its own node
+            facts[node, keyword] = value
+        if "properties" in sub:
+            facts[node, "properties"] = sorted(sub["properties"])
+        for keyword in ("anyOf", "oneOf", "allOf"):
+            if keyword in sub:
+                facts[node, keyword] = len(sub[keyword])
+    return facts
+
+
+def _nodes(schema: dict[str, Any], node: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema with its JSON pointer, OpenAPI ``nullable`` rewritten as 2020-12."""
+    schema = _from_openapi(schema)
+    yield node, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _nodes(sub, f"{node}/properties/{name}")
+    for keyword in ("items", "additionalProperties", "propertyNames"):
+        if isinstance(schema.get(keyword), dict):
+            yield from _nodes(schema[keyword], f"{node}/{keyword}")
+    for keyword in ("anyOf", "oneOf", "allOf"):
+        for index, sub in enumerate(schema.get(keyword, [])):
+            yield from _nodes(sub, f"{node}/{keyword}/{index}")

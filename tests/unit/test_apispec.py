@@ -1,6 +1,7 @@
-"""tests/apispec.py: our reference schemas, the SDK check, the spec check where present.
+"""tests/apispec.py: our reference schemas, the SDK check, and the drift comparison.
 
-None of these needs ../shared beside the clone.
+None of these needs ../shared beside the clone; the comparison with the published spec
+itself is in test_reference_drift.py.
 """
 
 from __future__ import annotations
@@ -314,6 +315,74 @@ def test_validate_runs_the_spec_check_where_shared_is_present(
     apispec.validate("OpenAIFile", dict(FILE, extra=1))
     assert apispec.TALLY.run == 1 and apispec.TALLY.skipped_in == []
     assert "openapi-vector-stores.yaml not beside the clone" in apispec.published_absent_reason()
+
+
+def test_differences_are_none_for_a_faithful_copy() -> None:
+    """A copy with the spec's nullable written as a union, and annotations dropped, agrees."""
+    published = {
+        "type": "object",
+        "description": "d",
+        "properties": {
+            "name": {"type": "string", "nullable": True, "x-stainless-const": True},
+            "file": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/F"},
+                    {"nullable": True, "description": "x"},
+                ]
+            },
+            "status": {"type": "string", "enum": ["b", "a"]},
+        },
+        "required": ["status", "name"],
+        "discriminator": {"propertyName": "status"},
+    }
+    ours = {
+        "type": "object",
+        "properties": {
+            "name": {"type": ["null", "string"]},
+            "file": {"anyOf": [{"$ref": "#/$defs/F"}, {"type": "null"}]},
+            "status": {"type": "string", "enum": ["a", "b"]},
+        },
+        "required": ["name", "status"],
+    }
+    assert apispec.schema_differences(ours, published) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "node", "keyword"),
+    [
+        (lambda s: s["required"].remove("id"), "", "required"),
+        (lambda s: s["properties"]["id"].update(type="integer"), "/properties/id", "type"),
+        (lambda s: s["properties"]["kind"]["enum"].append("c"), "/properties/kind", "enum"),
+        (lambda s: s["properties"].pop("kind"), "", "properties"),
+        (lambda s: s.update(additionalProperties=True), "", "additionalProperties"),
+        (lambda s: s["properties"]["n"].update(maximum=5), "/properties/n", "maximum"),
+        (lambda s: s["properties"]["ref"].update({"$ref": "#/$defs/G"}), "/properties/ref", "$ref"),
+    ],
+)
+def test_differences_catch_each_kind_of_drift(change: Any, node: str, keyword: str) -> None:
+    """A dropped required key, a changed type, enum, bound, name or ref is reported."""
+    published = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["a", "b"]},
+            "n": {"type": "integer", "maximum": 4},
+            "ref": {"$ref": "#/components/schemas/F"},
+        },
+        "required": ["id", "kind"],
+    }
+    ours = copy.deepcopy(published)
+    change(ours)
+    found = [(d.node, d.keyword) for d in apispec.schema_differences(ours, published)]
+    assert (node, keyword) in found
+
+
+def test_marked_nodes_finds_the_declared_differences() -> None:
+    """$comment 'Differs from the spec: ...' marks exactly the nodes it sits on."""
+    ours = apispec.reference_schemas()["OpenAIFile"][1]
+    assert apispec.marked_nodes(ours) == {""}
+    assert apispec.marked_nodes(apispec.reference_schemas()["Upload"][1]) == set()
 
 
 def _refs(schema: Any) -> list[str]:
