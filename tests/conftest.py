@@ -8,6 +8,9 @@
 - Every test runs with OPENAI_*/AZURE_*/SYNCD_* removed from the environment and the
   XDG base directories pointing into tmp_path, so the developer's keys and state never
   leak in or get written to.
+- At the end of the run, one line says how many answers were also checked against the
+  published spec in ``../shared/openai-files-api/``, or how many tests and answer checks
+  were skipped because that folder is not beside the clone (see ``apispec``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import serverproc` anywhere
 
+import apispec
 from serverproc import SCRUBBED_ENV_PREFIXES, ServerProcess
 
 ServerFactory = Callable[..., ServerProcess]
@@ -69,3 +73,15 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 def server(server_factory: ServerFactory) -> ServerProcess:
     """A fresh `syncd serve` on a free loopback port: empty store, any key, no faults."""
     return server_factory()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """State the checks against the published spec: how many ran, or were skipped and why."""
+    reason = apispec.published_absent_reason()
+    skipped_tests = sum(
+        1 for report in terminalreporter.stats.get("skipped", []) if reason in str(report.longrepr)
+    )
+    line = apispec.tally_line(skipped_tests)
+    if line:
+        terminalreporter.write_sep("-", "published spec")
+        terminalreporter.write_line(line)

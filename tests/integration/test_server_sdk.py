@@ -1,6 +1,7 @@
 """The official `openai` SDK against a real `syncd serve`: the five calls and their errors.
 
-Every JSON answer is also validated against the published spec's schemas.
+Every JSON answer is also validated (tests/apispec.py): our schemas, the SDK's own models,
+and the published spec where it is beside the clone.
 """
 
 from __future__ import annotations
