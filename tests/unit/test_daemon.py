@@ -12,6 +12,7 @@ from syncd.daemon.folder_guard import folder_problem
 from syncd.daemon.keepalive import Heartbeat
 from syncd.daemon.signals import SignalRelay
 from syncd.daemon.status import MirrorStatus, status_line
+from syncd.testing import FakeClock
 
 FOLDER = "/srv/data"
 HOME = (10, 100)  # (device, inode) recorded in the ledger
@@ -76,14 +77,6 @@ def test_status_line_puts_pauses_and_refusals_first() -> None:
         "paused: API key rejected (401); paused: folder /a is gone; refusing to delete; "
         "mirrored 3 files, 0 pending, 0 failed"
     )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_heartbeat_busy_loop_without_progress_is_unhealthy() -> None:
