@@ -125,16 +125,27 @@ def test_unit_has_the_daemon_contract(unit: Path) -> None:
 
 
 def test_template_reads_the_instance_config_and_state() -> None:
-    """syncd@NAME reads /etc/syncd/NAME.toml and keeps its ledger in /var/lib/syncd/NAME."""
+    """syncd@NAME reads /etc/syncd/NAME.toml, keeps its ledger in /var/lib/syncd-NAME."""
     plain, template = UNITS
     assert f"ExecStart={INSTALLED_BINARY} run --config /etc/syncd/syncd.toml" in plain.read_text()
     text = template.read_text()
     assert f"ExecStart={INSTALLED_BINARY} run --config /etc/syncd/%i.toml" in text
-    assert "\nStateDirectory=syncd/%i\n" in text
+    assert "\nStateDirectory=syncd-%i\n" in text
+
+
+def test_state_directories_do_not_nest() -> None:
+    """Each unit has its own state directory and user: nested ones fail 238/STATE_DIRECTORY.
+
+    systemd 252 refuses to start syncd.service once an instance made /var/lib/syncd/NAME
+    (and the other way round); without User= all of them share the dynamic user "syncd".
+    """
+    plain, template = (set(service_lines(unit)) for unit in UNITS)
+    assert {"StateDirectory=syncd", "User=syncd"} <= plain
+    assert {"StateDirectory=syncd-%i", "User=syncd-%i"} <= template
 
 
 def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
-    """Apart from the %i lines, both units carry identical settings (no drift)."""
+    """Apart from the %i lines and the user's name, both units carry identical settings."""
     plain, template = UNITS
 
     def settings(unit: Path) -> list[str]:
@@ -145,7 +156,7 @@ def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
             and not line.startswith("#")
             and "%i" not in line
             and "syncd.toml" not in line
-            and not line.startswith("StateDirectory=")
+            and not line.startswith(("StateDirectory=", "User="))
         ]
 
     assert settings(plain) == settings(template)
