@@ -144,6 +144,19 @@ def test_state_directories_do_not_nest() -> None:
     assert {"StateDirectory=syncd-%i", "User=syncd-%i"} <= template
 
 
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_bounds_memory_and_tasks(unit: Path) -> None:
+    """MemoryMax= and TasksMax= are set, each under a comment saying how to size it."""
+    lines = service_lines(unit)
+    for setting in ("MemoryMax=512M", "TasksMax=512"):
+        assert setting in lines, setting
+        comment = lines[lines.index(setting) - 1]
+        assert comment.startswith("#"), f"{setting} needs its sizing comment"
+    text = unit.read_text()
+    assert "0.4 KiB per file watched" in text  # the memory rule of thumb
+    assert "64 x 6" in text  # the task count: workers x (itself, 4 parts, the md5)
+
+
 def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
     """Apart from the %i lines and the user's name, both units carry identical settings."""
     plain, template = UNITS
