@@ -157,6 +157,21 @@ def test_unit_bounds_memory_and_tasks(unit: Path) -> None:
     assert "64 x 6" in text  # the task count: workers x (itself, 4 parts, the md5)
 
 
+def shell_blocks(doc: Path) -> str:
+    """The text of every ```sh block in a Markdown file."""
+    return "\n".join(re.findall(r"^```sh\n(.*?)^```", doc.read_text(), re.S | re.M))
+
+
+def test_install_docs_match_the_units() -> None:
+    """The documented install puts syncd where ExecStart= looks; no step says --prefix."""
+    link = f"ln -sf /opt/syncd/bin/syncd {INSTALLED_BINARY}"
+    for doc in (REPO / "README.md", REPO / "docs" / "systemd.md"):
+        steps = shell_blocks(doc)
+        assert link in steps, doc.name
+        assert "umask 022 && /usr/bin/python3 -m venv /opt/syncd" in steps, doc.name
+        assert "--prefix" not in steps, doc.name  # Debian: /usr/local/local/bin, 203/EXEC
+
+
 def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
     """Apart from the %i lines and the user's name, both units carry identical settings."""
     plain, template = UNITS
