@@ -170,6 +170,8 @@ def test_install_docs_match_the_units() -> None:
         assert link in steps, doc.name
         assert "umask 022 && /usr/bin/python3 -m venv /opt/syncd" in steps, doc.name
         assert "--prefix" not in steps, doc.name  # Debian: /usr/local/local/bin, 203/EXEC
+    guide = (REPO / "docs" / "systemd.md").read_text()
+    assert "-p DynamicUser=yes -p User=syncd -p StateDirectory=syncd" in guide
 
 
 def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
