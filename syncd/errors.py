@@ -18,7 +18,10 @@
     └── RemoteError                 a Files API call failed; .status, .message, .retry_after
         ├── RetryableError          RETRYABLE: connect/read errors, timeouts, 408, 409,
         │   │                       429, 5xx; certainly not carried out, try again
-        │   └── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        │   ├── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        │   └── ProtocolError       the answer is not what the API promises (malformed,
+        │                           too big, too slow, pages without end): retried like a
+        │                           5xx; a bad listing is no listing, so never a delete
         ├── AmbiguousError          AMBIGUOUS: the request may have taken effect but the
         │                           answer was lost (upload sent, then timeout/reset/5xx);
         │                           never retried blindly: reconcile first
@@ -126,6 +129,15 @@ class RetryableError(RemoteError):
 
 class RateLimitedError(RetryableError):
     pass
+
+
+class ProtocolError(RetryableError):
+    """The server answered, but not with what the API promises: a body that is not the
+    expected JSON, a field of the wrong type, an unsafe id, an answer over its size cap or
+    past its deadline, a listing that pages without end. Retried like a 5xx; a listing
+    that fails so is no listing at all (never a partial one), so nothing is deleted or
+    taken for gone because of it. For a request that creates a File, a 2xx answer that
+    is not a valid File is ``AmbiguousError`` instead (it may have been stored)."""
 
 
 class AmbiguousError(RemoteError):
