@@ -5,6 +5,9 @@
   clients send ``server.client_key``.
 - ``server_factory(api_key=None, faults=None, max_bytes=None, data_dir=None)``: more
   servers, each started and stopped at the end of the test.
+- ``odd_server(mode_or_behaviour, read_post_body=True)``: a server that misbehaves on
+  purpose (``oddserver.OddServer``: a mode name, or a function answering each request),
+  in this process, stopped at the end of the test.
 - Every test runs with OPENAI_*/AZURE_*/SYNCD_* removed from the environment and the
   XDG base directories pointing into tmp_path, so the developer's keys and state never
   leak in or get written to.
@@ -26,6 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import serverproc` anywhere
 
 import apispec
+from oddserver import Behaviour, OddServer
 from serverproc import SCRUBBED_ENV_PREFIXES, ServerProcess
 
 ServerFactory = Callable[..., ServerProcess]
@@ -67,6 +71,24 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     yield make
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def odd_server() -> Iterator[Callable[..., OddServer]]:
+    """Start misbehaving servers (a mode name or a behaviour); all are stopped afterwards."""
+    started: list[OddServer] = []
+
+    def start(how: str | Behaviour = "honest", read_post_body: bool = True) -> OddServer:
+        if isinstance(how, str):
+            server = OddServer(how, read_post_body=read_post_body)
+        else:
+            server = OddServer(behaviour=how, read_post_body=read_post_body)
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture
