@@ -21,16 +21,24 @@ The schema is declared once in ``syncd.state.schema``, which creates and migrate
 
 One process at a time: a lock file beside the ledger is held (``syncd.state.lock``) for
 the process lifetime and names its holder, so a second process gets ``LedgerLockedError``.
+Neither the ledger nor its lock is ever opened through a symbolic link: the lock with
+``O_NOFOLLOW``; the ledger is looked at with ``lstat`` first (a link, or SQLite's
+``-wal``/``-shm`` as one, is a ``ConfigError``) and created with ``O_EXCL|O_NOFOLLOW``.
+SQLite then opens it by name, which is safe because the state directory has been
+checked (``syncd.paths.check_state_dir``): nobody else can swap a link in between.
 Readers (``syncd status``) open read-only without the lock; WAL lets them read while the
 owner writes. One connection is shared by the executor's workers behind one lock.
-The API key is never stored here.
+The API key is never stored here: error texts are redacted (``syncd.log.redact_text``)
+before they are written, as a last line of defence behind the transport's scrubbing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,8 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from syncd.api import RemoteFile
-from syncd.errors import LedgerLockedError, SyncdError
+from syncd.errors import ConfigError, LedgerLockedError, SyncdError
 from syncd.local.fingerprint import Fingerprint
+from syncd.log import redact_text
+from syncd.paths import check_state_dir
 from syncd.state.lock import FileLock, LockHeldError
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
 
@@ -172,11 +182,13 @@ class Ledger:
 
     @classmethod
     def open(cls, path: Path) -> Ledger:
-        """Open (creating if needed) and lock the ledger at ``path``, migrating it."""
+        """Open (creating if needed) and lock the ledger at ``path``, migrating it.
+        ``ConfigError`` for an unsafe state directory or a link where a file belongs."""
+        check_state_dir(path.parent, writing=True)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = _lock(path)
         try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            _create_or_check(path)
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -193,12 +205,19 @@ class Ledger:
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
-        """Open an existing ledger for reading while its owner may be writing it."""
-        if not path.is_file():
+        """Open an existing ledger for reading while its owner may be writing it (never
+        through a link; ``ConfigError`` for a state directory others may write)."""
+        check_state_dir(path.parent, writing=False)
+        try:
+            st = path.lstat()
+        except OSError:
+            raise SyncdError(f"no ledger at {path}") from None
+        _refuse_link(path, st)
+        if not stat.S_ISREG(st.st_mode):
             raise SyncdError(f"no ledger at {path}")
         try:
             conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+                f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False
             )
             conn.execute("PRAGMA busy_timeout=5000")
             ledger = cls(conn, path, None)
@@ -360,7 +379,7 @@ class Ledger:
                    next_attempt_at = ?, failed_sha256 = ?, failed_size = ?,
                    failed_mtime_ns = ?, failed_inode = ? WHERE path = ?""",
                 (
-                    reason,
+                    redact_text(reason),
                     ErrorKind.PERMANENT if permanent else ErrorKind.RETRYABLE,
                     attempts,
                     None if permanent else now + wait,
@@ -578,7 +597,7 @@ class Ledger:
         with self._write() as conn:
             conn.execute(
                 "UPDATE passes SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
-                (now, result, summary, pass_id),
+                (now, result, redact_text(summary), pass_id),
             )
             conn.execute("DELETE FROM passes WHERE id <= ?", (pass_id - 1000,))
 
@@ -665,6 +684,39 @@ def _lock(ledger: Path) -> FileLock:
             f"ledger {ledger.with_suffix('')} is in use by another syncd process "
             f"({exc.holder or 'pid unknown'}); stop it first or use another --state"
         ) from None
+    except OSError as exc:
+        lock = ledger.with_name(ledger.name + ".lock")
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"the ledger's lock {lock} is a symbolic link; refused (remove it)"
+            ) from None
+        raise ConfigError(f"cannot open the ledger's lock {lock}: {exc.strerror}") from None
+
+
+def _refuse_link(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(
+            f"{path} is a symbolic link; syncd never opens its ledger through one "
+            "(remove the link, or name the real file with --state)"
+        )
+
+
+def _create_or_check(path: Path) -> None:
+    """Create the ledger file (0600, ``O_EXCL|O_NOFOLLOW``) or check the one there: a
+    regular file, not a link; nor may SQLite's side files be links."""
+    for side in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = side.lstat()
+        except FileNotFoundError:
+            continue
+        _refuse_link(side, st)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{side} is not a regular file; it cannot be a ledger")
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        pass  # checked above
 
 
 def _intent_by_id(conn: sqlite3.Connection, intent_id: int) -> Intent:
@@ -688,7 +740,7 @@ def _finish_intent(
     conn.execute(
         """UPDATE intents SET state = ?, finished_at = ?, outcome = ?,
            file_id = coalesce(?, file_id) WHERE id = ?""",
-        (state, now, outcome, file_id, intent_id),
+        (state, now, redact_text(outcome), file_id, intent_id),
     )
 
 
