@@ -28,7 +28,7 @@ import structlog
 _SECRET_KEYS = frozenset({"api_key", "authorization", "api-key", "key", "token", "password"})
 # An OpenAI-style key, a bearer token, or the credentials of a URL anywhere in a value.
 _SECRET_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@]+@")
+_URL_CREDENTIALS = re.compile(r"(?<=://)(?!\*\*\*@)[^/\s@]+@")  # ***@: masked already
 MIN_REGISTERED_SECRET = 8
 _MAX_DEPTH = 16  # nested values deeper than this are replaced whole
 _secrets: set[str] = set()

@@ -168,8 +168,11 @@ def _read_key_file(path: Path, source: str) -> str:
     except OSError as exc:
         raise ConfigError(f"cannot read {where}: {_reason(exc)}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(f"cannot read {where}: it is not a regular file")
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"cannot read {where}: Is a directory")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"cannot read {where}: it is not a regular file (a FIFO?)")
         data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {where}: {_reason(exc)}") from None
