@@ -1,7 +1,9 @@
 """The command line: parse, set up logging, hand over to one module per subcommand.
 
 Each module in ``syncd.commands`` exposes ``register(subparsers)``, which adds its
-parser and sets ``func(args) -> int`` as the default. Nothing else lives here.
+parser and sets ``func(args) -> int`` as the default. Nothing else lives here, except
+the last word on an error: one line, redacted (``redact_text``) and with control
+characters escaped, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import structlog
 
 from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
-from syncd.log import configure_logging
+from syncd.log import configure_logging, redact_text
+from syncd.restore.names import printable
 
 COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
 
@@ -69,16 +72,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        print(f"syncd: {_one_line(exc)}", file=sys.stderr)
         return 2
     except SyncdError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        print(f"syncd: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("syncd: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line for the user, the detail in the log
         structlog.get_logger(__name__).exception("internal_error")
-        print(f"syncd: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"syncd: internal error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 70
     return code
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as one line for the terminal: redacted, control characters escaped."""
+    return printable(redact_text(str(exc)))

@@ -5,8 +5,10 @@ path the file mirrors. The mark is ``*`` for a file the ledger tracks (the curre
 of a path), ``~`` for an old copy the ledger still intends to delete, and blank for a
 file syncd did not make for this ledger (it never touches those). The ledger is the one
 of ``--folder``, the one ``--state`` names, or every ledger in the state directory.
-Filenames are shown with control characters escaped. ``--json`` prints a list of
-objects with the same fields (``owned``: true, ``"pending-delete"`` or false).
+Everything the server sent (ids, purposes, filenames) and every local path is shown
+with control characters escaped (``printable``), so a name cannot move the cursor or
+recolour the terminal. ``--json`` prints a list of objects with the same fields
+(``owned``: true, ``"pending-delete"`` or false), escaped as JSON escapes.
 """
 
 from __future__ import annotations
@@ -127,9 +129,9 @@ def _line(remote_file: RemoteFile, owner: Owner | None, several: bool) -> str:
     mark = " " if owner is None else ("*" if owner.current else "~")
     where = ""
     if owner is not None:
-        prefix = f"{owner.ledger.stem}:" if several else ""
+        prefix = f"{printable(owner.ledger.stem)}:" if several else ""
         where = f"  -> {prefix}{printable(owner.path)}"
     return (
-        f"{remote_file.id:30} {remote_file.bytes:>12} {_created(remote_file)} "
-        f"{remote_file.purpose:10} {mark} {printable(remote_file.filename)}{where}"
+        f"{printable(remote_file.id):30} {remote_file.bytes:>12} {_created(remote_file)} "
+        f"{printable(remote_file.purpose):10} {mark} {printable(remote_file.filename)}{where}"
     )

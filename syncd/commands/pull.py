@@ -69,7 +69,10 @@ class PullDisplay(TransferDisplay):
         elif result.outcome is PullOutcome.NOT_TRIED:
             log.debug("not_tried", reason=result.message, **fields)
         else:
-            self.say(f"syncd: {result.outcome.value}: {printable(item.path)}: {result.message}")
+            self.say(
+                f"syncd: {result.outcome.value}: {printable(item.path)}: "
+                f"{printable(result.message)}"
+            )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -151,7 +154,7 @@ def _ledger_plan(ledger_file: Path, display: TransferDisplay) -> tuple[list[Pull
         items, skipped = ledger_items(ledger.rows())
     for skip in skipped:
         kind = "refused" if skip.error else "skipped"
-        display.say(f"syncd: {kind}: {printable(skip.path)}: {skip.reason}")
+        display.say(f"syncd: {kind}: {printable(skip.path)}: {printable(skip.reason)}")
     return items, sum(1 for skip in skipped if skip.error)
 
 
@@ -163,15 +166,16 @@ def _remote_plan(
     items, refused = remote_items(listing, dest)
     for refusal in refused:
         display.say(
-            f"syncd: refused: '{printable(refusal.file.filename)}' ({refusal.file.id}): "
-            f"{refusal.reason}"
+            f"syncd: refused: '{printable(refusal.file.filename)}' "
+            f"({printable(refusal.file.id)}): {printable(refusal.reason)}"
         )
     names = {f.id: f.filename for f in listing}
     for item in items:
         if item.notes:
             display.say(
-                f"syncd: renamed: '{printable(names[item.file_id])}' ({item.file_id}) "
-                f"-> {item.path}: {item_notes(item)}"
+                f"syncd: renamed: '{printable(names[item.file_id])}' "
+                f"({printable(item.file_id)}) -> {printable(item.path)}: "
+                f"{printable(item_notes(item))}"
             )
     return items, len(refused)
 
@@ -181,7 +185,7 @@ def report(results: Sequence[PullResult], problems: int, *, dest_path: Path) -> 
     counts = summarise(results)
     not_tried = [r for r in results if r.outcome is PullOutcome.NOT_TRIED]
     if not_tried:
-        print(f"syncd: stopped early ({not_tried[0].message})", file=sys.stderr)
+        print(f"syncd: stopped early ({printable(not_tried[0].message)})", file=sys.stderr)
     bad = counts["failed"] + counts["kept"] + counts["not_tried"] + problems
     megabytes = counts["bytes"] / 1_000_000
     state = "complete" if bad == 0 else "INCOMPLETE"

@@ -2,7 +2,8 @@
 
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
 mirrored / pending / failed counts, bytes, the last pass, and each failed file with its
-reason. Without FOLDER, the state directory must hold exactly one ledger.
+reason. Without FOLDER, the state directory must hold exactly one ledger. Paths and
+reasons (which may quote a server) are shown with control characters escaped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from syncd.commands._options import add_state_argument
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
+from syncd.restore.names import printable
 from syncd.state.ledger import ErrorKind, Ledger, LedgerStatus
 
 
@@ -140,8 +142,8 @@ def status_json(
 
 def print_status(data: dict[str, Any]) -> None:
     out = sys.stdout
-    print(f"folder:    {data['folder'] or '(unknown)'}", file=out)
-    print(f"ledger:    {data['ledger']}", file=out)
+    print(f"folder:    {printable(data['folder'] or '(unknown)')}", file=out)
+    print(f"ledger:    {printable(data['ledger'])}", file=out)
     print(f"mirrored:  {data['mirrored']} files, {data['bytes'] / 1_000_000:.1f} MB", file=out)
     print(
         f"pending:   {data['pending']} (retrying {data['retrying']}, queued {data['queued']}, "
@@ -163,4 +165,5 @@ def print_status(data: dict[str, Any]) -> None:
             note = "not retried until the file changes"
         else:
             note = f"attempt {problem['attempts']}, {problem['retry']}"
-        print(f"  {problem['path']}: {problem['reason']} ({note})", file=out)
+        reason = printable(problem["reason"] or "")
+        print(f"  {printable(problem['path'])}: {reason} ({note})", file=out)

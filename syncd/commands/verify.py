@@ -153,7 +153,10 @@ def report(
         print(json.dumps(document, ensure_ascii=False, indent=2))
     else:
         for difference in found:
-            print(f"{difference.kind.value:17} {printable(difference.path)}  {difference.detail}")
+            print(
+                f"{difference.kind.value:17} {printable(difference.path)}  "
+                f"{printable(difference.detail)}"
+            )
     mode = "quick" if args.quick else "full"
     if found:
         plural = "s" if len(found) != 1 else ""
