@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,69 @@ def run_syncd(
         preexec_fn=_drop_file_permission_override if obey_file_modes else None,
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished command, with how long it ran and its peak memory (max RSS)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    max_rss_mib: float
+
+
+def run_measured(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = COMMAND_TIMEOUT,
+    obey_file_modes: bool = False,
+) -> Measured:
+    """Run ``python -m syncd ARGS`` (nothing added: pass ``--base-url`` and the key
+    yourself) and measure it: wall time, and the child's own max RSS from ``wait4``.
+    Killed, and the test failed, if it outlives ``timeout``."""
+    argv = [sys.executable, "-m", "syncd", *map(str, args)]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            env=clean_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=REPO_ROOT,
+            preexec_fn=_drop_file_permission_override if obey_file_modes else None,
+        )
+        while True:  # poll with a deadline; wait4 gives this child's own rusage
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - started > timeout:
+                os.kill(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                raise AssertionError(f"syncd {' '.join(map(str, args))} ran over {timeout} s")
+            time.sleep(0.02)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            proc.returncode,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            seconds,
+            usage.ru_maxrss / 1024,  # KiB on Linux
+        )
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak memory (VmHWM) of a running process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
 
 
 def sync_json(server: ServerProcess, folder: Path, state: Path, *args: str) -> dict[str, Any]:
