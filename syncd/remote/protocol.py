@@ -14,6 +14,13 @@ Contract for every implementation:
   ``AmbiguousError`` instead of retrying, because the API has no idempotency key: a
   blind retry could store a second copy. The caller reconciles (list + match).
 - ``list_files`` yields every file, following ``after`` until ``has_more`` is false.
+  If it raises (``ProtocolError`` for a page that is not a valid listing or for paging
+  without end), what it yielded before is not a listing: the caller drops it and goes
+  on as if it had none (the engine plans without one), never as if the files it did
+  not get were gone.
+- Every file a method returns passed ``RemoteFile.from_json``: its id is one safe path
+  segment, its numbers are integers in range. A method given an id that is not one
+  (an old ledger's) raises ``PermanentError`` without sending anything.
 - ``delete`` of a file that is already gone returns normally (deleting is idempotent).
 - ``download`` streams the content into ``out`` and raises ``RemoteError`` if the
   byte count differs from the file's ``bytes``; given ``expected_bytes`` (the caller
