@@ -122,8 +122,11 @@ class HttpFilesRemote:
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile:
         """POST /files, streaming ``path``; ``filename`` is sent as given (UTF-8, raw).
+        Exactly ``size`` bytes when given, else the size the file has when it is opened.
 
         Raises ``AmbiguousError`` when the file may be stored although no usable answer
         came back (see the module docstring), ``OSError`` if ``path`` cannot be read.
@@ -135,7 +138,8 @@ class HttpFilesRemote:
 
         def attempt() -> RemoteFile:
             with open(path, "rb") as file:
-                reader = _SizedReader(file, os.fstat(file.fileno()).st_size)
+                sending = size if size is not None else os.fstat(file.fileno()).st_size
+                reader = _SizedReader(file, sending)
                 request = self.transport.build(
                     "POST", "files", data=fields, files={"file": (filename, cast(BinaryIO, reader))}
                 )

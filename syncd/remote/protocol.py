@@ -8,7 +8,11 @@ Contract for every implementation:
 - Methods raise ``syncd.errors.RemoteError`` subclasses for anything the remote side
   did; the subclass is the retry verdict (see ``syncd/errors.py``). ``upload`` may also
   raise ``OSError`` when the local file cannot be read: that is a local, per-file error.
-- ``upload`` streams the file from disk (memory does not grow with its size) and sends
+- ``upload`` streams the file from disk (memory does not grow with its size). Given
+  ``size`` (the byte count the caller recorded in its intent), it sends exactly that
+  many bytes: a file that turns out shorter or longer is never sent whole (the body is
+  cut before its end, ``RetryableError``), so whatever the server stores has the size
+  the intent says -- which is what reconciling a lost answer matches on. It sends
   ``filename`` as given: the path relative to the mirrored folder with ``/`` separators.
   If the request may have reached the server but no answer came back it raises
   ``AmbiguousError`` instead of retrying, because the API has no idempotency key: a
@@ -52,6 +56,8 @@ class FilesRemote(Protocol):
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile: ...
 
     def list_files(

@@ -193,7 +193,9 @@ class Transfers:
                 action.path, full, action.path, purpose, action.expires_after, fp.size, fp.sha256
             )
             return self.multipart.upload(job)
-        return self.remote.upload(full, action.path, purpose, action.expires_after)
+        # Exactly the recorded size: a file that grew or shrank since it was hashed is
+        # never stored whole, so a lost answer's copy has the size its intent says.
+        return self.remote.upload(full, action.path, purpose, action.expires_after, size=fp.size)
 
     # -- deletes -------------------------------------------------------------------------
 

@@ -35,10 +35,18 @@ class HookedRemote:
         self.before: Hook | None = None
         self.after: Hook | None = None
 
-    def upload(self, path: Path, filename: str, purpose: str, expires: int | None = None):
+    def upload(
+        self,
+        path: Path,
+        filename: str,
+        purpose: str,
+        expires: int | None = None,
+        *,
+        size: int | None = None,
+    ):
         if self.before:
             self.before(filename)
-        result = self.inner.upload(path, filename, purpose, expires)
+        result = self.inner.upload(path, filename, purpose, expires, size=size)
         if self.after:
             self.after(filename)
         return result
@@ -430,3 +438,29 @@ def test_folder_swapped_during_a_pass_holds_deletes_back(
         "keep.txt",
         "new.txt",
     ]
+
+
+def test_a_file_that_grows_before_its_lost_answer_leaves_no_copy_of_another_size(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """The upload sends exactly the size its intent records: a file that grew after it was
+    hashed is never stored whole, so lost answers cannot leave a copy reconcile misses."""
+    write(folder, "a.txt", "small")
+    remote = make_remote(server)
+    grown = {"done": False}
+
+    def grow(name: str) -> None:
+        if not grown["done"]:
+            grown["done"] = True
+            with open(folder / "a.txt", "a") as handle:
+                handle.write(" and then much larger")
+
+    remote.before = grow
+    server.set_faults({"lost_answer_rate": 1.0, "routes": ["create"]})
+    engine = engine_for(folder, ledger, remote)
+    first = engine.run_pass()
+    assert first.counts.get("changed") == 1 and first.requeued == {"a.txt"}
+    assert list_remote(server) == []  # the cut-short body stored nothing
+    server.set_faults(None)
+    assert engine.run_pass(only_paths=first.requeued).in_sync
+    assert remote_files(server) == {"a.txt": b"small and then much larger"}
