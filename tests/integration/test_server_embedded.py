@@ -26,7 +26,7 @@ def test_embedded_server_serves_over_http_and_keeps_its_store(tmp_path: Path) ->
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=server.base_url, api_key="nope", max_retries=0).files.list()
     assert not any(t.name == "syncd-embedded-server" for t in threading.enumerate())
-    with EmbeddedServer(store) as again:
+    with EmbeddedServer(store, allow_all_downloads=True) as again:
         client = openai.OpenAI(base_url=again.base_url, api_key="any", max_retries=0)
         assert client.files.content(file_id).read() == b"hello"
 
