@@ -10,7 +10,8 @@ machine); ``--api-key`` is there for quick manual use. Faults for tests come fro
 
 As strict as the real API by default: content of ``user_data``, ``assistants``,
 ``fine-tune`` and ``evals`` files is refused (``--allow-all-downloads`` serves it).
-``--header-timeout``, ``--body-timeout``, ``--idle-timeout``
+``--rate-limit [ROUTE=]COUNT/UNIT[:BURST]`` (repeatable) adds OpenAI-style request limits
+(``syncd.server.ratelimit``). ``--header-timeout``, ``--body-timeout``, ``--idle-timeout``
 and ``--max-connections`` set the bounds of ``syncd.server.connection``. A value that
 does not parse is a usage error (exit 2) naming its option.
 """
@@ -28,6 +29,8 @@ from syncd.remote.protocol import MAX_FILE_BYTES
 from syncd.server.connection import ServerLimits
 from syncd.server.embedded import ServeOptions, default_data_dir, serve_forever
 from syncd.server.faults import load_faults
+from syncd.server.gate import ROUTE_NAMES
+from syncd.server.ratelimit import parse_rate_limits
 
 API_KEY_ENV = "SYNCD_SERVE_API_KEY"
 FAULTS_ENV = "SYNCD_SERVE_FAULTS"
@@ -73,6 +76,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="serve the content of every file; by default, like the real API, files of "
         "purpose user_data, assistants, fine-tune and evals cannot be downloaded (400)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="[ROUTE=]COUNT/UNIT[:BURST]",
+        help="a token bucket like OpenAI's: 429 beyond it, x-ratelimit-* headers on every "
+        f"answer; ROUTE defaults to create (POST /v1/files), UNIT is s, min, h or day, "
+        f"BURST defaults to COUNT; repeatable, one per route ({', '.join(ROUTE_NAMES)})",
     )
     defaults = ServerLimits()
     parser.add_argument(
@@ -138,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
         faults=faults,
         allow_all_downloads=args.allow_all_downloads,
+        rate_limits=parse_rate_limits(args.rate_limit, ROUTE_NAMES),
         limits=_limits(args),
     )
     data_dir: Path = (args.data or default_data_dir()).expanduser().resolve()
@@ -152,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             auth="key" if api_key else "any key",
             faults=faults.to_json() if faults != type(faults)() else None,
             downloads="all" if options.allow_all_downloads else "like the real API",
+            rate_limits={route: str(rate) for route, rate in options.rate_limits.items()},
         )
 
     serve_forever(

@@ -25,7 +25,7 @@ one line; bad input is always a 4xx.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import IO, Any
 
 import anyio.to_thread
@@ -52,6 +52,7 @@ from syncd.server.faults import FaultInjector, parse_faults
 from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
 from syncd.server.gate import BodyTimeouts, Gate, RequestStats
 from syncd.server.jsonbody import read_json
+from syncd.server.ratelimit import RateLimiter, RequestRate
 from syncd.server.state import ServerState, drain_body, server_state
 from syncd.server.store import FileStore, IncomingBlob
 from syncd.server.upload_store import UploadStore
@@ -327,6 +328,7 @@ def create_app(
     max_bytes: int = MAX_FILE_BYTES,
     faults: FaultInjector | None = None,
     allow_all_downloads: bool = False,
+    rate_limits: Mapping[str, RequestRate] | None = None,
     body_timeouts: BodyTimeouts | None = None,
 ) -> ASGIApp:
     """The whole server as one ASGI app (the Files routes behind the Gate)."""
@@ -365,5 +367,6 @@ def create_app(
         api_key=api_key,
         faults=state.faults,
         stats=state.stats,
+        limiter=RateLimiter(rate_limits),
         body_timeouts=body_timeouts or BodyTimeouts(),
     )

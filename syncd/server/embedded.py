@@ -9,7 +9,7 @@ then talk to it over HTTP like to any remote::
 
 Both bind the listening socket themselves before uvicorn starts, so the real port is
 known at once (``port=0`` picks a free one) and no request can race the start-up. What
-the server does beyond its store (key, faults, download policy, timeouts
+the server does beyond its store (key, faults, download policy, rate limits, timeouts
 and connection limit) is one ``ServeOptions``; uvicorn's configuration is
 ``syncd.server.connection.build_config``.
 """
@@ -20,7 +20,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,8 @@ from syncd.remote.protocol import MAX_FILE_BYTES
 from syncd.server.app import create_app
 from syncd.server.connection import ServerLimits, build_config
 from syncd.server.faults import FaultConfig, FaultInjector
+from syncd.server.gate import ROUTE_NAMES
+from syncd.server.ratelimit import RequestRate, parse_rate_limits
 from syncd.server.store import FileStore
 
 START_TIMEOUT_SECONDS = 15.0
@@ -87,6 +89,7 @@ class ServeOptions:
     max_bytes: int = MAX_FILE_BYTES
     faults: FaultConfig = field(default_factory=FaultConfig)
     allow_all_downloads: bool = False
+    rate_limits: Mapping[str, RequestRate] = field(default_factory=dict)
     limits: ServerLimits = field(default_factory=ServerLimits)
 
 
@@ -100,6 +103,7 @@ def build_server(
         max_bytes=options.max_bytes,
         faults=FaultInjector(options.faults),
         allow_all_downloads=options.allow_all_downloads,
+        rate_limits=options.rate_limits,
         body_timeouts=options.limits.body_timeouts(),
     )
     return _NotifyingServer(build_config(app, options.limits), on_ready)
@@ -129,7 +133,8 @@ class EmbeddedServer:
     """``syncd serve`` in a background thread on a free loopback port (for ``--local``).
 
     ``api_key=None`` accepts any key (a key must still be sent). Downloads of the
-    purposes the real API refuses are refused unless ``allow_all_downloads``.
+    purposes the real API refuses are refused unless ``allow_all_downloads``;
+    ``rate_limits`` takes ``--rate-limit`` values (``["600/min", "list=100/s"]``).
     ``stop()`` (or leaving the ``with`` block) shuts it down and releases the store; it
     is idempotent.
     """
@@ -143,6 +148,7 @@ class EmbeddedServer:
         faults: FaultConfig | None = None,
         host: str = "127.0.0.1",
         allow_all_downloads: bool = False,
+        rate_limits: Iterable[str] = (),
         limits: ServerLimits | None = None,
     ) -> None:
         self.data_dir = data_dir
@@ -153,6 +159,7 @@ class EmbeddedServer:
             max_bytes=max_bytes,
             faults=faults or FaultConfig(),
             allow_all_downloads=allow_all_downloads,
+            rate_limits=parse_rate_limits(rate_limits, ROUTE_NAMES),
             limits=limits or ServerLimits(),
         )
         self._server: uvicorn.Server | None = None

@@ -1,11 +1,13 @@
-"""Everything a request passes before a handler: deadline, key, statistics, faults.
+"""Everything a request passes before a handler: deadline, key, statistics, rate limit, faults.
 
 ``Gate`` is a plain ASGI middleware (no BaseHTTPMiddleware: it must not buffer bodies).
 For every request it bounds the reading of the body (``BodyDeadline``), then checks the
 key: a request without an acceptable key is answered 401 and only counted
 (``unauthenticated``), so strangers cannot fill the statistics. An authenticated request
 outside ``/_syncd/`` is recorded in ``RequestStats`` as ``{method, path, route, status,
-started, finished, fault}``, then meets the fault decision:
+started, finished, fault}``, then meets the rate limiter (``syncd.server.ratelimit``:
+a 429 beyond the bucket, and the ``x-ratelimit-*`` headers on every answer of a limited
+route), then the fault decision:
 
 - rate limit / injected error: the body is read and dropped, then the error is sent
   (answering before the body is read makes clients see a reset, not the status);
@@ -20,7 +22,7 @@ answer is a 408 and the connection is closed. The statistics keep the last
 40 MB at most.
 
 ``/_syncd/*`` (statistics and fault control for tests) needs the same key as the API and
-is never recorded nor faulted.
+is never recorded, limited nor faulted.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd.server.envelope import ApiError, request_timeout
 from syncd.server.faults import NO_FAULT, FaultDecision, FaultInjector, retry_after_headers
+from syncd.server.ratelimit import RateLimiter, rate_limited
 
 ADMIN_PREFIX = "/_syncd/"
 MAX_RECORDS = 100_000
@@ -250,7 +253,7 @@ def _with_headers(send: Send, headers: dict[str, str]) -> Send:
 
 
 class Gate:
-    """ASGI middleware: deadline, key, stats and faults (module docstring)."""
+    """ASGI middleware: deadline, key, stats, rate limit and faults (module docstring)."""
 
     def __init__(
         self,
@@ -259,12 +262,14 @@ class Gate:
         api_key: str | None,
         faults: FaultInjector,
         stats: RequestStats,
+        limiter: RateLimiter | None = None,
         body_timeouts: BodyTimeouts | None = None,
     ) -> None:
         self.app = app
         self.api_key = api_key
         self.faults = faults
         self.stats = stats
+        self.limiter = limiter or RateLimiter()
         self.body_timeouts = body_timeouts or BodyTimeouts()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -293,9 +298,23 @@ class Gate:
             await send(message)
 
         try:
-            await self._handle(scope, receive, recording_send, record)
+            await self._limit(scope, receive, recording_send, record)
         finally:
             self.stats.finish(record)
+
+    async def _limit(
+        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        """The rate limiter's verdict: a 429, or its headers on whatever is answered."""
+        verdict = self.limiter.take(record.route)
+        if verdict is None:
+            await self._handle(scope, receive, send, record)
+        elif verdict.allowed:
+            await self._handle(scope, receive, _with_headers(send, verdict.headers()), record)
+        else:
+            rate = self.limiter.limits[record.route]
+            label = f"{record.method} {record.path}"
+            await _refuse(rate_limited(record.route, label, verdict, rate), scope, receive, send)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
