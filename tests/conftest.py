@@ -3,8 +3,9 @@
 - ``server``: a fresh `syncd serve` (own store under tmp_path, any key accepted, no
   faults), as a ``serverproc.ServerProcess``; ``server.base_url`` ends in ``/v1``,
   clients send ``server.client_key``.
-- ``server_factory(api_key=None, faults=None, max_bytes=None, data_dir=None)``: more
-  servers, each started and stopped at the end of the test.
+- ``server_factory(api_key=None, faults=None, max_bytes=None, data_dir=None,
+  allow_all_downloads=False, extra_args=())``: more servers, each started and stopped at
+  the end of the test.
 - Every test runs with OPENAI_*/AZURE_*/SYNCD_* removed from the environment and the
   XDG base directories pointing into tmp_path, so the developer's keys and state never
   leak in or get written to.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,18 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         faults: dict[str, Any] | None = None,
         max_bytes: int | None = None,
         data_dir: Path | None = None,
+        allow_all_downloads: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> ServerProcess:
         store = data_dir or tmp_path / f"serve-store-{len(started)}"
-        proc = ServerProcess(store, api_key=api_key, faults=faults, max_bytes=max_bytes)
+        proc = ServerProcess(
+            store,
+            api_key=api_key,
+            faults=faults,
+            max_bytes=max_bytes,
+            allow_all_downloads=allow_all_downloads,
+            extra_args=extra_args,
+        )
         started.append(proc)
         return proc.start()
 

@@ -62,12 +62,9 @@ def remote_names(server: ServerProcess) -> list[str]:
 def remote_contents(server: ServerProcess) -> dict[str, bytes]:
     """filename -> content of every remote file; fails on a duplicate filename."""
     out: dict[str, bytes] = {}
-    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        for item in list_remote(server):
-            assert item["filename"] not in out, f"duplicate remote file {item['filename']!r}"
-            response = h.get(f"files/{item['id']}/content")
-            response.raise_for_status()
-            out[item["filename"]] = response.content
+    for item in list_remote(server):
+        assert item["filename"] not in out, f"duplicate remote file {item['filename']!r}"
+        out[item["filename"]] = server.stored_content(item["id"])  # the API refuses user_data
     return out
 
 

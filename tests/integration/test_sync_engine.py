@@ -360,7 +360,7 @@ def test_bad_key_stops_the_pass(
     server.reset_stats()
     result = engine.run_pass(check_remote=False)  # now the uploads are refused
     assert result.fatal and result.counts == {"not_run": 3}  # 2 workers, 5 files
-    assert server.stats()["counts"]["create"] <= 2  # no new work after the first 401
+    assert server.stats()["unauthenticated"] <= 2  # no new work after the first 401
     assert ledger.open_intents() == []
 
 
