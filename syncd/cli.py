@@ -15,7 +15,7 @@ import structlog
 
 from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
-from syncd.log import configure_logging
+from syncd.log import configure_logging, protect_standard_streams
 
 COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
 
@@ -62,6 +62,9 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything is printed: a closed pipe or a hung-up terminal must never raise
+    # into syncd (nor make Python report a BrokenPipeError at exit).
+    protect_standard_streams()
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_wanted_commands(arguments))
     args = parser.parse_args(arguments)

@@ -40,6 +40,7 @@ from syncd.daemon.mirror import MirrorRunner
 from syncd.daemon.notify import SystemdNotifier
 from syncd.daemon.status import status_line
 from syncd.errors import ConfigError, SyncdError
+from syncd.log import dropped_lines
 from syncd.paths import ledger_path
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
@@ -103,14 +104,16 @@ class Daemon:
         """Begin a graceful stop (the signal thread calls this on SIGTERM/SIGINT)."""
         if self._stopping.is_set():
             return
+        # Everything that stops the daemon first, and only then the log line and the
+        # notification: nothing that reports the stop may keep it from happening.
         self._stopping.set()
-        log.info("stopping", signal=signum or None)
-        self._notifier.stopping()
         for runner in list(self._runners.values()):
             runner.request_stop()
         self._wake.set()
         deadline = threading.Thread(target=self._force_exit, name="syncd-stop", daemon=True)
         deadline.start()
+        self._notifier.stopping()
+        log.info("stopping", signal=signum or None)
 
     def request_reload(self) -> None:
         """Reload at the next turn of the loop (the signal thread calls this on SIGHUP)."""
@@ -167,7 +170,7 @@ class Daemon:
                     runner.close()
             self._runners.clear()
             self._remote_source.close()
-        log.info("stopped")
+        log.info("stopped", log_lines_dropped=dropped_lines())
         return 0
 
     def _loop(self) -> None:
@@ -306,7 +309,11 @@ class Daemon:
     # -- status --------------------------------------------------------------------------
 
     def _status_text(self) -> str:
-        return status_line([r.status() for r in self._runners.values()], self._auth_paused)
+        return status_line(
+            [r.status() for r in self._runners.values()],
+            self._auth_paused,
+            log_lines_dropped=dropped_lines(),
+        )
 
     def _publish_status(self) -> None:
         status = self._status_text()

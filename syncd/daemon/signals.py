@@ -3,7 +3,7 @@
 :class:`SignalRelay` handles the three on a thread of its own, so no Python signal
 handler ever runs in the middle of the main loop's lock-holding code. The first stop
 signal calls ``on_stop``; a second one ends the process at once
-(``os._exit(128 + signum)``).
+(``os._exit(128 + signum)``). A callback that raises never ends the relay thread.
 """
 
 from __future__ import annotations
@@ -95,14 +95,25 @@ class SignalRelay:
                 self._dispatch(signum)
 
     def _dispatch(self, signum: int) -> None:
+        """Run the callback for ``signum``. Nothing a callback raises may end the relay
+        thread (signals would go unanswered): a stop that cannot be set in motion exits at
+        once, as a second signal would; a failed reload is reported and the loop goes on."""
+        name = signal.Signals(signum).name
         if signum in STOP_SIGNALS:
             if self._stop_seen:
-                _write_stderr(f"syncd: second {signal.Signals(signum).name}, exiting now\n")
+                _write_stderr(f"syncd: second {name}, exiting now\n")
                 os._exit(128 + signum)
             self._stop_seen = True
-            self._on_stop(signum)
+            try:
+                self._on_stop(signum)
+            except BaseException as exc:  # the stop is not in motion: do not hang
+                _write_stderr(f"syncd: {name}: cannot stop gracefully ({exc!r}), exiting now\n")
+                os._exit(128 + signum)
         elif signum == RELOAD_SIGNAL and not self._stop_seen:
-            self._on_reload()
+            try:
+                self._on_reload()
+            except Exception as exc:
+                _write_stderr(f"syncd: {name}: reload failed ({exc!r})\n")
 
 
 def _no_op(signum: int, frame: FrameType | None) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +12,8 @@ import pytest
 from serverproc import ServerProcess
 from test_run_support import (
     DaemonProcess,
+    Messages,
+    open_notify_socket,
     remote_names,
     run_command,
     wait_for,
@@ -147,36 +146,8 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(
 @pytest.fixture
 def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     """A datagram socket standing in for systemd's NOTIFY_SOCKET (short path under /tmp)."""
-    directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    try:
-        yield sock, path
-    finally:
-        sock.close()
-        shutil.rmtree(directory)
-
-
-class Messages:
-    """Every sd_notify datagram received so far, as lists of KEY=value lines."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.received: list[list[str]] = []
-
-    def wait_for(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for message in self.received:
-                if predicate(message):
-                    return message
-            try:
-                self.received.append(self.sock.recv(4096).decode().split("\n"))
-            except TimeoutError:
-                continue
-        raise AssertionError(f"no {what} in {self.received[-20:]}")
+    with open_notify_socket() as pair:
+        yield pair
 
 
 def test_sd_notify_ready_status_watchdog_stopping(
