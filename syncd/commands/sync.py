@@ -2,7 +2,8 @@
 
 Exit codes: 0 when the remote equals the folder; 1 when any file failed, a guard
 refused deletes or the key was refused (with a summary on stderr); 2 for usage and
-configuration errors (a missing folder included). ``--dry-run`` lists every planned
+configuration errors (a missing folder included); 128 + the signal after Ctrl-C,
+SIGTERM or SIGHUP (see ``Interrupt``). ``--dry-run`` lists every planned
 action on stdout and makes no write call; ``--json`` prints the summary as JSON on
 stdout. The mirror options (``add_mirror_arguments``/``mirror_from_args``) are shared
 with ``syncd run``.
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from syncd.config import (
     load_config,
     mirror_for_folder,
 )
+from syncd.daemon.signals import SignalRelay
 from syncd.errors import ConfigError, FolderUnavailableError
 from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
@@ -147,25 +150,81 @@ def run(args: argparse.Namespace) -> int:
             reporter=make_reporter(sys.stderr),
             step_hook=crash_hook_from_env(env),
         )
-        queue = DirtyQueue(ledger)  # a full pass also covers what a daemon left queued
-        # Someone asked for this run: files waiting out a retry backoff are tried now.
-        result = engine.run_pass(dry_run=args.dry_run, retry_waiting=True)
-        queue.settle(result, None, retry_unfinished=False)
-        for _ in range(FOLLOW_UP_PASSES):
-            if args.dry_run or not result.requeued or result.fatal:
-                break
-            again = set(result.requeued)
-            later = engine.run_pass(only_paths=again, check_remote=False)
-            queue.settle(later, again, retry_unfinished=False)
-            result.absorb(later)
+        interrupt = Interrupt(engine)
+        with SignalRelay(interrupt.stop, lambda: None, hangup_stops=True):
+            result = _passes(engine, ledger, dry_run=args.dry_run)
+    interrupt.done.set()
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.dry_run:
         print_plan(result)
     print_summary(result)
+    if result.interrupted:
+        code = 128 + interrupt.signum
+        if result.counts.get("abandoned"):
+            # Worker threads still hold requests nobody waits for: do not join them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     if args.dry_run:
         return 1 if result.refusal or any(p.error for p in result.problems) else 0
     return 0 if result.in_sync else 1
+
+
+def _passes(engine: SyncEngine, ledger: Ledger, *, dry_run: bool) -> PassResult:
+    """The full pass, then up to ``FOLLOW_UP_PASSES`` over files that changed meanwhile."""
+    queue = DirtyQueue(ledger)  # a full pass also covers what a daemon left queued
+    # Someone asked for this run: files waiting out a retry backoff are tried now.
+    result = engine.run_pass(dry_run=dry_run, retry_waiting=True)
+    queue.settle(result, None, retry_unfinished=False)
+    for _ in range(FOLLOW_UP_PASSES):
+        if dry_run or not result.requeued or result.fatal or result.interrupted:
+            break
+        again = set(result.requeued)
+        later = engine.run_pass(only_paths=again, check_remote=False)
+        queue.settle(later, again, retry_unfinished=False)
+        result.absorb(later)
+    return result
+
+
+class Interrupt:
+    """The first Ctrl-C (SIGINT, SIGTERM, SIGHUP) of a running ``syncd sync``.
+
+    No new request starts; what is in flight gets the engine's ``stop_grace`` to finish;
+    the pass is recorded ``interrupted`` with what it did, and the command exits
+    128 + the signal (130 for Ctrl-C). A second signal exits at once (``SignalRelay``):
+    the write-ahead intents make that as safe as a crash. Should the pass still not end
+    ``BACKSTOP_SECONDS`` after the grace (a long hash, a listing), the process exits.
+    """
+
+    BACKSTOP_SECONDS = 5.0
+
+    def __init__(self, engine: SyncEngine) -> None:
+        self.engine = engine
+        self.signum = 0
+        self.done = threading.Event()
+
+    def stop(self, signum: int) -> None:
+        """Called once, on the signal thread."""
+        self.signum = signum
+        self.engine.request_stop()
+        threading.Thread(target=self._backstop, name="syncd-backstop", daemon=True).start()
+        print(
+            f"syncd: interrupted: no new uploads; waiting up to {self.engine.stop_grace:g} s "
+            "for those in flight (Ctrl-C again to quit at once)",
+            file=sys.stderr,
+        )
+
+    def _backstop(self) -> None:
+        if not self.done.wait(self.engine.stop_grace + self.BACKSTOP_SECONDS):
+            print(
+                "syncd: interrupted: the pass did not stop in time; exiting now "
+                "(the next run settles what was in flight)",
+                file=sys.stderr,
+            )
+            sys.stderr.flush()
+            os._exit(128 + self.signum)
 
 
 def print_plan(result: PassResult) -> None:
@@ -204,6 +263,12 @@ def print_summary(result: PassResult) -> None:
         say(f"{result.deletes_skipped} deletes skipped because uploads failed in this pass")
     if result.fatal:
         say(f"stopped: {result.fatal}")
+    if result.interrupted:
+        not_run, abandoned = result.counts.get("not_run", 0), result.counts.get("abandoned", 0)
+        detail = f"{not_run} not started"
+        if abandoned:
+            detail += f", {abandoned} still in flight were left to the next run"
+        say(f"interrupted: {detail}; run `syncd sync` again to finish")
     say(_counts_line(result))
 
 
@@ -218,6 +283,9 @@ def _counts_line(result: PassResult) -> str:
     parts = [f"{counts.get(k, 0)} {k}" for k in ("uploaded", "replaced", "deleted")]
     failed = len(result.failures) + len(result.still_failing)
     parts.append(f"{failed} failed")
+    for key, label in (("not_run", "not started"), ("abandoned", "abandoned")):
+        if counts.get(key):
+            parts.append(f"{counts[key]} {label}")
     seconds = result.finished_at - result.started_at
     megabytes = result.bytes_uploaded / 1_000_000
     state = "in sync" if result.in_sync else "NOT in sync"

@@ -31,7 +31,8 @@ class SignalRelay:
 
     After a stop signal the relay stays in place when the block ends (unless
     ``keep_after_stop`` is False), so that a second signal during the process's final
-    clean-up still exits at once rather than meeting the default disposition.
+    clean-up still exits at once rather than meeting the default disposition. With
+    ``hangup_stops`` SIGHUP is a stop signal too (``on_reload`` is then never called).
     """
 
     def __init__(
@@ -40,11 +41,15 @@ class SignalRelay:
         on_reload: Callable[[], None],
         *,
         keep_after_stop: bool = True,
+        hangup_stops: bool = False,
     ) -> None:
         self._on_stop = on_stop
         self._keep_after_stop = keep_after_stop
         self._on_reload = on_reload
         self._signals = (*STOP_SIGNALS, RELOAD_SIGNAL)
+        # A one-shot command has nothing to reload: a hang-up (closed terminal, dropped
+        # ssh session) is a stop like the others.
+        self._stop_signals = (*STOP_SIGNALS, RELOAD_SIGNAL) if hangup_stops else STOP_SIGNALS
         self._previous: dict[int, Any] = {}
         self._previous_fd = -1
         self._pipe: tuple[int, int] | None = None
@@ -99,7 +104,7 @@ class SignalRelay:
         thread (signals would go unanswered): a stop that cannot be set in motion exits at
         once, as a second signal would; a failed reload is reported and the loop goes on."""
         name = signal.Signals(signum).name
-        if signum in STOP_SIGNALS:
+        if signum in self._stop_signals:
             if self._stop_seen:
                 _write_stderr(f"syncd: second {name}, exiting now\n")
                 os._exit(128 + signum)

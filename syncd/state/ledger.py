@@ -610,9 +610,11 @@ class Ledger:
                FROM files""",
             (ErrorKind.RETRYABLE, ErrorKind.PERMANENT),
         )[0]
-        queued = self._query(
+        queued = self._query(  # each path once: not those counted as failing or open
             "SELECT count(*) AS n FROM dirty WHERE path NOT IN "
-            "(SELECT path FROM files WHERE error_kind IS NOT NULL)"
+            "(SELECT path FROM files WHERE error_kind IS NOT NULL) AND path NOT IN "
+            "(SELECT path FROM intents WHERE state = ?)",
+            (IntentState.OPEN,),
         )[0]["n"]
         problems = self._query(
             "SELECT * FROM files WHERE error_kind IS NOT NULL ORDER BY error_kind, path"

@@ -25,6 +25,7 @@ class OutcomeStatus(StrEnum):
     CHANGED = "changed"  # the file changed while it was sent; nothing stored, queued again
     FATAL = "fatal"
     NOT_RUN = "not_run"
+    ABANDONED = "abandoned"  # still in flight when a stop's grace ran out; intent open
 
 
 @dataclass
@@ -96,6 +97,7 @@ class PassResult:
     unfinished: set[str] = field(default_factory=set)  # not handled: stay in the dirty queue
     refusal: str | None = None
     fatal: str | None = None
+    interrupted: bool = False  # a stop was requested (Ctrl-C, SIGTERM) during the pass
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
 
@@ -107,9 +109,9 @@ class PassResult:
         elif status in (OutcomeStatus.VANISHED, OutcomeStatus.CHANGED):
             self._count(status.value)
             self.requeued.add(outcome.action.path)
-        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL):
-            if status is OutcomeStatus.NOT_RUN:
-                self._count("not_run")
+        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL, OutcomeStatus.ABANDONED):
+            if status is not OutcomeStatus.FATAL:
+                self._count(status.value)
             self.unfinished.add(outcome.action.path)
         elif status is OutcomeStatus.REFRESHED:
             self._count("refreshed")
@@ -136,6 +138,7 @@ class PassResult:
         self.unfinished |= later.unfinished
         self.refusal = self.refusal or later.refusal
         self.fatal = self.fatal or later.fatal
+        self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
         self.finished_at = later.finished_at
         if later.reconciled is not None:
@@ -160,8 +163,10 @@ class PassResult:
             or any(p.error for p in self.problems)
             or self.refusal
             or self.fatal
+            or self.interrupted
             or self.deletes_skipped
             or self.counts.get("not_run")
+            or self.counts.get("abandoned")
             or self.requeued
             or (self.reconciled is not None and self.reconciled.errors)
         )
@@ -172,6 +177,8 @@ class PassResult:
             return "dry-run"
         if self.fatal:
             return "fatal"
+        if self.interrupted:
+            return "interrupted"
         if self.refusal:
             return "refused"
         return "ok" if self.in_sync else "incomplete"
@@ -205,6 +212,7 @@ class PassResult:
             "requeued": sorted(self.requeued),
             "refusal": self.refusal,
             "fatal": self.fatal,
+            "interrupted": self.interrupted,
             "deletes_skipped": self.deletes_skipped,
         }
         if self.reconciled is not None:
