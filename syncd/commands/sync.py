@@ -2,7 +2,9 @@
 
 Exit codes: 0 when the remote equals the folder; 1 when any file failed, a guard
 refused deletes or the key was refused (with a summary on stderr); 2 for usage and
-configuration errors (a missing folder included); 128 + the signal after Ctrl-C,
+configuration errors (a missing folder included, and a base URL that answers 404 or
+cannot list files: the pass stops before any upload and records nothing per file);
+``--retry-failed`` tries files that failed for good again; 128 + the signal after Ctrl-C,
 SIGTERM or SIGHUP (see ``Interrupt``). ``--dry-run`` lists every planned
 action on stdout and makes no write call; ``--json`` prints the summary as JSON on
 stdout. The mirror options (``add_mirror_arguments``/``mirror_from_args``) are shared
@@ -30,7 +32,7 @@ from syncd.config import (
     mirror_for_folder,
 )
 from syncd.daemon.signals import SignalRelay
-from syncd.errors import ConfigError, FolderUnavailableError
+from syncd.errors import ConfigError, FolderUnavailableError, WrongEndpointError
 from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
 from syncd.state.ledger import Ledger
@@ -127,6 +129,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--json", action="store_true", help="print a machine-readable summary on stdout"
     )
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="try files whose upload failed for good again, although they did not change",
+    )
     parser.set_defaults(func=run)
 
 
@@ -152,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         )
         interrupt = Interrupt(engine)
         with SignalRelay(interrupt.stop, lambda: None, hangup_stops=True):
-            result = _passes(engine, ledger, dry_run=args.dry_run)
+            result = _passes(engine, ledger, dry_run=args.dry_run, retry_failed=args.retry_failed)
     interrupt.done.set()
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
@@ -167,16 +174,18 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             os._exit(code)
         return code
+    if result.fatal_cause == WrongEndpointError.cause:
+        return 2  # a configuration mistake: the base URL
     if args.dry_run:
         return 1 if result.refusal or any(p.error for p in result.problems) else 0
     return 0 if result.in_sync else 1
 
 
-def _passes(engine: SyncEngine, ledger: Ledger, *, dry_run: bool) -> PassResult:
+def _passes(engine: SyncEngine, ledger: Ledger, *, dry_run: bool, retry_failed: bool) -> PassResult:
     """The full pass, then up to ``FOLLOW_UP_PASSES`` over files that changed meanwhile."""
     queue = DirtyQueue(ledger)  # a full pass also covers what a daemon left queued
     # Someone asked for this run: files waiting out a retry backoff are tried now.
-    result = engine.run_pass(dry_run=dry_run, retry_waiting=True)
+    result = engine.run_pass(dry_run=dry_run, retry_waiting=True, retry_failed=retry_failed)
     queue.settle(result, None, retry_unfinished=False)
     for _ in range(FOLLOW_UP_PASSES):
         if dry_run or not result.requeued or result.fatal or result.interrupted:
@@ -250,6 +259,8 @@ def print_summary(result: PassResult) -> None:
     for path, reason, permanent in result.still_failing:
         kind = "failed earlier, unchanged since" if permanent else "waiting to retry"
         say(f"{kind}: {path}: {reason}")
+    if any(permanent for _, _, permanent in result.still_failing):
+        say("files that failed for good are tried again once changed, or now with --retry-failed")
     for warning in result.warnings:
         say(f"warning: {warning}")
     if result.reconciled is not None:

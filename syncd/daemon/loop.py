@@ -19,6 +19,12 @@ whose backoff ran out), a signal arrives, or the key file changes; run the due p
   logged once, ``STATUS=paused: API key rejected ...``. Watching goes on and hints keep
   reaching the ledger. It resumes, with a full pass per mirror, after SIGHUP or when the
   key file (``OPENAI_API_KEY_FILE`` or the systemd credential) changes.
+- **Remote unusable** (``WrongEndpointError``: the base URL answers 404; or
+  ``UnreachableError``: a full pass cannot list the files): no file is marked failed;
+  every mirror pauses, logged once per reason, ``STATUS=paused: ...; next try in N s``.
+  The daemon does not exit (``Restart=on-failure`` would only loop): it tries again
+  with a full pass after ``REMOTE_RETRY_FIRST_SECONDS``, doubling up to
+  ``REMOTE_RETRY_MAX_SECONDS``, or at once on SIGHUP.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from syncd.daemon.keepalive import Heartbeat, Keepalive
 from syncd.daemon.mirror import MirrorRunner
 from syncd.daemon.notify import SystemdNotifier
 from syncd.daemon.status import status_line
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError, FatalError, SyncdError
 from syncd.log import dropped_lines
 from syncd.paths import ledger_path
 from syncd.remote.protocol import FilesRemote
@@ -47,8 +53,10 @@ from syncd.state.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
-STOP_GRACE_SECONDS = 8.0
+STOP_GRACE_SECONDS = 8.0  # longer than the engine's grace: the pass is recorded first
 KEY_POLL_SECONDS = 2.0
+REMOTE_RETRY_FIRST_SECONDS = 10.0
+REMOTE_RETRY_MAX_SECONDS = 600.0
 
 
 class RemoteSource(Protocol):
@@ -94,6 +102,9 @@ class Daemon:
         self._runners: dict[Path, MirrorRunner] = {}
         self._remote: FilesRemote | None = None
         self._auth_paused: str | None = None
+        self._remote_paused: str | None = None  # why the remote cannot be used
+        self._remote_failures = 0  # full passes in a row that found it unusable
+        self._remote_retry_at = 0.0  # monotonic
         self._key_stamp: Hashable = None
         self._next_key_poll = 0.0
         self._published = ""
@@ -182,6 +193,8 @@ class Daemon:
             if self._auth_paused and self._key_file_changed():
                 self._reload_remote()
                 self._resume_auth("the key file changed")
+            if self._remote_paused and time.monotonic() >= self._remote_retry_at:
+                self._try_remote_again()
             worked = self._work()
             self._publish_status()
             if worked:
@@ -198,20 +211,27 @@ class Daemon:
         worked = False
         for runner in list(self._runners.values()):
             runner.flush_hints()
-            if self._stopping.is_set() or self._auth_paused:
+            if self._stopping.is_set() or self._auth_paused or self._remote_paused:
                 continue
             result = runner.step()
             self._heartbeat.beat()
             if result is None:
                 continue
             worked = True
-            if result.fatal:
+            if result.fatal and result.fatal_cause == FatalError.cause:
                 self._pause_auth(result.fatal)
+            elif result.fatal:
+                self._pause_remote(result.fatal)
+            elif self._remote_failures and not result.interrupted:
+                log.info("resumed", reason="the remote answers again")
+                self._remote_failures = 0
         return worked
 
     def _next_timeout(self) -> float | None:
         if self._auth_paused:
             return KEY_POLL_SECONDS
+        if self._remote_paused:
+            return max(0.0, self._remote_retry_at - time.monotonic())
         waits = [w for r in self._runners.values() if (w := r.due_in(time.monotonic())) is not None]
         return min(waits) if waits else None
 
@@ -255,6 +275,33 @@ class Daemon:
         for runner in self._runners.values():
             runner.request_full()
 
+    # -- the remote ----------------------------------------------------------------------
+
+    def _pause_remote(self, reason: str) -> None:
+        """A pass found the remote unusable (wrong URL, down): pause, retry with backoff."""
+        self._remote_failures += 1
+        wait = min(
+            REMOTE_RETRY_FIRST_SECONDS * 2.0 ** (self._remote_failures - 1),
+            REMOTE_RETRY_MAX_SECONDS,
+        )
+        self._remote_retry_at = time.monotonic() + wait
+        if reason != self._remote_paused:
+            log.error(
+                "remote_unusable",
+                reason=reason,
+                action=f"uploads paused, no file marked failed; trying again in {wait:.0f} s "
+                "(doubling up to 10 min; SIGHUP tries at once)",
+            )
+        else:
+            log.info("remote_still_unusable", retry_in=round(wait))
+        self._remote_paused = reason
+
+    def _try_remote_again(self) -> None:
+        """The backoff is over (or SIGHUP): every mirror starts again with a full pass."""
+        self._remote_paused = None
+        for runner in self._runners.values():
+            runner.request_full()
+
     # -- reload --------------------------------------------------------------------------
 
     def _reload(self) -> None:
@@ -284,6 +331,8 @@ class Daemon:
                     continue
                 runner.prepare()
         self._resume_auth("reloaded")
+        if self._remote_paused:
+            self._try_remote_again()
         status = self._status_text()
         self._notifier.ready(status)
         self._published = status
@@ -309,9 +358,13 @@ class Daemon:
     # -- status --------------------------------------------------------------------------
 
     def _status_text(self) -> str:
+        paused = self._auth_paused
+        if paused is None and self._remote_paused is not None:
+            wait = max(0, round(self._remote_retry_at - time.monotonic()))
+            paused = f"{self._remote_paused}; next try in {wait} s"
         return status_line(
             [r.status() for r in self._runners.values()],
-            self._auth_paused,
+            paused,
             log_lines_dropped=dropped_lines(),
         )
 

@@ -319,7 +319,8 @@ class MirrorRunner:
             with structlog.contextvars.bound_contextvars(folder=str(self.folder)):
                 result = self.engine.run_pass(only, check_remote=None if full else False)
         except FatalError as exc:
-            result = PassResult(started_at=started, finished_at=time.time(), fatal=str(exc))
+            result = PassResult(started_at=started, finished_at=time.time())
+            result.stop_fatal(str(exc), exc.cause)
         except FolderUnavailableError as exc:
             self._pause(str(exc))
             self._next_folder_check = now + FOLDER_POLL_SECONDS

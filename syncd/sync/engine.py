@@ -14,7 +14,8 @@
 - Deletes run last, and not when a guard refused, nor when the folder changed identity
   during the pass. While a file is failing, the deletes of its content wait
   (``syncd.sync.holds``).
-- ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
+- ``FatalError`` (bad key, wrong base URL, a full pass's listing failing) stops new
+  work; in-flight actions finish; deletes are skipped; no file is marked failed.
 - ``request_stop`` (Ctrl-C, SIGTERM) stops new requests at once: actions not started are
   ``not_run``, no listing, reconcile, retry round or delete starts; the actions in flight
   get ``stop_grace`` seconds to finish, and those still running then are ``abandoned``
@@ -39,8 +40,12 @@ import structlog
 from syncd.api import RemoteFile
 from syncd.config import MirrorConfig
 from syncd.errors import (
+    AmbiguousError,
     FatalError,
     RemoteError,
+    RetryableError,
+    UnreachableError,
+    WrongEndpointError,
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
@@ -144,6 +149,7 @@ class SyncEngine:
         dry_run: bool = False,
         check_remote: bool | None = None,
         retry_waiting: bool = False,
+        retry_failed: bool = False,
     ) -> PassResult:
         """One pass over the folder, or over ``only_paths`` (files or directories).
 
@@ -151,8 +157,8 @@ class SyncEngine:
         tracked file deleted remotely is uploaded again. ``dry_run`` plans and returns
         without any write call and without touching the ledger. ``retry_waiting`` tries
         files whose retry backoff is still running (a one-shot ``syncd sync`` does; the
-        daemon's passes honour the backoff). Raises ``FolderUnavailableError`` when the
-        folder is missing.
+        daemon's passes honour the backoff); ``retry_failed`` also tries files whose last
+        upload failed for good. Raises ``FolderUnavailableError`` when the folder is missing.
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
@@ -160,7 +166,14 @@ class SyncEngine:
         self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
         try:
-            self._run(result, only_paths, dry_run, check_remote, retry_waiting)
+            self._run(
+                result,
+                only_paths,
+                dry_run,
+                check_remote,
+                retry_waiting=retry_waiting,
+                retry_failed=retry_failed,
+            )
         finally:
             result.interrupted = self.stopping
             result.finished_at = self.clock()
@@ -175,17 +188,24 @@ class SyncEngine:
         only_paths: Collection[str] | None,
         dry_run: bool,
         check_remote: bool | None,
-        retry_waiting: bool = False,
+        *,
+        retry_waiting: bool,
+        retry_failed: bool,
     ) -> None:
         try:
             if not dry_run and not self.stopping:
                 self.reconcile_open_intents(result)
             root_identity = folder_identity(self.mirror.folder)
             the_plan, scan = self.make_plan(
-                only_paths, check_remote, result, retry_waiting=retry_waiting, dry_run=dry_run
+                only_paths,
+                check_remote,
+                result,
+                retry_waiting=retry_waiting,
+                retry_failed=retry_failed,
+                dry_run=dry_run,
             )
-        except FatalError as exc:  # the key is refused: nothing else can work
-            result.fatal = str(exc)
+        except FatalError as exc:  # key refused, wrong URL, server down: nothing can work
+            result.stop_fatal(str(exc), exc.cause)
             return
         result.plan = the_plan
         result.problems = scan.problems
@@ -213,6 +233,7 @@ class SyncEngine:
         result: PassResult,
         *,
         retry_waiting: bool = False,
+        retry_failed: bool = False,
         dry_run: bool = True,
     ) -> tuple[Plan, ScanResult]:
         """Scan and plan. With the remote listing and not ``dry_run``, late copies of
@@ -237,17 +258,28 @@ class SyncEngine:
             uncertain=frozenset(scan.uncertain),
             busy=frozenset(i.path for i in self.ledger.open_intents()),
             retry_waiting=retry_waiting,
+            retry_failed=retry_failed,
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 
-    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile] | None:
+    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile]:
+        """Every remote file by id. A listing that fails stops the pass before anything
+        is uploaded (``FatalError``): a server that cannot list is down
+        (``UnreachableError``) or not a Files API at this URL (``WrongEndpointError``),
+        and uploading to it would only record a failure for every file."""
         try:
             listing = {f.id: f for f in self.remote.list_files()}
         except FatalError:
             raise
+        except (RetryableError, AmbiguousError) as exc:
+            raise UnreachableError(
+                f"cannot list the remote files ({exc}); nothing was uploaded, try again later"
+            ) from exc
         except RemoteError as exc:
-            result.warnings.append(f"cannot list remote files ({exc}); planning without it")
-            return None
+            raise WrongEndpointError(
+                f"cannot list the remote files ({exc}); is the base URL right?",
+                status=exc.status,
+            ) from exc
         if sweep:
             swept = self.reconciler.sweep_late_copies(listing.values())
             if swept.duplicates_deleted or swept.errors:
@@ -356,7 +388,7 @@ class SyncEngine:
                     self._finished(outcome, result, outcomes)
                     if outcome.status is OutcomeStatus.FATAL:
                         self._stop.set()
-                        result.fatal = result.fatal or outcome.reason
+                        result.stop_fatal(outcome.reason, outcome.fatal_cause)
                 if pending and deadline is not None and time.monotonic() >= deadline:
                     abandoned = True
                     for future in pending:
@@ -386,7 +418,7 @@ class SyncEngine:
         try:
             report = self.reconciler.settle(intents)
         except FatalError as exc:
-            result.fatal = str(exc)
+            result.stop_fatal(str(exc), exc.cause)
             return []
         result.merge_reconcile(report)
         for outcome in ambiguous:
@@ -411,7 +443,7 @@ class SyncEngine:
                 self.mirror.folder, self.ledger.row, follow_links=self.mirror.follow_links
             )
         except FatalError as exc:
-            result.fatal = str(exc)
+            result.stop_fatal(str(exc), exc.cause)
 
     def _finished(
         self, outcome: Outcome, result: PassResult, outcomes: list[Outcome] | None = None

@@ -42,6 +42,7 @@ class Outcome:
     duration: float = 0.0
     intent_id: int | None = None
     stale: bool = False  # uploaded, but the file changed meanwhile: queued again
+    fatal_cause: str | None = None  # FATAL: the FatalError's cause ("key", "endpoint", ...)
 
 
 class Reporter(Protocol):
@@ -97,6 +98,7 @@ class PassResult:
     unfinished: set[str] = field(default_factory=set)  # not handled: stay in the dirty queue
     refusal: str | None = None
     fatal: str | None = None
+    fatal_cause: str | None = None  # FatalError.cause: what must change before a retry
     interrupted: bool = False  # a stop was requested (Ctrl-C, SIGTERM) during the pass
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
@@ -122,6 +124,11 @@ class PassResult:
             if outcome.stale:
                 self.requeued.add(outcome.action.path)
 
+    def stop_fatal(self, reason: str, cause: str | None) -> None:
+        """The pass cannot go on (``FatalError``); the first reason is the one kept."""
+        if self.fatal is None:
+            self.fatal, self.fatal_cause = reason, cause
+
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
 
@@ -137,7 +144,8 @@ class PassResult:
         self.requeued = set(later.requeued)
         self.unfinished |= later.unfinished
         self.refusal = self.refusal or later.refusal
-        self.fatal = self.fatal or later.fatal
+        if later.fatal:
+            self.stop_fatal(later.fatal, later.fatal_cause)
         self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
         self.finished_at = later.finished_at
@@ -212,6 +220,7 @@ class PassResult:
             "requeued": sorted(self.requeued),
             "refusal": self.refusal,
             "fatal": self.fatal,
+            "fatal_cause": self.fatal_cause,
             "interrupted": self.interrupted,
             "deletes_skipped": self.deletes_skipped,
         }
