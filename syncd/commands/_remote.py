@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from syncd.remote.files_http import HttpFilesRemote
+from syncd.remote.identity import RemoteIdentity, identity_of, local_identity
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import RemoteSettings, check_base_url, remote_settings_from_env
 
@@ -66,3 +67,12 @@ def open_remote(
     settings = remote_settings_from_env(os.environ, base_url=getattr(args, "base_url", None))
     with HttpFilesRemote(settings, pool_size=pool_size) as remote:
         yield remote
+
+
+def remote_identity(args: argparse.Namespace, state_dir: Path) -> RemoteIdentity:
+    """Which remote the options name, as a ledger records it (``syncd.remote.identity``)."""
+    if getattr(args, "local", False):
+        return local_identity(state_dir / LOCAL_SERVER_DIR)
+    return identity_of(
+        remote_settings_from_env(os.environ, base_url=getattr(args, "base_url", None))
+    )

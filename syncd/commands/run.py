@@ -17,13 +17,14 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from syncd.commands._options import checked_option
-from syncd.commands._remote import open_remote
+from syncd.commands._remote import open_remote, remote_identity
 from syncd.commands.sync import add_mirror_arguments, mirror_from_args
 from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, load_config
 from syncd.daemon.loop import Daemon
 from syncd.daemon.signals import SignalRelay
 from syncd.errors import ConfigError
 from syncd.paths import LEDGER_SUFFIX, ledger_path
+from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import (
     AZURE_CREDENTIAL_NAME,
@@ -150,6 +151,9 @@ class ArgsRemoteSource:
             stamps.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
         return tuple(stamps)
 
+    def identity(self) -> RemoteIdentity:
+        return remote_identity(self._args, self._state_dir)
+
     def close(self) -> None:
         self._stack.close()
 
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         source,
         env=env,
         accept_folder_change=args.accept_folder_change,
+        switch_remote=args.switch_remote,
     )
     with SignalRelay(daemon.request_stop, daemon.request_reload):
         return daemon.run()

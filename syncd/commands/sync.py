@@ -23,7 +23,7 @@ from pathlib import Path
 
 from syncd.api import UPLOAD_PURPOSES
 from syncd.commands._options import add_state_argument, checked_option
-from syncd.commands._remote import add_remote_arguments, open_remote
+from syncd.commands._remote import add_remote_arguments, open_remote, remote_identity
 from syncd.config import (
     MirrorConfig,
     check_concurrency,
@@ -36,6 +36,7 @@ from syncd.errors import ConfigError, FolderUnavailableError, WrongEndpointError
 from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
 from syncd.state.ledger import Ledger
+from syncd.sync.binding import SWITCH_OPTION, bind_remote
 from syncd.sync.engine import SyncEngine
 from syncd.sync.progress import make_reporter
 from syncd.sync.queue import DirtyQueue
@@ -98,6 +99,12 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         help="follow symbolic links that stay inside the folder",
     )
     add_remote_arguments(parser)
+    parser.add_argument(
+        SWITCH_OPTION,
+        action="store_true",
+        help="the ledger mirrored to another remote: forget the copies there (they are "
+        "left untouched) and mirror everything to this one from scratch",
+    )
 
 
 def mirror_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> MirrorConfig:
@@ -150,6 +157,12 @@ def run(args: argparse.Namespace) -> int:
         open_remote(args, ledger_file.parent, pool_size=mirror.concurrency + 2) as remote,
     ):
         ledger.set_meta("folder", str(mirror.folder))
+        identity = remote_identity(args, ledger_file.parent)
+        note = bind_remote(
+            ledger, remote, identity, switch=args.switch_remote, record=not args.dry_run
+        )
+        if note:
+            print(f"syncd: {note}", file=sys.stderr)
         engine = SyncEngine(
             mirror,
             ledger,

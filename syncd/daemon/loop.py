@@ -48,8 +48,10 @@ from syncd.daemon.status import status_line
 from syncd.errors import ConfigError, FatalError, SyncdError
 from syncd.log import dropped_lines
 from syncd.paths import ledger_path
+from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
+from syncd.sync.binding import bind_remote
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +73,9 @@ class RemoteSource(Protocol):
     def key_stamp(self) -> Hashable:
         """Changes whenever a key file that could hold the key changes."""
 
+    def identity(self) -> RemoteIdentity:
+        """The remote as a ledger records it (``syncd.sync.binding``)."""
+
     def close(self) -> None: ...
 
 
@@ -86,6 +91,7 @@ class Daemon:
         env: Mapping[str, str],
         notifier: SystemdNotifier | None = None,
         accept_folder_change: bool = False,
+        switch_remote: bool = False,
     ) -> None:
         self._initial = list(mirrors)
         self._load_mirrors = load_mirrors
@@ -93,6 +99,7 @@ class Daemon:
         self._env = env
         self._notifier = notifier or SystemdNotifier()
         self._accept_folder_change = accept_folder_change
+        self._switch_remote = switch_remote
         self._heartbeat = Heartbeat()
         self._keepalive = Keepalive(self._notifier, self._heartbeat)
         self._wake = threading.Event()
@@ -154,6 +161,8 @@ class Daemon:
             for mirror in self._initial:
                 ledgers.append((mirror, self._open_ledger(mirror)))
             self._remote = self._remote_source.open()
+            for _, ledger in ledgers:  # a ledger of another remote: refused before any pass
+                self._bind(ledger, self._remote)
         except BaseException:
             for _, ledger in ledgers:
                 ledger.close()
@@ -325,7 +334,13 @@ class Daemon:
         for folder, mirror in mirrors.items():
             if folder not in self._runners and self._remote is not None:
                 try:
-                    runner = self._add_runner(mirror, self._open_ledger(mirror), self._remote)
+                    ledger = self._open_ledger(mirror)
+                    try:
+                        self._bind(ledger, self._remote)
+                    except BaseException:
+                        ledger.close()
+                        raise
+                    runner = self._add_runner(mirror, ledger, self._remote)
                 except SyncdError as exc:
                     log.error("mirror_start_failed", folder=str(folder), error=str(exc))
                     continue
@@ -337,6 +352,12 @@ class Daemon:
         self._notifier.ready(status)
         self._published = status
         log.info("reloaded", mirrors=len(self._runners))
+
+    def _bind(self, ledger: Ledger, remote: FilesRemote) -> None:
+        identity = self._remote_source.identity()
+        note = bind_remote(ledger, remote, identity, switch=self._switch_remote)
+        if note:
+            log.warning("remote_changed", ledger=str(ledger.path), note=note)
 
     def _open_ledger(self, mirror: MirrorConfig) -> Ledger:
         return Ledger.open(ledger_path(mirror.folder, mirror.state_path, self._env))
