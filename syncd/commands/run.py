@@ -115,7 +115,7 @@ class ArgsRemoteSource:
     def open(self) -> FilesRemote:
         self._settings = self._settings_now()
         return self._stack.enter_context(
-            open_remote(self._args, self._state_dir, pool_size=self._pool_size)
+            open_remote(self._args, self._state_dir, pool_size=self._pool_size, reuse_running=False)
         )
 
     def reload(self) -> FilesRemote | None:
@@ -124,7 +124,7 @@ class ArgsRemoteSource:
             return None
         stack = contextlib.ExitStack()
         remote = stack.enter_context(
-            open_remote(self._args, self._state_dir, pool_size=self._pool_size)
+            open_remote(self._args, self._state_dir, pool_size=self._pool_size, reuse_running=False)
         )
         self._stack.close()
         self._stack, self._settings = stack, settings
