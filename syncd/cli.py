@@ -40,6 +40,8 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="Keep a local folder mirrored to the OpenAI Files API.",
+        epilog="`syncd COMMAND --help` shows a command's options. To try it without an "
+        "account: syncd run --local --create-folder ./data",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     parser.add_argument(
@@ -67,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     protect_standard_streams()
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_wanted_commands(arguments))
+    if not arguments:  # `syncd` alone: what it can do, not just "COMMAND is required"
+        parser.print_help()
+        return 2
     args = parser.parse_args(arguments)
     configure_logging(fmt=args.log_format, verbose=args.verbose)
     try:

@@ -16,8 +16,9 @@ makes a command fail; the next server to start replaces it):
 - the store's lock is held (the server that wrote it may have died by ``kill -9``: then
   nobody holds the lock), and the server answers a one-file listing with the key.
 
-``syncd run`` never borrows a server (it would stop working when the borrowed one's
-command ends): it starts its own, or reports the store's lock as before.
+The embedded server's info lines (one per request) are debug lines here: shown with
+``--verbose`` only. ``syncd run`` never borrows a server (it would stop working when the
+borrowed one's command ends): it starts its own, or reports the store's lock as before.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from syncd.errors import RemoteError
+from syncd.log import demote_to_debug
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings, check_base_url
 from syncd.state.lock import FileLock, LockHeldError
@@ -77,6 +79,9 @@ def local_remote(
         return
     from syncd.server.embedded import EmbeddedServer  # the server stack only when needed
 
+    # Its line per request would bury the command's own output (a progress bar, the
+    # daemon's line per file): only with --verbose. Warnings and errors still show.
+    demote_to_debug("syncd.server")
     key = secrets.token_urlsafe(32)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with EmbeddedServer(data_dir, api_key=key) as server:

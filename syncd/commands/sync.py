@@ -98,6 +98,12 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="follow symbolic links that stay inside the folder",
     )
+    parser.add_argument(
+        "--create-folder",
+        action="store_true",
+        help="create the folder if it does not exist (else a missing folder is an error: "
+        "a typo must not mirror an empty folder)",
+    )
     add_remote_arguments(parser)
     parser.add_argument(
         SWITCH_OPTION,
@@ -120,6 +126,17 @@ def mirror_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Mirror
         state_path=args.state.absolute() if args.state else None,
         follow_links=args.follow_links,
     )
+
+
+def create_folder(folder: Path) -> None:
+    """``--create-folder``: make a missing folder (and its parents); ConfigError if not."""
+    if folder.exists():
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
+    print(f"syncd: created folder {folder}", file=sys.stderr)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -147,10 +164,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     env = os.environ
     mirror = mirror_from_args(args, env)
+    if args.create_folder:
+        create_folder(mirror.folder)
     try:
         Scanner(mirror.folder, mirror.path_filter).check_root()
     except FolderUnavailableError as exc:
-        raise ConfigError(str(exc)) from None
+        hint = "" if mirror.folder.exists() else " (a typo? --create-folder creates it)"
+        raise ConfigError(f"{exc}{hint}") from None
     ledger_file = ledger_path(mirror.folder, mirror.state_path, env)
     with (
         Ledger.open(ledger_file) as ledger,

@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import structlog
 
@@ -52,6 +52,7 @@ from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
 from syncd.sync.binding import bind_remote
+from syncd.sync.progress import ProgressReporter
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +93,8 @@ class Daemon:
         notifier: SystemdNotifier | None = None,
         accept_folder_change: bool = False,
         switch_remote: bool = False,
+        create_folder: bool = False,
+        progress_stream: IO[str] | None = None,
     ) -> None:
         self._initial = list(mirrors)
         self._load_mirrors = load_mirrors
@@ -100,6 +103,8 @@ class Daemon:
         self._notifier = notifier or SystemdNotifier()
         self._accept_folder_change = accept_folder_change
         self._switch_remote = switch_remote
+        self._create_folder = create_folder
+        self._progress_stream = progress_stream  # a terminal: long passes show a bar
         self._heartbeat = Heartbeat()
         self._keepalive = Keepalive(self._notifier, self._heartbeat)
         self._wake = threading.Event()
@@ -174,7 +179,10 @@ class Daemon:
             self._keepalive.start()
             self._notifier.status(f"starting: full reconcile of {len(self._runners)} folder(s)")
             for runner in self._runners.values():
-                runner.prepare(accept_folder_change=self._accept_folder_change)
+                runner.prepare(
+                    accept_folder_change=self._accept_folder_change,
+                    create_folder=self._create_folder,
+                )
             self._work()  # the first full pass of every mirror
             if not self._stopping.is_set():
                 status = self._status_text()
@@ -344,7 +352,7 @@ class Daemon:
                 except SyncdError as exc:
                     log.error("mirror_start_failed", folder=str(folder), error=str(exc))
                     continue
-                runner.prepare()
+                runner.prepare(create_folder=self._create_folder)
         self._resume_auth("reloaded")
         if self._remote_paused:
             self._try_remote_again()
@@ -372,6 +380,9 @@ class Daemon:
             wake=self._wake_for,
             heartbeat=self._heartbeat,
             stopping=self._stopping,
+            progress=None
+            if self._progress_stream is None
+            else ProgressReporter(self._progress_stream),
         )
         self._runners[mirror.folder] = runner
         return runner

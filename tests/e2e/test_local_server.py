@@ -77,3 +77,22 @@ def test_an_endpoint_that_is_a_symlink_is_never_followed(tmp_path: Path) -> None
     assert "syncd: local server at " in stderr and "using the local server" not in stderr
     assert decoy.read_text() == content
     assert not (state / ENDPOINT_FILE).is_symlink()
+
+
+def test_the_local_servers_request_log_only_with_verbose(tmp_path: Path) -> None:
+    """`sync --local` logs its own line per file, not the embedded server's; -v shows it."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    for n in range(5):
+        write(folder, f"f{n}.txt", f"file {n}")
+    code, _stdout, stderr = run_command(
+        "--log-format", "json", "sync", folder, "--local", "--state", state
+    )
+    assert code == 0, stderr
+    assert stderr.count('"event": "uploaded"') == 5
+    assert "file_created" not in stderr
+    write(folder, "late.txt", "late")
+    code, _stdout, stderr = run_command(
+        "--log-format", "json", "-v", "sync", folder, "--local", "--state", state
+    )
+    assert code == 0, stderr
+    assert stderr.count('"event": "file_created"') == 1

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from serverproc import REPO_ROOT, ServerProcess, clean_env
@@ -57,3 +62,45 @@ def test_daemon_behind_a_pipe_that_closes_mirrors_on_and_stops(
     assert code == 0
     status = json.loads(stdout)
     assert status["mirrored"] == 2 and status["unfinished_actions"] == 0
+
+
+def test_first_mirror_in_a_terminal_shows_progress(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """`syncd run` on a terminal: a long first pass draws a files/bytes progress bar."""
+    server = server_factory(faults={"latency_ms": 40, "routes": ["create"]})
+    folder, state = tmp_path / "data", tmp_path / "state"
+    for n in range(200):
+        write(folder, f"f{n:03}.txt", f"file {n}")
+    daemon = DaemonProcess(server, folder, state)
+    argv = [a for a in daemon.argv() if a not in ("--log-format", "json")]
+    leader, follower = pty.openpty()
+    output = bytearray()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                output.extend(chunk)
+
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env=clean_env({**daemon.env, "TERM": "xterm", "COLUMNS": "100"}),
+        cwd=REPO_ROOT,
+    )
+    os.close(follower)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: b"syncing " in output and b"/200 files" in output, what="the bar")
+        wait_for(lambda: len(remote_names(server)) == 200, what="the first mirror")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+        os.close(leader)
