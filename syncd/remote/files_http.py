@@ -26,6 +26,7 @@ from syncd.errors import (
     PermanentError,
     RemoteError,
     RetryableError,
+    WrongEndpointError,
 )
 from syncd.remote.protocol import UploadsApi
 from syncd.remote.retry import RetryGate, RetryPolicy
@@ -173,8 +174,9 @@ class HttpFilesRemote:
                 try:
                     response = self.transport.send(request, what="list files")
                 except NotFoundError as exc:  # GET /files missing: the base URL is wrong
-                    raise PermanentError(
-                        f"list files: {request.url} not found; is the base URL right?",
+                    raise WrongEndpointError(
+                        f"list files: {self.transport.base_url}files answered 404 "
+                        "(not found); is the base URL right? It usually ends in /v1",
                         status=404,
                     ) from exc
                 return self.transport.json_object(response, "list files")
@@ -317,7 +319,8 @@ class HttpFilesRemote:
         except FileChangedError as exc:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
         except NotFoundError as exc:  # POST /files missing: the base URL is wrong
-            raise PermanentError(
-                f"{what}: {self.transport.base_url}files not found; is the base URL right?",
+            raise WrongEndpointError(
+                f"{what}: {self.transport.base_url}files answered 404 (not found); is the "
+                "base URL right? It usually ends in /v1",
                 status=404,
             ) from exc

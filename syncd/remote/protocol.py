@@ -18,6 +18,8 @@ Contract for every implementation:
   ``AmbiguousError`` instead of retrying, because the API has no idempotency key: a
   blind retry could store a second copy. The caller reconciles (list + match).
 - ``list_files`` yields every file, following ``after`` until ``has_more`` is false.
+- A 404 from the collection itself (``GET`` or ``POST /files``) is ``WrongEndpointError``
+  (the base URL is wrong), never a per-file ``NotFoundError``.
 - ``delete`` of a file that is already gone returns normally (deleting is idempotent).
 - ``download`` streams the content into ``out`` and raises ``RemoteError`` if the
   byte count differs from the file's ``bytes``; given ``expected_bytes`` (the caller
