@@ -20,6 +20,13 @@ UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "e
 JSONL_PURPOSES = ("fine-tune", "batch", "evals")
 # Purposes the Uploads API (large files, in parts) accepts.
 UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
+# GET /files/{id}/content serves only these purposes (the platform's outputs included);
+# the real API answers 400 "Not allowed to download files of purpose: user_data" for the
+# others (user_data, assistants, fine-tune, evals). Observed, not in the spec: for those
+# the remote side is a mirror, not a backup, and nothing may depend on reading them back.
+DOWNLOADABLE_PURPOSES = frozenset(
+    {"batch", "vision", "batch_output", "fine-tune-results", "assistants_output"}
+)
 
 # -- limits --------------------------------------------------------------------------------
 

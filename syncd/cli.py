@@ -17,7 +17,7 @@ import structlog
 
 from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
-from syncd.log import configure_logging, redact_text
+from syncd.log import configure_logging, protect_standard_streams, redact_text
 from syncd.restore.names import printable
 
 COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
@@ -43,6 +43,8 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="Keep a local folder mirrored to the OpenAI Files API.",
+        epilog="`syncd COMMAND --help` shows a command's options. To try it without an "
+        "account: syncd run --local --create-folder ./data",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     parser.add_argument(
@@ -65,8 +67,14 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything is printed: a closed pipe or a hung-up terminal must never raise
+    # into syncd (nor make Python report a BrokenPipeError at exit).
+    protect_standard_streams()
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_wanted_commands(arguments))
+    if not arguments:  # `syncd` alone: what it can do, not just "COMMAND is required"
+        parser.print_help()
+        return 2
     args = parser.parse_args(arguments)
     configure_logging(fmt=args.log_format, verbose=args.verbose)
     try:

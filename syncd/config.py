@@ -34,7 +34,7 @@ from typing import Any
 
 from syncd.api import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, MAX_PART_BYTES, UPLOAD_PURPOSES
 from syncd.errors import ConfigError
-from syncd.local.rules import DEFAULT_IGNORES, PathFilter, PurposeRule
+from syncd.local.rules import ALWAYS_IGNORED, DEFAULT_IGNORES, PathFilter, PurposeRule
 from syncd.local.validate import Limits
 
 DEFAULT_PURPOSE = "user_data"
@@ -77,7 +77,9 @@ class MirrorConfig:
 
     @property
     def ignore_globs(self) -> tuple[str, ...]:
-        return DEFAULT_IGNORES if self.ignore is None else self.ignore
+        """The configured ignore globs (default: editor temp files), plus syncd's own
+        temporary files, which are never mirrored."""
+        return (DEFAULT_IGNORES if self.ignore is None else self.ignore) + ALWAYS_IGNORED
 
     @property
     def path_filter(self) -> PathFilter:

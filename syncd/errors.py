@@ -29,11 +29,20 @@
         │   │                       (other 4xx); per file, not retried until it changes
         │   ├── NotFoundError       NOT_FOUND: 404; deleting a missing file is success
         │   └── UploadGoneError     an Uploads API upload is no longer pending: start anew
-        └── FatalError              FATAL: 401/403, the key is wrong or lacks rights: stop
-                                    uploading and say so
+        └── FatalError              FATAL: nothing more in this pass can work: stop it,
+            │                       record nothing per file, say so once. Itself: 401/403,
+            │                       the key is wrong or lacks rights (.cause "key")
+            ├── WrongEndpointError  the base URL leads to no Files API: GET or POST /files
+            │                       answered 404, or the listing failed for good (.cause
+            │                       "endpoint"; `sync` exits 2)
+            └── UnreachableError    a full pass cannot list the remote files even after
+                                    retrying: the server is down (.cause "unreachable")
 
 The verdict of a status is decided here, once (``classify_status``), before anything
-retries; tenacity only ever retries errors whose verdict is ``RETRYABLE``.
+retries; tenacity only ever retries errors whose verdict is ``RETRYABLE``. A
+``FatalError``'s ``cause`` says what a daemon waits for before it tries again: a new key
+(``"key"``), or a remote that answers (``"endpoint"``, ``"unreachable"``: retried with
+a backoff).
 """
 
 from __future__ import annotations
@@ -159,7 +168,22 @@ class UploadGoneError(PermanentError):
 
 
 class FatalError(RemoteError):
+    """The pass cannot go on (401/403 here: the key is refused)."""
+
     verdict = Verdict.FATAL
+    cause = "key"
+
+
+class WrongEndpointError(FatalError):
+    """The base URL does not lead to a Files API (404 from the collection endpoint)."""
+
+    cause = "endpoint"
+
+
+class UnreachableError(FatalError):
+    """The remote could not be listed even after retrying (down, or failing with 5xx)."""
+
+    cause = "unreachable"
 
 
 def classify_status(status: int) -> Verdict:

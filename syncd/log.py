@@ -15,12 +15,14 @@ the ledger keeps.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -86,19 +88,103 @@ def redact_secrets(
     return event_dict
 
 
+class _DroppedLines:
+    """How many output lines the process could not write (every stream, every thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, lines: int) -> None:
+        with self._lock:
+            self.count += lines
+
+
+_DROPPED = _DroppedLines()
+# A write failing with one of these means the reader is gone for good (a closed pipe, a
+# hung-up terminal, a dropped connection): nothing written there will ever be read.
+_READER_GONE = frozenset(
+    {errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN}
+)
+
+
+def dropped_lines() -> int:
+    """Output lines (log lines, messages) this process failed to write so far."""
+    return _DROPPED.count
+
+
+class SafeStream:
+    """A text stream that never raises on ``write`` or ``flush``: output must never stop
+    the daemon, its signal handling or a command's clean-up.
+
+    A failed write is dropped and counted (``dropped_lines``). When the reader is gone
+    for good (``EPIPE``, ``EIO``: a closed pipe, ``| head``, a dropped ssh session) the
+    descriptor is pointed at ``/dev/null``: what the wrapped stream still buffers, and
+    Python's flush at exit, then go nowhere instead of failing again (no "Exception
+    ignored ... BrokenPipeError" at shutdown). Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if self.broken:
+            _DROPPED.add(max(1, text.count("\n")))
+            return len(text)
+        try:
+            return self.inner.write(text)
+        except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+            self._failed(exc, max(1, text.count("\n")))
+            return len(text)
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self.inner.flush()
+        except (OSError, ValueError) as exc:
+            self._failed(exc, 1)
+
+    def isatty(self) -> bool:
+        return _isatty(self.inner)
+
+    def __getattr__(self, name: str) -> Any:  # fileno, encoding, errors, buffer, ...
+        return getattr(self.inner, name)
+
+    def _failed(self, exc: Exception, lines: int) -> None:
+        _DROPPED.add(lines)
+        if isinstance(exc, OSError) and exc.errno in _READER_GONE:
+            self.broken = True
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.dup2(devnull, self.inner.fileno())
+                finally:
+                    os.close(devnull)
+
+
+def protect_standard_streams() -> None:
+    """Put ``sys.stdout`` and ``sys.stderr`` behind a :class:`SafeStream` (idempotent):
+    every ``print``, log line, progress bar and traceback of the process goes through it."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, SafeStream):
+            setattr(sys, name, SafeStream(stream))
+
+
 class LineSink:
     """Where log lines go: one stream, one line per call, and never an exception.
 
     A log line must never stop the daemon: when stderr's reader is gone (a closed pipe,
     a dropped ssh session, journald restarting) the write fails, and the line is
-    dropped and counted (``dropped``) instead of raising into whoever logged it -- the
-    signal thread included. ``name`` is the logger's name, which ``add_logger_name``
-    puts into every line.
+    dropped and counted (``dropped_lines``) instead of raising into whoever logged it --
+    the signal thread included. ``stream`` is called for each line, so that a progress
+    display redirecting ``sys.stderr`` prints the lines above itself. ``name`` is the
+    logger's name, which ``add_logger_name`` puts into every line.
     """
 
-    dropped = 0  # lines lost by every sink of the process (a plain int: good enough)
-
-    def __init__(self, stream: TextIO, name: str, lock: threading.Lock) -> None:
+    def __init__(self, stream: Callable[[], TextIO], name: str, lock: threading.Lock) -> None:
         self._stream = stream
         self.name = name
         self._lock = lock
@@ -106,10 +192,11 @@ class LineSink:
     def msg(self, message: str) -> None:
         try:
             with self._lock:
-                self._stream.write(message + "\n")
-                self._stream.flush()
-        except (OSError, ValueError):  # EPIPE, EIO, ENOSPC; ValueError: stream closed
-            LineSink.dropped += 1
+                stream = self._stream()
+                stream.write(message + "\n")
+                stream.flush()
+        except (OSError, ValueError, AttributeError):  # EPIPE, EIO, ENOSPC; closed; None
+            _DROPPED.add(1)
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
 
@@ -124,9 +211,44 @@ def add_logger_name(
     return event_dict
 
 
+_DEMOTED: set[str] = set()
+
+
+def demote_to_debug(prefix: str) -> None:
+    """From now on, info lines of the loggers under ``prefix`` (``"syncd.server"``) are
+    debug lines, shown only with ``--verbose``; warnings and errors stay as they are.
+
+    ``--local`` asks this for its embedded server, whose line per request would bury
+    the command's own output (a progress bar, the daemon's per-file lines).
+    """
+    _DEMOTED.add(prefix)
+
+
+def _demoted(verbose: bool) -> Callable[[Any, str, MutableMapping[str, Any]], Any]:
+    def processor(
+        _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if method in ("debug", "info") and _DEMOTED:
+            name = str(event_dict.get("logger", ""))
+            if any(name == p or name.startswith(p + ".") for p in _DEMOTED):
+                if not verbose:
+                    raise structlog.DropEvent
+                event_dict["level"] = "debug"
+        return event_dict
+
+    return processor
+
+
 def configure_logging(fmt: str = "auto", verbose: bool = False, stream: Any = None) -> None:
-    """Logs go to stderr so that stdout stays for command output (tables, --json)."""
+    """Logs go to stderr so that stdout stays for command output (tables, --json).
+
+    Without ``stream``, each line goes to whatever ``sys.stderr`` is when it is written.
+    """
     out = stream if stream is not None else sys.stderr
+
+    def current() -> TextIO:
+        return stream if stream is not None else sys.stderr
+
     if fmt == "auto":
         fmt = "console" if _isatty(out) and not os.environ.get("JOURNAL_STREAM") else "json"
     renderer: Any
@@ -139,13 +261,14 @@ def configure_logging(fmt: str = "auto", verbose: bool = False, stream: Any = No
     lock = threading.Lock()
 
     def sink(*args: Any) -> LineSink:
-        return LineSink(out, str(args[0]) if args else "syncd", lock)
+        return LineSink(current, str(args[0]) if args else "syncd", lock)
 
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             add_logger_name,
             structlog.processors.add_log_level,
+            _demoted(verbose),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact_secrets,  # after the traceback is text, so that it is redacted too

@@ -3,8 +3,9 @@
 - ``server``: a fresh `syncd serve` (own store under tmp_path, any key accepted, no
   faults), as a ``serverproc.ServerProcess``; ``server.base_url`` ends in ``/v1``,
   clients send ``server.client_key``.
-- ``server_factory(api_key=None, faults=None, max_bytes=None, data_dir=None)``: more
-  servers, each started and stopped at the end of the test.
+- ``server_factory(api_key=None, faults=None, max_bytes=None, data_dir=None,
+  allow_all_downloads=False, extra_args=())``: more servers, each started and stopped at
+  the end of the test.
 - ``odd_server(mode_or_behaviour, read_post_body=True)``: a server that misbehaves on
   purpose (``oddserver.OddServer``: a mode name, or a function answering each request),
   in this process, stopped at the end of the test.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,18 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         faults: dict[str, Any] | None = None,
         max_bytes: int | None = None,
         data_dir: Path | None = None,
+        allow_all_downloads: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> ServerProcess:
         store = data_dir or tmp_path / f"serve-store-{len(started)}"
-        proc = ServerProcess(store, api_key=api_key, faults=faults, max_bytes=max_bytes)
+        proc = ServerProcess(
+            store,
+            api_key=api_key,
+            faults=faults,
+            max_bytes=max_bytes,
+            allow_all_downloads=allow_all_downloads,
+            extra_args=extra_args,
+        )
         started.append(proc)
         return proc.start()
 

@@ -1,5 +1,6 @@
 """Helpers for end-to-end tests of `syncd sync` / `syncd status`: run the real command
-against a `syncd serve` process and look at the remote side over plain HTTP.
+against a `syncd serve` process and look at the remote side (listed over plain HTTP,
+contents read from the server's store).
 
     result = run_syncd(server, "sync", folder, "--state", state)
     assert result.returncode == 0
@@ -154,15 +155,16 @@ def list_remote(server: ServerProcess) -> list[dict[str, Any]]:
 
 
 def remote_files(server: ServerProcess) -> dict[str, bytes]:
-    """filename -> content for every remote file; fails on duplicate filenames."""
+    """filename -> content for every remote file; fails on duplicate filenames.
+
+    The listing comes over HTTP, the contents from the server's store: the real API
+    refuses to download most purposes, so no oracle may depend on downloads.
+    """
     out: dict[str, bytes] = {}
-    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        for item in list_remote(server):
-            name = item["filename"]
-            assert name not in out, f"duplicate remote file {name!r}"
-            response = h.get(f"files/{item['id']}/content")
-            response.raise_for_status()
-            out[name] = response.content
+    for item in list_remote(server):
+        name = item["filename"]
+        assert name not in out, f"duplicate remote file {name!r}"
+        out[name] = server.stored_content(item["id"])
     return out
 
 

@@ -23,6 +23,7 @@ from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
 from syncd.restore.names import printable
 from syncd.state.ledger import ErrorKind, Ledger, LedgerStatus
+from syncd.sync.binding import recorded_remote
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         folder = ledger.get_meta("folder")
         status = ledger.status()
+        remote = recorded_remote(ledger)
     finally:
         ledger.close()
     data = status_json(status, folder, path)
+    data["remote"] = remote.describe() if remote else None
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
@@ -144,6 +147,8 @@ def print_status(data: dict[str, Any]) -> None:
     out = sys.stdout
     print(f"folder:    {printable(data['folder'] or '(unknown)')}", file=out)
     print(f"ledger:    {printable(data['ledger'])}", file=out)
+    if data.get("remote"):
+        print(f"remote:    {printable(data['remote'])}", file=out)
     print(f"mirrored:  {data['mirrored']} files, {data['bytes'] / 1_000_000:.1f} MB", file=out)
     print(
         f"pending:   {data['pending']} (retrying {data['retrying']}, queued {data['queued']}, "

@@ -43,7 +43,7 @@ from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
-from syncd.sync.progress import LogReporter
+from syncd.sync.progress import LogReporter, ProgressReporter
 from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import Outcome, PassResult
 
@@ -58,11 +58,22 @@ META_INODE = "folder_inode"
 
 
 class _RunnerReporter(LogReporter):
-    """The engine's per-action log lines, plus liveness and a prompt stop."""
+    """The engine's per-action log lines, plus liveness and a prompt stop.
 
-    def __init__(self, heartbeat: Heartbeat, stopping: threading.Event) -> None:
+    With ``progress`` (a terminal): a pass that runs long shows a progress bar instead
+    of a line per file (the lines of its first ``DELAY_SECONDS`` still come; quick passes
+    have only lines).
+    """
+
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        stopping: threading.Event,
+        progress: ProgressReporter | None = None,
+    ) -> None:
         self._heartbeat = heartbeat
         self._stopping = stopping
+        self._progress = progress
         self.engine: SyncEngine | None = None
 
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
@@ -70,13 +81,22 @@ class _RunnerReporter(LogReporter):
         if self._stopping.is_set() and self.engine is not None:
             self.engine.request_stop()  # a stop that came while scanning: run no action
         super().pass_started(plan, scan)
+        if self._progress is not None:
+            self._progress.pass_started(plan, scan)
 
     def action_started(self, action: Action) -> None:
         self._heartbeat.beat()
 
     def action_finished(self, outcome: Outcome) -> None:
         self._heartbeat.beat()
-        super().action_finished(outcome)
+        if self._progress is None or not self._progress.shown:
+            super().action_finished(outcome)
+        if self._progress is not None:
+            self._progress.action_finished(outcome)
+
+    def pass_finished(self, result: PassResult) -> None:
+        if self._progress is not None:
+            self._progress.pass_finished(result)
 
 
 class MirrorRunner:
@@ -94,6 +114,7 @@ class MirrorRunner:
         stopping: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
+        progress: ProgressReporter | None = None,
     ) -> None:
         self.config = config
         self.watch = watch  # False: no watcher, changes are found by the rescans only
@@ -107,7 +128,7 @@ class MirrorRunner:
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
-        self._reporter = _RunnerReporter(heartbeat, stopping)
+        self._reporter = _RunnerReporter(heartbeat, stopping, progress)
         self.engine = self._make_engine(remote)
         self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None
@@ -133,9 +154,10 @@ class MirrorRunner:
         """Use another remote (a new key) from the next pass on."""
         self.engine = self._make_engine(remote)
 
-    def prepare(self, *, accept_folder_change: bool = False) -> None:
-        """Create a missing folder nothing was mirrored from; record or check its identity."""
-        if not self.folder.exists() and self._never_seen():
+    def prepare(self, *, accept_folder_change: bool = False, create_folder: bool = False) -> None:
+        """Record or check the folder's identity; with ``create_folder``, create a missing
+        folder nothing was mirrored from (else a missing folder pauses the mirror)."""
+        if create_folder and not self.folder.exists() and self._never_seen():
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 self.log.info("folder_created")
@@ -319,7 +341,8 @@ class MirrorRunner:
             with structlog.contextvars.bound_contextvars(folder=str(self.folder)):
                 result = self.engine.run_pass(only, check_remote=None if full else False)
         except FatalError as exc:
-            result = PassResult(started_at=started, finished_at=time.time(), fatal=str(exc))
+            result = PassResult(started_at=started, finished_at=time.time())
+            result.stop_fatal(str(exc), exc.cause)
         except FolderUnavailableError as exc:
             self._pause(str(exc))
             self._next_folder_check = now + FOLDER_POLL_SECONDS

@@ -24,8 +24,14 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> str:
-    """``paused: ...; mirrored N files, M pending, K failed`` (one line, for STATUS=)."""
+def status_line(
+    mirrors: Sequence[MirrorStatus], paused: str | None = None, *, log_lines_dropped: int = 0
+) -> str:
+    """``paused: ...; mirrored N files, M pending, K failed`` (one line, for STATUS=).
+
+    ``log_lines_dropped``: log lines lost because stderr could not be written (its
+    reader went away); STATUS= reaches systemd by another way, so it can still say so.
+    """
     parts: list[str] = []
     if paused:
         parts.append(f"paused: {paused}")
@@ -44,4 +50,6 @@ def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> s
     elif retrying:
         counts += f" ({retrying} retrying)"
     parts.append(counts)
+    if log_lines_dropped:
+        parts.append(f"{_plural(log_lines_dropped, 'log line')} lost (stderr unwritable)")
     return "; ".join(parts)

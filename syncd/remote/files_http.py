@@ -11,8 +11,8 @@ its files is yielded, and it is bounded: at most ``max_files`` files (``MAX_LIST
 a million, about 500 MB of ``RemoteFile``s) and ``ceil(max_files / page_size)`` +
 ``PAGE_SLACK`` pages; a server that pages past either, repeats a page or says there is
 more after an empty page ends the listing with ``ProtocolError``, and the caller has no
-listing at all (the engine then plans without one: nothing is deleted or taken for
-gone). A download stops, and fails, at the first byte past the expected size.
+listing at all (the engine then stops the pass before acting: nothing is deleted or
+taken for gone). A download stops, and fails, at the first byte past the expected size.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from syncd.errors import (
     ProtocolError,
     RemoteError,
     RetryableError,
+    WrongEndpointError,
 )
 from syncd.remote.bounds import (
     LIST_PAGE_MAX_BYTES,
@@ -146,8 +147,11 @@ class HttpFilesRemote:
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile:
         """POST /files, streaming ``path``; ``filename`` is sent as given (UTF-8, raw).
+        Exactly ``size`` bytes when given, else the size the file has when it is opened.
 
         Raises ``AmbiguousError`` when the file may be stored although no usable answer
         came back (see the module docstring), ``OSError`` if ``path`` cannot be read.
@@ -159,7 +163,8 @@ class HttpFilesRemote:
 
         def attempt() -> RemoteFile:
             with open(path, "rb") as file:
-                reader = _SizedReader(file, os.fstat(file.fileno()).st_size)
+                sending = size if size is not None else os.fstat(file.fileno()).st_size
+                reader = _SizedReader(file, sending)
                 request = self.transport.build(
                     "POST", "files", data=fields, files={"file": (filename, cast(BinaryIO, reader))}
                 )
@@ -222,8 +227,10 @@ class HttpFilesRemote:
         try:
             response = self.transport.send(request, what=what, cap=LIST_PAGE_MAX_BYTES)
         except NotFoundError as exc:  # GET /files missing: the base URL is wrong
-            raise PermanentError(
-                f"list files: {request.url} not found; is the base URL right?", status=404
+            raise WrongEndpointError(
+                f"list files: {self.transport.base_url}files answered 404 (not found); is "
+                "the base URL right? It usually ends in /v1",
+                status=404,
             ) from exc
         return _read_page(self.transport.json_object(response, what, max_values=max_values), what)
 
@@ -370,8 +377,9 @@ class HttpFilesRemote:
         except FileChangedError as exc:
             raise RetryableError(f"{what}: the file changed while it was sent ({exc})") from exc
         except NotFoundError as exc:  # POST /files missing: the base URL is wrong
-            raise PermanentError(
-                f"{what}: {self.transport.base_url}files not found; is the base URL right?",
+            raise WrongEndpointError(
+                f"{what}: {self.transport.base_url}files answered 404 (not found); is the "
+                "base URL right? It usually ends in /v1",
                 status=404,
             ) from exc
 

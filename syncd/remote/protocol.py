@@ -8,7 +8,11 @@ Contract for every implementation:
 - Methods raise ``syncd.errors.RemoteError`` subclasses for anything the remote side
   did; the subclass is the retry verdict (see ``syncd/errors.py``). ``upload`` may also
   raise ``OSError`` when the local file cannot be read: that is a local, per-file error.
-- ``upload`` streams the file from disk (memory does not grow with its size) and sends
+- ``upload`` streams the file from disk (memory does not grow with its size). Given
+  ``size`` (the byte count the caller recorded in its intent), it sends exactly that
+  many bytes: a file that turns out shorter or longer is never sent whole (the body is
+  cut before its end, ``RetryableError``), so whatever the server stores has the size
+  the intent says -- which is what reconciling a lost answer matches on. It sends
   ``filename`` as given: the path relative to the mirrored folder with ``/`` separators.
   If the request may have reached the server but no answer came back it raises
   ``AmbiguousError`` instead of retrying, because the API has no idempotency key: a
@@ -16,11 +20,13 @@ Contract for every implementation:
 - ``list_files`` yields every file, following ``after`` until ``has_more`` is false.
   If it raises (``ProtocolError`` for a page that is not a valid listing or for paging
   without end), what it yielded before is not a listing: the caller drops it and goes
-  on as if it had none (the engine plans without one), never as if the files it did
-  not get were gone.
+  on as if it had none (the engine stops the pass before acting), never as if the
+  files it did not get were gone.
 - Every file a method returns passed ``RemoteFile.from_json``: its id is one safe path
   segment, its numbers are integers in range. A method given an id that is not one
   (an old ledger's) raises ``PermanentError`` without sending anything.
+- A 404 from the collection itself (``GET`` or ``POST /files``) is ``WrongEndpointError``
+  (the base URL is wrong), never a per-file ``NotFoundError``.
 - ``delete`` of a file that is already gone returns normally (deleting is idempotent).
 - ``download`` streams the content into ``out`` and raises ``RemoteError`` if the
   byte count differs from the file's ``bytes``; given ``expected_bytes`` (the caller
@@ -59,6 +65,8 @@ class FilesRemote(Protocol):
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile: ...
 
     def list_files(

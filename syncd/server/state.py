@@ -14,13 +14,14 @@ from syncd.server.upload_store import UploadStore
 
 @dataclass
 class ServerState:
-    """The stores, the size limit, and the test controls (faults, stats)."""
+    """The stores, the size limit, the download policy, and the test controls."""
 
     store: FileStore
     uploads: UploadStore
     max_bytes: int
     faults: FaultInjector
     stats: RequestStats
+    allow_all_downloads: bool = False
 
 
 def server_state(request: Request) -> ServerState:

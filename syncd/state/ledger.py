@@ -15,7 +15,8 @@ intent must be on disk before its request leaves). Tables:
 - ``passes``: one row per pass, for ``syncd status``.
 - ``multipart_uploads``/``multipart_parts``: large files being sent through the Uploads
   API, with the parts the server confirmed, so that a restart sends only the rest.
-- ``meta``: the schema version and facts about the mirror (its folder's identity).
+- ``meta``: the schema version and facts about the mirror: its folder's identity, and
+  the remote it mirrors to (``syncd.sync.binding``; never the key).
 
 The schema is declared once in ``syncd.state.schema``, which creates and migrates it.
 
@@ -615,6 +616,24 @@ class Ledger:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
+    def forget_remote(self, reason: str, *, now: float) -> int:
+        """Forget all the ledger knows of its remote, in one transaction: every ``files``
+        row (the next pass uploads every file again), every open intent (closed as
+        failed with ``reason``) and every upload in parts. The dirty queue and the
+        passes stay. Returns how many remote copies were forgotten."""
+        with self._write() as conn:
+            copies = conn.execute(
+                "SELECT count(*) FROM files WHERE file_id IS NOT NULL"
+            ).fetchone()[0]
+            conn.execute("DELETE FROM files")
+            conn.execute(
+                "UPDATE intents SET state = ?, finished_at = ?, outcome = ? WHERE state = ?",
+                (IntentState.FAILED, now, reason, IntentState.OPEN),
+            )
+            conn.execute("DELETE FROM multipart_parts")
+            conn.execute("DELETE FROM multipart_uploads")
+            return int(copies)
+
     def status(self) -> LedgerStatus:
         """Counts for ``syncd status``: mirrored, pending and failed paths."""
         counts = self._query(
@@ -629,9 +648,11 @@ class Ledger:
                FROM files""",
             (ErrorKind.RETRYABLE, ErrorKind.PERMANENT),
         )[0]
-        queued = self._query(
+        queued = self._query(  # each path once: not those counted as failing or open
             "SELECT count(*) AS n FROM dirty WHERE path NOT IN "
-            "(SELECT path FROM files WHERE error_kind IS NOT NULL)"
+            "(SELECT path FROM files WHERE error_kind IS NOT NULL) AND path NOT IN "
+            "(SELECT path FROM intents WHERE state = ?)",
+            (IntentState.OPEN,),
         )[0]["n"]
         problems = self._query(
             "SELECT * FROM files WHERE error_kind IS NOT NULL ORDER BY error_kind, path"

@@ -14,7 +14,13 @@
 - Deletes run last, and not when a guard refused, nor when the folder changed identity
   during the pass. While a file is failing, the deletes of its content wait
   (``syncd.sync.holds``).
-- ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
+- ``FatalError`` (bad key, wrong base URL, a full pass's listing failing) stops new
+  work; in-flight actions finish; deletes are skipped; no file is marked failed.
+- ``request_stop`` (Ctrl-C, SIGTERM) stops new requests at once: actions not started are
+  ``not_run``, no listing, reconcile, retry round or delete starts; the actions in flight
+  get ``stop_grace`` seconds to finish, and those still running then are ``abandoned``
+  (their intents are settled by the next pass). The pass is recorded ``interrupted``
+  with the counts of what it did.
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files. What the pass could not finish is reported in the result
   (``requeued``, ``unfinished``); the queue of paths to look at again is not the
@@ -27,14 +33,19 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import structlog
 
 from syncd.api import RemoteFile
 from syncd.config import MirrorConfig
 from syncd.errors import (
+    AmbiguousError,
     FatalError,
     RemoteError,
+    RetryableError,
+    UnreachableError,
+    WrongEndpointError,
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
@@ -55,6 +66,7 @@ from syncd.sync.steps import StepHook, no_step
 from syncd.sync.transfer import Transfers
 
 AMBIGUOUS_ROUNDS = 3
+STOP_GRACE_SECONDS = 5.0  # after a stop request, how long actions in flight may finish
 HASH_ATTEMPTS = 3
 INTENT_RETENTION_SECONDS = 7 * 86400
 
@@ -73,6 +85,7 @@ class SyncEngine:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         step_hook: StepHook | None = None,
+        stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.mirror = mirror
         self.ledger = ledger
@@ -94,7 +107,13 @@ class SyncEngine:
             clock=clock,
             step=self.step,
         )
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # this pass: a fatal error stops new actions
+        # A stop request (sticky): no new request from now on, in-flight ones get a grace.
+        self.stop_grace = stop_grace
+        self._interrupt = threading.Event()
+        self._interrupt_lock = threading.Lock()
+        self._interrupted: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stop_deadline: float | None = None  # monotonic; set with the stop request
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
@@ -102,13 +121,24 @@ class SyncEngine:
         )
 
     def request_stop(self) -> None:
-        """Ask the running pass to start no new action (in-flight ones finish).
+        """Stop: no new request from now on; in-flight actions get ``stop_grace`` seconds.
 
-        Safe from any thread (a signal handler's too). The actions not started are
-        counted as ``not_run`` and the pass is not ``in_sync``. The next ``run_pass``
-        starts afresh.
+        Safe from any thread (a signal handler's too), idempotent, and for good: a pass
+        that starts later stops at once too. The running pass counts the actions it did
+        not start as ``not_run`` and those it stopped waiting for as ``abandoned``, and is
+        recorded ``interrupted``.
         """
-        self._stop.set()
+        with self._interrupt_lock:
+            if self._interrupt.is_set():
+                return
+            self._stop_deadline = time.monotonic() + self.stop_grace
+            self._interrupt.set()
+            self._interrupted.set_result(None)  # wakes the pool's wait
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._interrupt.is_set()
 
     # -- the pass ------------------------------------------------------------------------
 
@@ -119,6 +149,7 @@ class SyncEngine:
         dry_run: bool = False,
         check_remote: bool | None = None,
         retry_waiting: bool = False,
+        retry_failed: bool = False,
     ) -> PassResult:
         """One pass over the folder, or over ``only_paths`` (files or directories).
 
@@ -126,8 +157,8 @@ class SyncEngine:
         tracked file deleted remotely is uploaded again. ``dry_run`` plans and returns
         without any write call and without touching the ledger. ``retry_waiting`` tries
         files whose retry backoff is still running (a one-shot ``syncd sync`` does; the
-        daemon's passes honour the backoff). Raises ``FolderUnavailableError`` when the
-        folder is missing.
+        daemon's passes honour the backoff); ``retry_failed`` also tries files whose last
+        upload failed for good. Raises ``FolderUnavailableError`` when the folder is missing.
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
@@ -135,8 +166,16 @@ class SyncEngine:
         self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
         try:
-            self._run(result, only_paths, dry_run, check_remote, retry_waiting)
+            self._run(
+                result,
+                only_paths,
+                dry_run,
+                check_remote,
+                retry_waiting=retry_waiting,
+                retry_failed=retry_failed,
+            )
         finally:
+            result.interrupted = self.stopping
             result.finished_at = self.clock()
             if pass_id is not None:
                 self._record_pass(pass_id, result)
@@ -149,17 +188,24 @@ class SyncEngine:
         only_paths: Collection[str] | None,
         dry_run: bool,
         check_remote: bool | None,
-        retry_waiting: bool = False,
+        *,
+        retry_waiting: bool,
+        retry_failed: bool,
     ) -> None:
         try:
-            if not dry_run:
+            if not dry_run and not self.stopping:
                 self.reconcile_open_intents(result)
             root_identity = folder_identity(self.mirror.folder)
             the_plan, scan = self.make_plan(
-                only_paths, check_remote, result, retry_waiting=retry_waiting, dry_run=dry_run
+                only_paths,
+                check_remote,
+                result,
+                retry_waiting=retry_waiting,
+                retry_failed=retry_failed,
+                dry_run=dry_run,
             )
-        except FatalError as exc:  # the key is refused: nothing else can work
-            result.fatal = str(exc)
+        except FatalError as exc:  # key refused, wrong URL, server down: nothing can work
+            result.stop_fatal(str(exc), exc.cause)
             return
         result.plan = the_plan
         result.problems = scan.problems
@@ -170,7 +216,8 @@ class SyncEngine:
         self.reporter.pass_started(the_plan, scan)
         if not dry_run:
             self._execute(the_plan, result, root_identity)
-            self._sweep_uploads(result)
+            if not self.stopping:
+                self._sweep_uploads(result)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
         """Settle intents a crash or a lost answer left open (before planning)."""
@@ -186,6 +233,7 @@ class SyncEngine:
         result: PassResult,
         *,
         retry_waiting: bool = False,
+        retry_failed: bool = False,
         dry_run: bool = True,
     ) -> tuple[Plan, ScanResult]:
         """Scan and plan. With the remote listing and not ``dry_run``, late copies of
@@ -197,7 +245,8 @@ class SyncEngine:
             rows = self.ledger.rows_for(only_paths)
             scan = self.scanner.scan_paths(only_paths, rows)
         listing = None
-        if check_remote if check_remote is not None else only_paths is None:
+        wanted = check_remote if check_remote is not None else only_paths is None
+        if wanted and not self.stopping:
             listing = self._remote_listing(result, sweep=not dry_run)
         options = PlanOptions(
             default_purpose=self.mirror.purpose,
@@ -209,17 +258,28 @@ class SyncEngine:
             uncertain=frozenset(scan.uncertain),
             busy=frozenset(i.path for i in self.ledger.open_intents()),
             retry_waiting=retry_waiting,
+            retry_failed=retry_failed,
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 
-    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile] | None:
+    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile]:
+        """Every remote file by id. A listing that fails stops the pass before anything
+        is uploaded (``FatalError``): a server that cannot list is down
+        (``UnreachableError``) or not a Files API at this URL (``WrongEndpointError``),
+        and uploading to it would only record a failure for every file."""
         try:
             listing = {f.id: f for f in self.remote.list_files()}
         except FatalError:
             raise
+        except (RetryableError, AmbiguousError) as exc:
+            raise UnreachableError(
+                f"cannot list the remote files ({exc}); nothing was uploaded, try again later"
+            ) from exc
         except RemoteError as exc:
-            result.warnings.append(f"cannot list remote files ({exc}); planning without it")
-            return None
+            raise WrongEndpointError(
+                f"cannot list the remote files ({exc}); is the base URL right?",
+                status=exc.status,
+            ) from exc
         if sweep:
             swept = self.reconciler.sweep_late_copies(listing.values())
             if swept.duplicates_deleted or swept.errors:
@@ -250,8 +310,8 @@ class SyncEngine:
         for _ in range(AMBIGUOUS_ROUNDS):
             outcomes = self._run_pool(transfers, self.transfers.transfer, result)
             ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
-            if not ambiguous or result.fatal:
-                break
+            if not ambiguous or result.fatal or self.stopping:
+                break  # a stop leaves lost answers to the next pass's reconcile
             transfers = self._settle_ambiguous(ambiguous, result)
             if not transfers:
                 break
@@ -290,23 +350,57 @@ class SyncEngine:
         work: Callable[[Action], Outcome],
         result: PassResult,
     ) -> list[Outcome]:
+        """Carry ``actions`` out on the worker threads; collect every outcome here.
+
+        After a stop request the actions not started are cancelled (``not_run``) and the
+        ones in flight are waited for until the grace runs out (then ``abandoned``; the
+        pool's threads are left to finish on their own).
+        """
         if not actions:
             return []
         outcomes: list[Outcome] = []
+        if self.stopping:
+            for action in actions:
+                self._finished(_not_started(action), result, outcomes)
+            return outcomes
         workers = min(self.mirror.concurrency, len(actions))
-        with concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker") as pool:
-            futures = {pool.submit(self._guarded, work, a): a for a in actions}
-            for future in concurrent.futures.as_completed(futures):
-                outcome = future.result()
-                outcomes.append(outcome)
-                result.add(outcome)
-                if outcome.status is OutcomeStatus.FATAL:
-                    self._stop.set()
-                    result.fatal = result.fatal or outcome.reason
-                self.reporter.action_finished(outcome)
+        pool = concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker")
+        futures = {pool.submit(self._guarded, work, a): a for a in actions}
+        pending = set(futures)
+        abandoned = False
+        try:
+            while pending:
+                deadline = self._stop_deadline
+                if deadline is not None:
+                    for future in [f for f in pending if f.cancel()]:
+                        pending.discard(future)
+                        self._finished(_not_started(futures[future]), result, outcomes)
+                waiting: set[concurrent.futures.Future[Any]] = set(pending)
+                if deadline is None:
+                    waiting.add(self._interrupted)
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = concurrent.futures.wait(
+                    waiting, timeout, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in done & pending:
+                    pending.discard(future)
+                    outcome = future.result()
+                    self._finished(outcome, result, outcomes)
+                    if outcome.status is OutcomeStatus.FATAL:
+                        self._stop.set()
+                        result.stop_fatal(outcome.reason, outcome.fatal_cause)
+                if pending and deadline is not None and time.monotonic() >= deadline:
+                    abandoned = True
+                    for future in pending:
+                        self._finished(_abandoned(futures[future]), result, outcomes)
+                    pending.clear()
+        finally:
+            pool.shutdown(wait=not abandoned, cancel_futures=True)
         return outcomes
 
     def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:
+        if self.stopping:
+            return _not_started(action)
         if self._stop.is_set():
             return Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped by a fatal error")
         self.reporter.action_started(action)
@@ -324,7 +418,7 @@ class SyncEngine:
         try:
             report = self.reconciler.settle(intents)
         except FatalError as exc:
-            result.fatal = str(exc)
+            result.stop_fatal(str(exc), exc.cause)
             return []
         result.merge_reconcile(report)
         for outcome in ambiguous:
@@ -349,8 +443,24 @@ class SyncEngine:
                 self.mirror.folder, self.ledger.row, follow_links=self.mirror.follow_links
             )
         except FatalError as exc:
-            result.fatal = str(exc)
+            result.stop_fatal(str(exc), exc.cause)
 
-    def _finished(self, outcome: Outcome, result: PassResult) -> None:
+    def _finished(
+        self, outcome: Outcome, result: PassResult, outcomes: list[Outcome] | None = None
+    ) -> None:
+        if outcomes is not None:
+            outcomes.append(outcome)
         result.add(outcome)
         self.reporter.action_finished(outcome)
+
+
+def _not_started(action: Action) -> Outcome:
+    return Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped before it started")
+
+
+def _abandoned(action: Action) -> Outcome:
+    return Outcome(
+        action,
+        OutcomeStatus.ABANDONED,
+        reason="still in flight when the stop's grace ran out; settled by the next pass",
+    )

@@ -25,6 +25,7 @@ class OutcomeStatus(StrEnum):
     CHANGED = "changed"  # the file changed while it was sent; nothing stored, queued again
     FATAL = "fatal"
     NOT_RUN = "not_run"
+    ABANDONED = "abandoned"  # still in flight when a stop's grace ran out; intent open
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Outcome:
     duration: float = 0.0
     intent_id: int | None = None
     stale: bool = False  # uploaded, but the file changed meanwhile: queued again
+    fatal_cause: str | None = None  # FATAL: the FatalError's cause ("key", "endpoint", ...)
 
 
 class Reporter(Protocol):
@@ -96,6 +98,8 @@ class PassResult:
     unfinished: set[str] = field(default_factory=set)  # not handled: stay in the dirty queue
     refusal: str | None = None
     fatal: str | None = None
+    fatal_cause: str | None = None  # FatalError.cause: what must change before a retry
+    interrupted: bool = False  # a stop was requested (Ctrl-C, SIGTERM) during the pass
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
 
@@ -107,9 +111,9 @@ class PassResult:
         elif status in (OutcomeStatus.VANISHED, OutcomeStatus.CHANGED):
             self._count(status.value)
             self.requeued.add(outcome.action.path)
-        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL):
-            if status is OutcomeStatus.NOT_RUN:
-                self._count("not_run")
+        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL, OutcomeStatus.ABANDONED):
+            if status is not OutcomeStatus.FATAL:
+                self._count(status.value)
             self.unfinished.add(outcome.action.path)
         elif status is OutcomeStatus.REFRESHED:
             self._count("refreshed")
@@ -119,6 +123,11 @@ class PassResult:
                 self.bytes_uploaded += outcome.bytes
             if outcome.stale:
                 self.requeued.add(outcome.action.path)
+
+    def stop_fatal(self, reason: str, cause: str | None) -> None:
+        """The pass cannot go on (``FatalError``); the first reason is the one kept."""
+        if self.fatal is None:
+            self.fatal, self.fatal_cause = reason, cause
 
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -135,7 +144,9 @@ class PassResult:
         self.requeued = set(later.requeued)
         self.unfinished |= later.unfinished
         self.refusal = self.refusal or later.refusal
-        self.fatal = self.fatal or later.fatal
+        if later.fatal:
+            self.stop_fatal(later.fatal, later.fatal_cause)
+        self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
         self.finished_at = later.finished_at
         if later.reconciled is not None:
@@ -160,8 +171,10 @@ class PassResult:
             or any(p.error for p in self.problems)
             or self.refusal
             or self.fatal
+            or self.interrupted
             or self.deletes_skipped
             or self.counts.get("not_run")
+            or self.counts.get("abandoned")
             or self.requeued
             or (self.reconciled is not None and self.reconciled.errors)
         )
@@ -172,6 +185,8 @@ class PassResult:
             return "dry-run"
         if self.fatal:
             return "fatal"
+        if self.interrupted:
+            return "interrupted"
         if self.refusal:
             return "refused"
         return "ok" if self.in_sync else "incomplete"
@@ -205,6 +220,8 @@ class PassResult:
             "requeued": sorted(self.requeued),
             "refusal": self.refusal,
             "fatal": self.fatal,
+            "fatal_cause": self.fatal_cause,
+            "interrupted": self.interrupted,
             "deletes_skipped": self.deletes_skipped,
         }
         if self.reconciled is not None:

@@ -144,7 +144,9 @@ class Transfers:
             )
         except FatalError as exc:
             self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
-            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt)
+            return Outcome(
+                action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt, fatal_cause=exc.cause
+            )
         except RemoteError as exc:
             if exc.verdict is Verdict.RETRYABLE and self._moved(full, fp):
                 # The client stops a body whose file changed size mid-way, so the server
@@ -193,7 +195,9 @@ class Transfers:
                 action.path, full, action.path, purpose, action.expires_after, fp.size, fp.sha256
             )
             return self.multipart.upload(job)
-        return self.remote.upload(full, action.path, purpose, action.expires_after)
+        # Exactly the recorded size: a file that grew or shrank since it was hashed is
+        # never stored whole, so a lost answer's copy has the size its intent says.
+        return self.remote.upload(full, action.path, purpose, action.expires_after, size=fp.size)
 
     # -- deletes -------------------------------------------------------------------------
 
@@ -219,7 +223,7 @@ class Transfers:
             self.remote.delete(file_id)
             self.step("delete.sent", action.path)
         except FatalError as exc:
-            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc))
+            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), fatal_cause=exc.cause)
         except RemoteError as exc:
             return Outcome(action, OutcomeStatus.FAILED, reason=str(exc), file_id=file_id)
         self.ledger.complete_delete(intent.id, now=self.clock())

@@ -33,7 +33,7 @@ MALFORMED += ["dot-id", "dotdot-id", "nul-id"]
 
 def syncd(server: OddServer, *args: str | Path, tmp_path: Path, **env: str) -> Measured:
     """Run one syncd command against ``server`` with the key in the environment."""
-    environment = server.env(SYNCD_ANSWER_DEADLINE=DEADLINE, **env)
+    environment = server.env(**{"SYNCD_ANSWER_DEADLINE": DEADLINE, **env})
     environment.setdefault("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
     return run_measured(*args, "--base-url", server.base_url, env=environment, timeout=LIMIT)
 
@@ -62,37 +62,39 @@ def folder(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("mode", "says"),
+    ("mode", "says", "deadline"),
     [
-        ("endless-listing", "larger than 16 MiB"),
-        ("trickle-listing", "deadline of 1 s"),
-        ("fresh-cursor", "pages without end"),
-        ("nested-listing", "nested too deeply"),
-        ("gzip-bomb", "larger than 16 MiB"),
+        ("endless-listing", "larger than 16 MiB", "20"),
+        ("trickle-listing", "deadline of 1 s", "1"),
+        ("fresh-cursor", "pages without end", "1"),
+        ("nested-listing", "nested too deeply", "1"),
+        ("gzip-bomb", "larger than 16 MiB", "20"),
     ],
 )
 def test_ls_ends_with_one_line_whatever_the_listing_does(
-    odd_server: OddFactory, tmp_path: Path, mode: str, says: str
+    odd_server: OddFactory, tmp_path: Path, mode: str, says: str, deadline: str
 ) -> None:
     """`syncd ls` against a listing without end, a trickle (1 B / 0.2 s), fresh cursors
-    for ever, JSON nested 100,000 deep, a gzip bomb: exit 1 within 60 s, < 150 MiB."""
+    for ever, JSON nested 100,000 deep, a gzip bomb: exit 1 within 60 s, < 150 MiB.
+    (The cap cases get a 20 s deadline so that the cap, not the deadline, ends them.)"""
     gzip_bomb()
     server = odd_server(mode)
     server.add_file("a.txt", b"hello")
-    assert_bounded(syncd(server, "ls", tmp_path=tmp_path), server, says=says)
+    result = syncd(server, "ls", tmp_path=tmp_path, SYNCD_ANSWER_DEADLINE=deadline)
+    assert_bounded(result, server, says=says)
 
 
 @pytest.mark.parametrize("mode", ["endless-listing", "trickle-listing", "fresh-cursor"])
-def test_sync_plans_without_a_listing_that_does_not_end(
+def test_sync_stops_before_uploading_when_the_listing_does_not_end(
     odd_server: OddFactory, tmp_path: Path, folder: Path, mode: str
 ) -> None:
-    """`syncd sync` warns that it cannot list, still uploads the new files, and ends
-    within 60 s under 150 MiB."""
+    """`syncd sync` says once that it cannot list, uploads and deletes nothing, and exits
+    1 within 60 s under 150 MiB (the engine stops a pass whose listing fails)."""
     server = odd_server(mode)
     result = syncd(server, "sync", folder, "--state", tmp_path / "state", tmp_path=tmp_path)
-    assert_bounded(result, server, says="in sync", code=0)
-    assert "cannot list remote files" in result.stderr
-    assert server.count("POST") == 2
+    assert_bounded(result, server, says="NOT in sync")
+    assert "syncd: stopped: cannot list the remote files" in result.stderr
+    assert server.count("POST") == server.count("DELETE") == 0
 
 
 # -- malformed entries -----------------------------------------------------------------------
@@ -113,9 +115,9 @@ def test_ls_names_the_malformed_entry(odd_server: OddFactory, tmp_path: Path, ki
 def test_a_malformed_listing_never_leads_to_a_delete_or_a_re_upload(
     odd_server: OddFactory, tmp_path: Path, folder: Path, kind: str
 ) -> None:
-    """After an honest sync, a listing with a bad entry is no listing at all: tracked
-    files are neither taken for gone (no re-upload) nor deleted; only the local
-    deletion of b.txt deletes b.txt's copy, and the new c.txt is uploaded."""
+    """After an honest sync, a listing with a bad entry is no listing at all: the pass
+    stops before acting, so b.txt deleted locally is not deleted remotely yet, nothing
+    is taken for gone (no re-upload), and the ledger still holds both copies."""
     server = odd_server("honest")
     state = tmp_path / "state"
     assert syncd(server, "sync", folder, "--state", state, tmp_path=tmp_path).returncode == 0
@@ -124,21 +126,21 @@ def test_a_malformed_listing_never_leads_to_a_delete_or_a_re_upload(
     (folder / "b.txt").unlink()
     write(folder, "c.txt", "charlie")
     result = syncd(server, "sync", folder, "--state", state, tmp_path=tmp_path)
-    assert_bounded(result, server, says="in sync", code=0)
-    assert "cannot list remote files" in result.stderr
-    deletes = [r.route for r in server.requests if r.method == "DELETE"]
-    assert deletes == [f"/v1/files/{ids['b.txt']}"]
-    assert server.count("POST") == 3  # a, b, then c only
+    assert_bounded(result, server, says="NOT in sync")
+    assert "cannot list the remote files" in result.stderr and "entry 2" in result.stderr
+    assert server.count("DELETE") == 0
+    assert server.count("POST") == 2  # a and b, in the honest pass only
     (ledger,) = state.glob("*.db")
     with sqlite3.connect(ledger) as db:
         rows = dict(db.execute("SELECT path, file_id FROM files WHERE file_id IS NOT NULL"))
-    assert rows["a.txt"] == ids["a.txt"]
+    assert rows == {"a.txt": ids["a.txt"], "b.txt": ids["b.txt"]}
 
 
 def test_run_survives_a_malformed_listing(odd_server: OddFactory, tmp_path: Path) -> None:
-    """`syncd run` with a listing holding 'bytes': "abc": the first pass completes
-    (ready), the file is uploaded, SIGTERM exits 0; no traceback, peak < 150 MiB. (It
-    used to exit 70 and, under Restart=on-failure, restart for ever.)"""
+    """`syncd run` with a listing holding 'bytes': "abc": it pauses (ready, status
+    'paused: cannot list ... bytes is a string'), uploads nothing, and once the server
+    answers honestly a SIGHUP mirrors the file; SIGTERM exits 0; no traceback, peak
+    < 150 MiB. (It used to exit 70 and, under Restart=on-failure, restart for ever.)"""
     server = odd_server("malformed:bytes-string")
     folder = tmp_path / "data"
     write(folder, "a.txt", "alpha")
@@ -146,13 +148,18 @@ def test_run_survives_a_malformed_listing(odd_server: OddFactory, tmp_path: Path
     with DaemonProcess(
         None, folder, tmp_path / "state", "--base-url", server.base_url, env=env
     ) as daemon:
-        daemon.start_ready()
+        ready = daemon.start_ready().wait_event("ready")
+        assert "paused: cannot list" in ready["status"]
+        assert "is a string, not an integer" in ready["status"]
+        assert server.count("POST") == 0
+        server.mode = "honest"
+        daemon.send(signal.SIGHUP)
         daemon.wait_event("uploaded")
         memory = peak_rss_mib(daemon.pid)
         assert daemon.stop(signal.SIGTERM) == 0
     assert memory < MEMORY_MIB
     assert "Traceback" not in daemon.log_text()
-    assert "is a string, not an integer" in daemon.log_text()
+    assert [f["filename"] for f in server.files.values()] == ["a.txt"]
     assert server.wrong_requests() == []
 
 

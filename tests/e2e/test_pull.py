@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serverproc import ServerProcess
@@ -13,6 +14,13 @@ from synccli import list_remote, local_files, run_syncd, write, write_counts
 
 from syncd.paths import find_ledgers
 from syncd.state.ledger import Ledger
+
+
+@pytest.fixture
+def server(server_factory: Any) -> ServerProcess:
+    """`syncd serve` that serves every download (the real API refuses user_data)."""
+    # until pull/verify handle refused downloads (issue 13)
+    return server_factory(allow_all_downloads=True)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +12,13 @@ from serverproc import ServerProcess
 from synccli import list_remote, local_files, run_syncd, upload_directly, write
 
 BOUNDARY = "syncd-test-boundary"
+
+
+@pytest.fixture
+def server(server_factory: Any) -> ServerProcess:
+    """`syncd serve` that serves every download (the real API refuses user_data)."""
+    # until pull/verify handle refused downloads (issue 13)
+    return server_factory(allow_all_downloads=True)
 
 
 def upload_raw_name(

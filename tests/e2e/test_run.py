@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from test_run_support import (
     local_contents,
     remote_contents,
     remote_names,
+    run_command,
     wait_for,
     write,
     write_counts,
@@ -177,3 +179,25 @@ def test_second_signal_exits_at_once(
         daemon.send(signal.SIGTERM)
         daemon.wait_event("stopping")
         assert daemon.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+
+
+def test_stop_mid_first_pass_leaves_the_rest_pending(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """SIGTERM during the first reconcile: `syncd status` counts every file not mirrored
+    as pending, and the last pass as interrupted."""
+    server = server_factory(faults={"latency_ms": 300, "routes": ["create"]})
+    folder, state = tmp_path / "data", tmp_path / "state"
+    for n in range(60):
+        write(folder, f"f{n:02}.txt", f"file {n}")
+    daemon = DaemonProcess(server, folder, state)
+    with daemon.start():
+        wait_for(lambda: server.stats()["counts"].get("create", 0) >= 8, what="uploads begin")
+        assert daemon.stop(signal.SIGTERM, timeout=15) == 0
+    code, stdout, stderr = run_command("status", folder, "--state", state, "--json")
+    assert code == 0, stderr
+    status = json.loads(stdout)
+    mirrored = len(list_remote(server))
+    assert status["mirrored"] == mirrored < 60
+    assert status["pending"] == 60 - mirrored
+    assert status["last_pass"]["result"] == "interrupted"

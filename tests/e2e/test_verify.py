@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,13 @@ from synccli import run_syncd, upload_directly, write
 
 from syncd.paths import find_ledgers
 from syncd.state.ledger import Ledger
+
+
+@pytest.fixture
+def server(server_factory: Any) -> ServerProcess:
+    """`syncd serve` that serves every download (the real API refuses user_data)."""
+    # until pull/verify handle refused downloads (issue 13)
+    return server_factory(allow_all_downloads=True)
 
 
 @pytest.fixture

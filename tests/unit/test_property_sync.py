@@ -245,7 +245,13 @@ class FaultyRemote:
     # -- the FilesRemote interface ------------------------------------------------------
 
     def upload(
-        self, path: Path, filename: str, purpose: str, expires_after_seconds: int | None = None
+        self,
+        path: Path,
+        filename: str,
+        purpose: str,
+        expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile:
         world = self.world
         world.reach("upload.before")
