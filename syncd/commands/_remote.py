@@ -55,7 +55,10 @@ def open_remote(
 
         data_dir = state_dir / LOCAL_SERVER_DIR
         key = secrets.token_urlsafe(32)
-        with EmbeddedServer(data_dir, api_key=key) as server:
+        # Asked to read every purpose back (pull/verify --try-all-purposes), the embedded
+        # server serves them: it is the user's own store. Otherwise it refuses like the API.
+        serve_all = bool(getattr(args, "try_all_purposes", False))
+        with EmbeddedServer(data_dir, api_key=key, allow_all_downloads=serve_all) as server:
             print(f"syncd: local server at {server.base_url}, store in {data_dir}", file=sys.stderr)
             settings = RemoteSettings(
                 base_url=check_base_url(server.base_url, "--local"), api_key=key
