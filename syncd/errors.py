@@ -18,7 +18,9 @@
     └── RemoteError                 a Files API call failed; .status, .message, .retry_after
         ├── RetryableError          RETRYABLE: connect/read errors, timeouts, 408, 409,
         │   │                       429, 5xx; certainly not carried out, try again
-        │   └── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        │   ├── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        │   └── StoppedError        a stop (Ctrl-C, SIGTERM) ended a wait for the request
+        │                           budget or a pause: nothing was sent; never retried
         ├── AmbiguousError          AMBIGUOUS: the request may have taken effect but the
         │                           answer was lost (upload sent, then timeout/reset/5xx);
         │                           never retried blindly: reconcile first
@@ -126,6 +128,11 @@ class RetryableError(RemoteError):
 
 class RateLimitedError(RetryableError):
     pass
+
+
+class StoppedError(RetryableError):
+    """The caller asked to stop while this request waited to be sent (its pacing slot,
+    a rate-limit pause, a retry's backoff): nothing was sent. Not retried here."""
 
 
 class AmbiguousError(RemoteError):

@@ -12,11 +12,12 @@ import argparse
 import os
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from syncd.remote.files_http import HttpFilesRemote
+from syncd.remote.pacing import pacing_for
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import RemoteSettings, check_base_url, remote_settings_from_env
 
@@ -42,9 +43,16 @@ def add_remote_arguments(parser: argparse.ArgumentParser) -> None:
 
 @contextmanager
 def open_remote(
-    args: argparse.Namespace, state_dir: Path, *, pool_size: int = 16
+    args: argparse.Namespace,
+    state_dir: Path,
+    *,
+    pool_size: int = 16,
+    uploads_per_minute: Sequence[int | None] = (),
 ) -> Iterator[FilesRemote]:
     """The remote the options name, open for the ``with`` block, closed after it.
+
+    ``uploads_per_minute`` are the ``max_uploads_per_minute`` of the mirrors that will
+    share it (``syncd.remote.pacing.pacing_for`` combines them: the smallest wins).
 
     With ``--local`` the embedded server gets a fresh random key for this run (so no
     other local process can write to it) and prints where its store lives on stderr.
@@ -60,12 +68,14 @@ def open_remote(
         serve_all = bool(getattr(args, "try_all_purposes", False))
         with EmbeddedServer(data_dir, api_key=key, allow_all_downloads=serve_all) as server:
             print(f"syncd: local server at {server.base_url}, store in {data_dir}", file=sys.stderr)
+            base_url = check_base_url(server.base_url, "--local")
             settings = RemoteSettings(
-                base_url=check_base_url(server.base_url, "--local"), api_key=key
+                base_url=base_url, api_key=key, pacing=pacing_for(base_url, uploads_per_minute)
             )
             with HttpFilesRemote(settings, pool_size=pool_size) as remote:
                 yield remote
         return
     settings = remote_settings_from_env(os.environ, base_url=getattr(args, "base_url", None))
+    settings = settings.replace(pacing=pacing_for(settings.base_url, uploads_per_minute))
     with HttpFilesRemote(settings, pool_size=pool_size) as remote:
         yield remote

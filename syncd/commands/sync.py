@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from syncd.api import UPLOAD_PURPOSES
 from syncd.commands._options import add_state_argument, checked_option
@@ -24,12 +25,14 @@ from syncd.config import (
     MirrorConfig,
     check_concurrency,
     check_max_delete,
+    check_max_uploads_per_minute,
     load_config,
     mirror_for_folder,
 )
 from syncd.errors import ConfigError, FolderUnavailableError
 from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
+from syncd.remote.protocol import PacingStatus
 from syncd.state.ledger import Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.progress import make_reporter
@@ -87,6 +90,13 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         help="actions in flight at once (default: 8)",
     )
     parser.add_argument(
+        "--max-uploads-per-minute",
+        type=checked_option(int, "a whole number", check_max_uploads_per_minute),
+        metavar="N",
+        help="pace uploads to at most N per minute (default: 1000 for api.openai.com, "
+        "else learned from the server's rate-limit headers and 429s; 0: no pacing)",
+    )
+    parser.add_argument(
         "--follow-links",
         action="store_true",
         default=None,
@@ -107,6 +117,7 @@ def mirror_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Mirror
         concurrency=args.concurrency,
         state_path=args.state.absolute() if args.state else None,
         follow_links=args.follow_links,
+        max_uploads_per_minute=args.max_uploads_per_minute,
     )
 
 
@@ -137,7 +148,12 @@ def run(args: argparse.Namespace) -> int:
     ledger_file = ledger_path(mirror.folder, mirror.state_path, env)
     with (
         Ledger.open(ledger_file) as ledger,
-        open_remote(args, ledger_file.parent, pool_size=mirror.concurrency + 2) as remote,
+        open_remote(
+            args,
+            ledger_file.parent,
+            pool_size=mirror.concurrency + 2,
+            uploads_per_minute=(mirror.max_uploads_per_minute,),
+        ) as remote,
     ):
         ledger.set_meta("folder", str(mirror.folder))
         engine = SyncEngine(
@@ -204,7 +220,18 @@ def print_summary(result: PassResult) -> None:
         say(f"{result.deletes_skipped} deletes skipped because uploads failed in this pass")
     if result.fatal:
         say(f"stopped: {result.fatal}")
+    for route in result.pacing:
+        say(pacing_line(route))
     say(_counts_line(result))
+
+
+def pacing_line(route: dict[str, Any]) -> str:
+    """``uploads paced at 600/min (server limit): 1,990 waited 195.2 s in all, 0 answered 429``."""
+    status = PacingStatus.from_json(route)
+    return (
+        f"{status.describe()}: {status.delayed_requests:,} waited "
+        f"{status.delayed_seconds:.1f} s in all, {status.rate_limited:,} answered 429"
+    )
 
 
 def _counts_line(result: PassResult) -> str:

@@ -5,7 +5,9 @@ the remote, start each watcher, run a full pass per mirror (catching up on what 
 while syncd was stopped), then ``READY=1`` with the status line. Then loop: wait on one
 ``threading.Event`` until a runner has work (a quiet hint, the rescan timer, a retry
 whose backoff ran out), a signal arrives, or the key file changes; run the due passes
-(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed.
+(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed, and during a long
+pass at most every ``PROGRESS_STATUS_SECONDS`` (so that "uploads paced at 600/min
+(server limit)" shows while a first mirror of many files is being paced).
 
 - **Stop** (first SIGTERM/SIGINT, on the signal thread): ``STOPPING=1``, no new action
   starts, in-flight uploads finish, the loop ends and the process exits 0. If that takes
@@ -43,11 +45,13 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.paths import ledger_path
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
+from syncd.sync.pacing_log import pacing_of
 
 log = structlog.get_logger(__name__)
 
 STOP_GRACE_SECONDS = 8.0
 KEY_POLL_SECONDS = 2.0
+PROGRESS_STATUS_SECONDS = 1.0
 
 
 class RemoteSource(Protocol):
@@ -96,6 +100,8 @@ class Daemon:
         self._key_stamp: Hashable = None
         self._next_key_poll = 0.0
         self._published = ""
+        self._ready = False
+        self._next_progress = 0.0
 
     # -- called from other threads -------------------------------------------------------
 
@@ -149,11 +155,13 @@ class Daemon:
             for mirror, ledger in ledgers:
                 self._add_runner(mirror, ledger, self._remote)
             self._keepalive.start()
-            self._notifier.status(f"starting: full reconcile of {len(self._runners)} folder(s)")
+            self._published = self._status_text()
+            self._notifier.status(self._published)
             for runner in self._runners.values():
                 runner.prepare(accept_folder_change=self._accept_folder_change)
             self._work()  # the first full pass of every mirror
             if not self._stopping.is_set():
+                self._ready = True
                 status = self._status_text()
                 self._notifier.ready(status)
                 self._keepalive.mark_ready()
@@ -299,6 +307,7 @@ class Daemon:
             wake=self._wake_for,
             heartbeat=self._heartbeat,
             stopping=self._stopping,
+            on_progress=self._progress,
         )
         self._runners[mirror.folder] = runner
         return runner
@@ -306,7 +315,18 @@ class Daemon:
     # -- status --------------------------------------------------------------------------
 
     def _status_text(self) -> str:
-        return status_line([r.status() for r in self._runners.values()], self._auth_paused)
+        pacing = pacing_of(self._remote) if self._remote is not None else ()
+        if not self._ready:
+            text = f"starting: full reconcile of {len(self._runners)} folder(s)"
+            return "; ".join([text, *(p.describe() for p in pacing if p.paced)])
+        return status_line([r.status() for r in self._runners.values()], self._auth_paused, pacing)
+
+    def _progress(self) -> None:
+        """An action finished inside a pass: publish the status now and then."""
+        now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_STATUS_SECONDS
+            self._publish_status()
 
     def _publish_status(self) -> None:
         status = self._status_text()

@@ -60,9 +60,15 @@ META_INODE = "folder_inode"
 class _RunnerReporter(LogReporter):
     """The engine's per-action log lines, plus liveness and a prompt stop."""
 
-    def __init__(self, heartbeat: Heartbeat, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        stopping: threading.Event,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
         self._heartbeat = heartbeat
         self._stopping = stopping
+        self._on_progress = on_progress
         self.engine: SyncEngine | None = None
 
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
@@ -77,6 +83,8 @@ class _RunnerReporter(LogReporter):
     def action_finished(self, outcome: Outcome) -> None:
         self._heartbeat.beat()
         super().action_finished(outcome)
+        if self._on_progress is not None:
+            self._on_progress()
 
 
 class MirrorRunner:
@@ -94,6 +102,7 @@ class MirrorRunner:
         stopping: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.watch = watch  # False: no watcher, changes are found by the rescans only
@@ -107,7 +116,7 @@ class MirrorRunner:
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
-        self._reporter = _RunnerReporter(heartbeat, stopping)
+        self._reporter = _RunnerReporter(heartbeat, stopping, on_progress)
         self.engine = self._make_engine(remote)
         self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None

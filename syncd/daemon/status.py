@@ -1,9 +1,11 @@
-"""The daemon's one-line ``STATUS=`` text, from per-mirror counts."""
+"""The daemon's one-line ``STATUS=`` text, from per-mirror counts and the remote's pacing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from syncd.remote.protocol import PacingStatus
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,14 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> str:
-    """``paused: ...; mirrored N files, M pending, K failed`` (one line, for STATUS=)."""
+def status_line(
+    mirrors: Sequence[MirrorStatus],
+    paused: str | None = None,
+    pacing: Sequence[PacingStatus] = (),
+) -> str:
+    """``paused: ...; mirrored N files, M pending, K failed; uploads paced at 600/min
+    (server limit)`` (one line, for STATUS=); a route is named while it holds requests
+    back."""
     parts: list[str] = []
     if paused:
         parts.append(f"paused: {paused}")
@@ -44,4 +52,5 @@ def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> s
     elif retrying:
         counts += f" ({retrying} retrying)"
     parts.append(counts)
+    parts += [route.describe() for route in pacing if route.paced]
     return "; ".join(parts)

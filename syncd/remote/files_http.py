@@ -27,7 +27,7 @@ from syncd.errors import (
     RemoteError,
     RetryableError,
 )
-from syncd.remote.protocol import UploadsApi
+from syncd.remote.protocol import PacingStatus, UploadsApi
 from syncd.remote.retry import RetryGate, RetryPolicy
 from syncd.remote.settings import RemoteSettings
 from syncd.remote.transport import Transport
@@ -277,6 +277,17 @@ class HttpFilesRemote:
                 raise PermanentError(f"delete {file_id}: the server did not delete it")
 
         self.transport.retry(f"delete {file_id}", attempt)
+
+    def pacing_status(self) -> tuple[PacingStatus, ...]:
+        """How requests are paced under the server's rate limit (``SupportsPacing``)."""
+        return self.transport.pacing_status()
+
+    def interrupt_waits(self) -> None:
+        """A stop: requests waiting to be sent give up (``SupportsStop``)."""
+        self.transport.interrupt_waits()
+
+    def resume_waits(self) -> None:
+        self.transport.resume_waits()
 
     def uploads_api(self) -> UploadsApi:
         """The Uploads API over this remote's connections, gate and retry policy."""

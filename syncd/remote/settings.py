@@ -31,6 +31,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError
+from syncd.remote.pacing import PacingConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CREDENTIAL_NAME = "openai_api_key"
@@ -56,7 +57,8 @@ class RemoteSettings:
     opening a connection. ``max_attempts`` is per call, first try included;
     ``max_retry_after`` is the longest Retry-After honoured by waiting inside a call
     (longer ones make the call fail at once with ``RateLimitedError`` so the caller
-    defers the file; see ``syncd.remote.retry``).
+    defers the file; see ``syncd.remote.retry``). ``pacing`` is how requests are paced
+    under the server's rate limit (``syncd.remote.pacing.pacing_for``).
     """
 
     base_url: str
@@ -71,6 +73,7 @@ class RemoteSettings:
     backoff_base: float = 0.5
     backoff_cap: float = 8.0
     max_retry_after: float = 120.0
+    pacing: PacingConfig = field(default_factory=PacingConfig)
 
     def headers(self) -> dict[str, str]:
         """The headers sent with every request, the key included (never log these)."""

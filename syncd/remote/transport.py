@@ -5,8 +5,12 @@ only place that holds the ``httpx.Client``)::
 
     HttpFilesRemote / HttpUploadsApi   what to send, what the answer means
       Transport.retry()        retry errors whose verdict is RETRYABLE, backoff + jitter
-        Transport.send()       RetryGate.wait() right before sending; translate errors
+        Transport.send()       RetryGate.wait() and Pacer.acquire() right before
+                               sending, Pacer.observe() the answer; translate errors
           httpx.Client         one connection pool shared by all worker threads
+
+The ``Pacer`` (``syncd.remote.pacing``) spaces requests under the server's rate limit;
+``interrupt_waits()`` (a stop) ends every wait for it, the gate or a retry's backoff.
 
 Errors from below are translated here, at the boundary, into the most specific
 ``syncd.errors.RemoteError``:
@@ -50,6 +54,8 @@ from syncd.errors import (
     RetryableError,
     error_for_status,
 )
+from syncd.remote.pacing import Pacer, Ticket
+from syncd.remote.protocol import PacingStatus
 from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
 from syncd.remote.settings import RemoteSettings
 
@@ -77,8 +83,8 @@ class Transport:
     """One server's connection pool, retry gate and retry policy (module docstring).
 
     Thread-safe; shared by every worker. ``pool_size`` is the number of connections kept
-    (give at least the worker count); ``gate`` is shared with other transports to the
-    same server, if any (one is made otherwise).
+    (give at least the worker count); ``gate`` and ``pacer`` are shared with other
+    transports to the same server, if any (made from the settings otherwise).
     """
 
     def __init__(
@@ -88,14 +94,17 @@ class Transport:
         gate: RetryGate | None = None,
         pool_size: int = 16,
         policy: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate if gate is not None else RetryGate(max_block=settings.max_retry_after)
+        self.pacer = pacer if pacer is not None else Pacer(settings.pacing)
         self.policy = policy or RetryPolicy(
             max_attempts=settings.max_attempts,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
             max_retry_after=settings.max_retry_after,
+            sleep=self.pacer.sleep,  # a stop ends a retry's backoff too
         )
         self._client = httpx.Client(
             base_url=settings.base_url + "/",
@@ -122,13 +131,36 @@ class Transport:
         result: T = self.policy.retrying(operation)(attempt)
         return result
 
-    def send(self, request: httpx.Request, *, what: str, stream: bool = False) -> httpx.Response:
-        """Send once, after the gate; an answer >= 300 becomes the matching RemoteError."""
+    def interrupt_waits(self) -> None:
+        """A stop: waits for the gate, the pacer or a backoff raise ``StoppedError``."""
+        self.gate.interrupt()
+        self.pacer.interrupt()
+
+    def resume_waits(self) -> None:
+        self.gate.resume()
+        self.pacer.resume()
+
+    def pacing_status(self) -> tuple[PacingStatus, ...]:
+        return self.pacer.status()
+
+    def _admit(self, request: httpx.Request) -> Ticket | None:
+        """Wait for the gate and the request's pacing slot (the gate again after a wait
+        for the slot: a pause may have begun meanwhile)."""
         self.gate.wait()
+        ticket = self.pacer.acquire(request.method, request.url.path)
+        if ticket is not None and ticket.waited:
+            self.gate.wait()
+        return ticket
+
+    def send(self, request: httpx.Request, *, what: str, stream: bool = False) -> httpx.Response:
+        """Send once, after the gate and the pacer; an answer >= 300 becomes the matching
+        RemoteError."""
+        ticket = self._admit(request)
         try:
             response = self._client.send(request, stream=stream)
         except httpx.TransportError as exc:
             raise self.transport_error(exc, what, ambiguous=False) from exc
+        self.pacer.observe(ticket, response.status_code, response.headers)
         if response.status_code >= 300:
             if stream:
                 response.read()
@@ -141,11 +173,12 @@ class Transport:
     ) -> httpx.Response:
         """Send a request that creates a File, once, deciding retryable versus ambiguous
         (module docstring). ``sent_all()`` says whether the body's last byte left."""
-        self.gate.wait()
+        ticket = self._admit(request)
         try:
             response = self._client.send(request)
         except httpx.TransportError as exc:
             raise self.transport_error(exc, what, ambiguous=sent_all()) from exc
+        self.pacer.observe(ticket, response.status_code, response.headers)
         if response.status_code >= 300:
             error = self.status_error(response, what)
             if response.status_code >= 500 and sent_all():

@@ -43,10 +43,11 @@ from syncd.errors import (
     NotFoundError,
     PullCancelledError,
     RemoteError,
+    StoppedError,
     UnsafePathError,
 )
 from syncd.paths import LEDGER_SUFFIX, default_state_dir, find_ledgers, ledger_path
-from syncd.remote.protocol import FilesRemote
+from syncd.remote.protocol import FilesRemote, SupportsStop
 from syncd.restore.destination import Destination, HashingWriter, describe_mode
 from syncd.restore.names import (
     Refusal,
@@ -256,6 +257,8 @@ class Puller:
             if not self._stop.is_set():
                 self._stop_reason = reason
                 self._stop.set()
+        if isinstance(self.remote, SupportsStop):  # no download waits out a pacing delay
+            self.remote.interrupt_waits()
 
     def run(self, items: Sequence[PullItem]) -> list[PullResult]:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="pull") as pool:
@@ -304,7 +307,7 @@ class Puller:
             elif not self._may_download(item):
                 return self._not_downloadable(item)
             written = self._download(item)
-        except PullCancelledError:
+        except (PullCancelledError, StoppedError):
             return PullResult(item, PullOutcome.NOT_TRIED, self._stop_reason)
         except (UnsafePathError, ContentMismatchError) as exc:
             return PullResult(item, PullOutcome.FAILED, str(exc))

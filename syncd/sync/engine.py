@@ -15,6 +15,9 @@
   during the pass. While a file is failing, the deletes of its content wait
   (``syncd.sync.holds``).
 - ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
+- ``request_stop`` also ends the remote's waits (pacing, rate-limit pauses, backoffs:
+  ``SupportsStop``), so a stop never waits out a long pacing delay; what was waiting is
+  ``not_run``. The remote's pacing during the pass is recorded (``PacingRecorder``).
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files. What the pass could not finish is reported in the result
   (``requeued``, ``unfinished``); the queue of paths to look at again is not the
@@ -38,10 +41,11 @@ from syncd.errors import (
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
-from syncd.remote.protocol import FilesRemote
+from syncd.remote.protocol import FilesRemote, SupportsStop
 from syncd.state.ledger import Ledger
 from syncd.sync.holds import FailedContent, held_back
 from syncd.sync.multipart import multipart_uploader
+from syncd.sync.pacing_log import PacingRecorder
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
 from syncd.sync.result import (
@@ -95,6 +99,7 @@ class SyncEngine:
             step=self.step,
         )
         self._stop = threading.Event()
+        self._pacing: PacingRecorder | None = None
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
@@ -106,9 +111,11 @@ class SyncEngine:
 
         Safe from any thread (a signal handler's too). The actions not started are
         counted as ``not_run`` and the pass is not ``in_sync``. The next ``run_pass``
-        starts afresh.
+        starts afresh. Requests waiting to be sent (pacing, a rate-limit pause) give up.
         """
         self._stop.set()
+        if isinstance(self.remote, SupportsStop):
+            self.remote.interrupt_waits()
 
     # -- the pass ------------------------------------------------------------------------
 
@@ -131,13 +138,20 @@ class SyncEngine:
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
+        if isinstance(self.remote, SupportsStop):
+            self.remote.resume_waits()
         self._failed.clear()
         self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
+        if pass_id is not None:
+            self._pacing = PacingRecorder(self.remote, self.ledger, result.started_at)
         try:
             self._run(result, only_paths, dry_run, check_remote, retry_waiting)
         finally:
             result.finished_at = self.clock()
+            if self._pacing is not None:
+                result.pacing = self._pacing.finish()
+                self._pacing = None
             if pass_id is not None:
                 self._record_pass(pass_id, result)
         self.reporter.pass_finished(result)
@@ -304,6 +318,8 @@ class SyncEngine:
                     self._stop.set()
                     result.fatal = result.fatal or outcome.reason
                 self.reporter.action_finished(outcome)
+                if self._pacing is not None:
+                    self._pacing.note()
         return outcomes
 
     def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:

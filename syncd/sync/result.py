@@ -98,6 +98,8 @@ class PassResult:
     fatal: str | None = None
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
+    # The remote's pacing in this pass, per route (``syncd.sync.pacing_log``).
+    pacing: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
         """Count one finished action (called from the engine's collecting thread)."""
@@ -137,6 +139,7 @@ class PassResult:
         self.refusal = self.refusal or later.refusal
         self.fatal = self.fatal or later.fatal
         self.deletes_skipped += later.deletes_skipped
+        self.pacing = self.pacing or later.pacing
         self.finished_at = later.finished_at
         if later.reconciled is not None:
             self.merge_reconcile(later.reconciled)
@@ -207,6 +210,8 @@ class PassResult:
             "fatal": self.fatal,
             "deletes_skipped": self.deletes_skipped,
         }
+        if self.pacing:
+            data["pacing"] = self.pacing
         if self.reconciled is not None:
             r = self.reconciled
             data["reconciled"] = {
