@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from syncd.api import DOWNLOADABLE_PURPOSES
+from syncd.api import DOWNLOADABLE_PURPOSES, UPLOAD_PURPOSES
 from syncd.errors import RemoteError
 
 # The status of the real API's refusal. A download request carries no parameters, so a
@@ -59,7 +59,9 @@ def _plural(count: int, word: str = "file") -> str:
 
 
 def downloadable_purposes() -> str:
-    return ", ".join(sorted(DOWNLOADABLE_PURPOSES))
+    """``batch and vision`` (the purposes one can upload that download back)."""
+    served = [p for p in UPLOAD_PURPOSES if p in DOWNLOADABLE_PURPOSES]
+    return " and ".join([", ".join(served[:-1]), served[-1]] if len(served) > 1 else served)
 
 
 def pull_summary(files: Sequence[Undownloadable]) -> list[str]:
@@ -81,8 +83,8 @@ def pull_summary(files: Sequence[Undownloadable]) -> list[str]:
         )
     lines.append(
         "for these files the remote side is a mirror, not a backup: restore them from "
-        "another copy of the folder; only files of purpose "
-        f"{downloadable_purposes()} can be pulled back (-v names each file)"
+        f"another copy of the folder; only {downloadable_purposes()} files (and the "
+        "platform's outputs) can be pulled back (-v names each file)"
     )
     return lines
 
