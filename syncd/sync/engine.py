@@ -310,17 +310,29 @@ class SyncEngine:
         workers = min(self.mirror.concurrency, len(actions))
         with concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker") as pool:
             futures = {pool.submit(self._guarded, work, a): a for a in actions}
-            for future in concurrent.futures.as_completed(futures):
-                outcome = future.result()
-                outcomes.append(outcome)
-                result.add(outcome)
-                if outcome.status is OutcomeStatus.FATAL:
-                    self._stop.set()
-                    result.fatal = result.fatal or outcome.reason
-                self.reporter.action_finished(outcome)
-                if self._pacing is not None:
-                    self._pacing.note()
+            try:
+                self._collect(futures, result, outcomes)
+            except BaseException:  # Ctrl-C: the pool's shutdown must not wait out pacing
+                self.request_stop()
+                raise
         return outcomes
+
+    def _collect(
+        self,
+        futures: dict[concurrent.futures.Future[Outcome], Action],
+        result: PassResult,
+        outcomes: list[Outcome],
+    ) -> None:
+        for future in concurrent.futures.as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            result.add(outcome)
+            if outcome.status is OutcomeStatus.FATAL:
+                self._stop.set()
+                result.fatal = result.fatal or outcome.reason
+            self.reporter.action_finished(outcome)
+            if self._pacing is not None:
+                self._pacing.note()
 
     def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:
         if self._stop.is_set():

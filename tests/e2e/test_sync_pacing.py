@@ -7,12 +7,16 @@ read what the summary and the ledger say.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from serverproc import ServerProcess
-from synccli import run_syncd, sync_json, write
+from serverproc import ServerProcess, clean_env
+from synccli import list_remote, run_syncd, sync_json, write
 
 ServerFactory = Any
 
@@ -95,3 +99,38 @@ def test_a_bad_config_value_names_the_key(server: ServerProcess, tmp_path: Path)
     assert result.returncode == 2
     assert "max_uploads_per_minute must be a whole number" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_ctrl_c_does_not_wait_out_a_pacing_delay(server: ServerProcess, tmp_path: Path) -> None:
+    """At 6 uploads a minute 6 files would take 50 s; Ctrl-C after the first upload ends
+    `syncd sync` long before (exit 130), nothing half-done is left: the next sync uploads
+    the rest without a duplicate."""
+    folder = make_folder(tmp_path / "data", 6)
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "syncd", "sync", str(folder), "--state", str(state)]
+    argv += ["--base-url", server.base_url, "--max-uploads-per-minute", "6"]
+    proc = subprocess.Popen(
+        argv,
+        env=clean_env({"OPENAI_API_KEY": server.client_key}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not creates(server):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=20)  # the paced queue would need 50 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert len(creates(server)) < 6
+    again = run_syncd(server, "sync", folder, "--state", state)
+    assert again.returncode == 0, again.stderr
+    names = sorted(f["filename"] for f in list_remote(server))
+    assert names == [f"f{n:03}.txt" for n in range(6)]
