@@ -28,6 +28,13 @@ DOWNLOADABLE_PURPOSES = frozenset(
     {"batch", "vision", "batch_output", "fine-tune-results", "assistants_output"}
 )
 
+
+def may_download(purpose: str | None) -> bool:
+    """Whether asking for the content of a file of ``purpose`` can succeed; an unknown
+    purpose (None: an old record) may, so callers ask and handle a refusal."""
+    return purpose is None or purpose in DOWNLOADABLE_PURPOSES
+
+
 # -- limits --------------------------------------------------------------------------------
 
 MAX_FILE_BYTES = 512 * 1000 * 1000  # POST /files: the API's "512 MB"

@@ -50,6 +50,9 @@ MIN_RESCAN_INTERVAL_SECONDS = 0.1
 # purpose allows it goes through the Uploads API, in parts of ``part_size`` bytes.
 DEFAULT_MULTIPART_THRESHOLD = 256 * 1000 * 1000
 DEFAULT_PART_SIZE = MAX_PART_BYTES
+# Pacing POST /files (syncd.remote.pacing): None means the server's default (1,000/min
+# for api.openai.com, none elsewhere), 0 turns pacing off.
+MAX_UPLOADS_PER_MINUTE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class MirrorConfig:
     ignore: tuple[str, ...] | None = None
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
+    # Mirrors sharing a remote share its budget: the smallest value wins (pacing_for).
+    max_uploads_per_minute: int | None = None
 
     @property
     def ignore_globs(self) -> tuple[str, ...]:
@@ -162,6 +167,15 @@ def check_part_size(value: Any, where: str) -> int:
     return int(value)
 
 
+def check_max_uploads_per_minute(value: Any, where: str) -> int:
+    if not _is_int(value) or not 0 <= value <= MAX_UPLOADS_PER_MINUTE:
+        raise ConfigError(
+            f"{where}: max_uploads_per_minute must be a whole number from 0 (no pacing) to "
+            f"{MAX_UPLOADS_PER_MINUTE}, not {value!r}"
+        )
+    return int(value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
@@ -230,6 +244,7 @@ MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "ignore": ("ignore", _globs),
     "multipart_threshold": ("multipart_threshold", check_multipart_threshold),
     "part_size": ("part_size", check_part_size),
+    "max_uploads_per_minute": ("max_uploads_per_minute", check_max_uploads_per_minute),
 }
 
 

@@ -22,6 +22,8 @@
         │   └── ProtocolError       the answer is not what the API promises (malformed,
         │                           too big, too slow, pages without end): retried like a
         │                           5xx; a bad listing is no listing, so never a delete
+        ├── StoppedError            STOPPED: a stop (Ctrl-C, SIGTERM) ended a wait for the
+        │                           request budget, a pause or a backoff: nothing was sent
         ├── AmbiguousError          AMBIGUOUS: the request may have taken effect but the
         │                           answer was lost (upload sent, then timeout/reset/5xx);
         │                           never retried blindly: reconcile first
@@ -102,6 +104,7 @@ class ContentMismatchError(RestoreError):
 class Verdict(Enum):
     RETRYABLE = "retryable"
     AMBIGUOUS = "ambiguous"
+    STOPPED = "stopped"
     PERMANENT = "permanent"
     NOT_FOUND = "not_found"
     FATAL = "fatal"
@@ -147,6 +150,14 @@ class ProtocolError(RetryableError):
     that fails so is no listing at all (never a partial one), so nothing is deleted or
     taken for gone because of it. For a request that creates a File, a 2xx answer that
     is not a valid File is ``AmbiguousError`` instead (it may have been stored)."""
+
+
+class StoppedError(RemoteError):
+    """The caller asked to stop while this request waited to be sent (its pacing slot,
+    a rate-limit pause, a retry's backoff): nothing was sent. Never retried; the action
+    is simply not run."""
+
+    verdict = Verdict.STOPPED
 
 
 class AmbiguousError(RemoteError):

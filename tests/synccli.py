@@ -177,12 +177,12 @@ def local_files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def upload_directly(server: ServerProcess, filename: str, content: bytes) -> str:
+def upload_directly(
+    server: ServerProcess, filename: str, content: bytes, purpose: str = "user_data"
+) -> str:
     """Put a file on the server without syncd (a 'foreign' file); returns its id."""
     with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        response = h.post(
-            "files", data={"purpose": "user_data"}, files={"file": (filename, content)}
-        )
+        response = h.post("files", data={"purpose": purpose}, files={"file": (filename, content)})
         response.raise_for_status()
         file_id: str = response.json()["id"]
         return file_id

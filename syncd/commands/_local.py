@@ -30,7 +30,7 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from syncd.errors import RemoteError
 from syncd.log import demote_to_debug
 from syncd.remote.files_http import HttpFilesRemote
+from syncd.remote.pacing import pacing_for
 from syncd.remote.settings import RemoteSettings, check_base_url
 from syncd.state.lock import FileLock, LockHeldError
 
@@ -61,10 +62,16 @@ class LocalEndpoint:
 
 @contextlib.contextmanager
 def local_remote(
-    state_dir: Path, *, pool_size: int, reuse_running: bool
+    state_dir: Path,
+    *,
+    pool_size: int,
+    reuse_running: bool,
+    allow_all_downloads: bool = False,
+    uploads_per_minute: Sequence[int | None] = (),
 ) -> Iterator[HttpFilesRemote]:
-    """The ``--local`` remote of ``state_dir``: a running one (``reuse_running``), else a
-    new embedded server, published for the others while the block runs."""
+    """The ``--local`` remote of ``state_dir``: a running one (``reuse_running``; it keeps
+    its own download rules), else a new embedded server (serving every purpose when
+    ``allow_all_downloads``), published for the others while the block runs."""
     data_dir = state_dir / LOCAL_SERVER_DIR
     endpoint_file = state_dir / ENDPOINT_FILE
     running = find_running(state_dir) if reuse_running else None
@@ -74,7 +81,9 @@ def local_remote(
             f"store in {data_dir}",
             file=sys.stderr,
         )
-        with HttpFilesRemote(running.settings(), pool_size=pool_size) as remote:
+        settings = running.settings()
+        settings = settings.replace(pacing=pacing_for(settings.base_url, uploads_per_minute))
+        with HttpFilesRemote(settings, pool_size=pool_size) as remote:
             yield remote
         return
     from syncd.server.embedded import EmbeddedServer  # the server stack only when needed
@@ -84,7 +93,7 @@ def local_remote(
     demote_to_debug("syncd.server")
     key = secrets.token_urlsafe(32)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with EmbeddedServer(data_dir, api_key=key) as server:
+    with EmbeddedServer(data_dir, api_key=key, allow_all_downloads=allow_all_downloads) as server:
         mine = LocalEndpoint(server.base_url, key, os.getpid())
         published = publish(endpoint_file, mine)
         print(
@@ -93,7 +102,9 @@ def local_remote(
             file=sys.stderr,
         )
         try:
-            with HttpFilesRemote(mine.settings(), pool_size=pool_size) as remote:
+            settings = mine.settings()
+            settings = settings.replace(pacing=pacing_for(settings.base_url, uploads_per_minute))
+            with HttpFilesRemote(settings, pool_size=pool_size) as remote:
                 yield remote
         finally:
             if published:

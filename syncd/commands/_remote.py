@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from syncd.commands._local import LOCAL_SERVER_DIR, local_remote
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.identity import RemoteIdentity, identity_of, local_identity
+from syncd.remote.pacing import pacing_for
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import remote_settings_from_env
 
@@ -46,19 +47,32 @@ def open_remote(
     *,
     pool_size: int = 16,
     reuse_running: bool = True,
+    uploads_per_minute: Sequence[int | None] = (),
 ) -> Iterator[FilesRemote]:
     """The remote the options name, open for the ``with`` block, closed after it.
+
+    ``uploads_per_minute`` are the ``max_uploads_per_minute`` of the mirrors that will
+    share it (``syncd.remote.pacing.pacing_for`` combines them: the smallest wins).
 
     With ``--local``: the embedded server another command of this state directory runs
     (``reuse_running``), else a new one with a fresh random key, published for the
     others while the block runs (``syncd.commands._local``); it says on stderr where its
-    store lives. Raises ConfigError for a bad base URL or a missing key.
+    store lives. Asked to read every purpose back (pull/verify ``--try-all-purposes``), a
+    new embedded server serves them: it is the user's own store; otherwise it refuses
+    like the API. Raises ConfigError for a bad base URL or a missing key.
     """
     if getattr(args, "local", False):
-        with local_remote(state_dir, pool_size=pool_size, reuse_running=reuse_running) as remote:
+        with local_remote(
+            state_dir,
+            pool_size=pool_size,
+            reuse_running=reuse_running,
+            allow_all_downloads=bool(getattr(args, "try_all_purposes", False)),
+            uploads_per_minute=uploads_per_minute,
+        ) as remote:
             yield remote
         return
     settings = remote_settings_from_env(os.environ, base_url=getattr(args, "base_url", None))
+    settings = settings.replace(pacing=pacing_for(settings.base_url, uploads_per_minute))
     with HttpFilesRemote(settings, pool_size=pool_size) as remote:
         yield remote
 

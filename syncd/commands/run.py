@@ -92,8 +92,9 @@ def load_mirrors(args: argparse.Namespace, env: Mapping[str, str]) -> list[Mirro
 class ArgsRemoteSource:
     """The remote named by ``--local`` / ``--base-url`` and the environment's key.
 
-    A reload re-reads the key (from its file or credential) and opens a new remote only
-    when the settings changed; with ``--local`` the embedded server's key never changes.
+    A reload re-reads the key (from its file or credential) and the mirrors'
+    ``max_uploads_per_minute`` and opens a new remote only when either changed; with
+    ``--local`` the embedded server's key never changes.
     """
 
     def __init__(
@@ -109,29 +110,44 @@ class ArgsRemoteSource:
         self._pool_size = pool_size
         self._env = env
         self._stack = contextlib.ExitStack()
-        self._settings: RemoteSettings | None = None
+        self._settings: tuple[RemoteSettings | None, tuple[int | None, ...]] | None = None
 
-    def _settings_now(self) -> RemoteSettings | None:
+    def _settings_now(self) -> tuple[RemoteSettings | None, tuple[int | None, ...]]:
+        # The mirrors share one remote, so one budget: every mirror's pacing value counts.
+        paces = tuple(m.max_uploads_per_minute for m in load_mirrors(self._args, self._env))
         if self._args.local:
-            return None
-        return remote_settings_from_env(self._env, base_url=self._args.base_url)
+            return None, paces
+        return remote_settings_from_env(self._env, base_url=self._args.base_url), paces
+
+    def _open(self, stack: contextlib.ExitStack) -> FilesRemote:
+        assert self._settings is not None
+        return stack.enter_context(
+            open_remote(
+                self._args,
+                self._state_dir,
+                pool_size=self._pool_size,
+                reuse_running=False,  # the daemon always owns its embedded server
+                uploads_per_minute=self._settings[1],
+            )
+        )
 
     def open(self) -> FilesRemote:
         self._settings = self._settings_now()
-        return self._stack.enter_context(
-            open_remote(self._args, self._state_dir, pool_size=self._pool_size, reuse_running=False)
-        )
+        return self._open(self._stack)
 
     def reload(self) -> FilesRemote | None:
         settings = self._settings_now()
         if settings == self._settings:
             return None
+        previous, self._settings = self._settings, settings
         stack = contextlib.ExitStack()
-        remote = stack.enter_context(
-            open_remote(self._args, self._state_dir, pool_size=self._pool_size, reuse_running=False)
-        )
+        try:
+            remote = self._open(stack)
+        except BaseException:
+            self._settings = previous
+            raise
         self._stack.close()
-        self._stack, self._settings = stack, settings
+        self._stack = stack
         return remote
 
     def key_stamp(self) -> Hashable:

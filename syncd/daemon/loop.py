@@ -5,7 +5,9 @@ the remote, start each watcher, run a full pass per mirror (catching up on what 
 while syncd was stopped), then ``READY=1`` with the status line. Then loop: wait on one
 ``threading.Event`` until a runner has work (a quiet hint, the rescan timer, a retry
 whose backoff ran out), a signal arrives, or the key file changes; run the due passes
-(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed.
+(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed, and during a long
+pass at most every ``PROGRESS_STATUS_SECONDS`` (so that "uploads paced at 600/min
+(server limit)" shows while a first mirror of many files is being paced).
 
 - **Stop** (first SIGTERM/SIGINT, on the signal thread): ``STOPPING=1``, no new action
   starts, in-flight uploads finish, the loop ends and the process exits 0. If that takes
@@ -52,6 +54,7 @@ from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
 from syncd.sync.binding import bind_remote
+from syncd.sync.pacing_log import pacing_of
 from syncd.sync.progress import ProgressReporter
 
 log = structlog.get_logger(__name__)
@@ -60,6 +63,7 @@ STOP_GRACE_SECONDS = 8.0  # longer than the engine's grace: the pass is recorded
 KEY_POLL_SECONDS = 2.0
 REMOTE_RETRY_FIRST_SECONDS = 10.0
 REMOTE_RETRY_MAX_SECONDS = 600.0
+PROGRESS_STATUS_SECONDS = 1.0
 
 
 class RemoteSource(Protocol):
@@ -120,6 +124,8 @@ class Daemon:
         self._key_stamp: Hashable = None
         self._next_key_poll = 0.0
         self._published = ""
+        self._ready = False
+        self._next_progress = 0.0
 
     # -- called from other threads -------------------------------------------------------
 
@@ -177,7 +183,8 @@ class Daemon:
             for mirror, ledger in ledgers:
                 self._add_runner(mirror, ledger, self._remote)
             self._keepalive.start()
-            self._notifier.status(f"starting: full reconcile of {len(self._runners)} folder(s)")
+            self._published = self._status_text()
+            self._notifier.status(self._published)
             for runner in self._runners.values():
                 runner.prepare(
                     accept_folder_change=self._accept_folder_change,
@@ -185,6 +192,7 @@ class Daemon:
                 )
             self._work()  # the first full pass of every mirror
             if not self._stopping.is_set():
+                self._ready = True
                 status = self._status_text()
                 self._notifier.ready(status)
                 self._keepalive.mark_ready()
@@ -383,6 +391,7 @@ class Daemon:
             progress=None
             if self._progress_stream is None
             else ProgressReporter(self._progress_stream),
+            on_progress=self._progress,
         )
         self._runners[mirror.folder] = runner
         return runner
@@ -394,11 +403,23 @@ class Daemon:
         if paused is None and self._remote_paused is not None:
             wait = max(0, round(self._remote_retry_at - time.monotonic()))
             paused = f"{self._remote_paused}; next try in {wait} s"
+        pacing = pacing_of(self._remote) if self._remote is not None else ()
+        if not self._ready:
+            text = f"starting: full reconcile of {len(self._runners)} folder(s)"
+            return "; ".join([text, *(p.describe() for p in pacing if p.paced)])
         return status_line(
             [r.status() for r in self._runners.values()],
             paused,
+            pacing,
             log_lines_dropped=dropped_lines(),
         )
+
+    def _progress(self) -> None:
+        """An action finished inside a pass: publish the status now and then."""
+        now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_STATUS_SECONDS
+            self._publish_status()
 
     def _publish_status(self) -> None:
         status = self._status_text()

@@ -70,10 +70,12 @@ class _RunnerReporter(LogReporter):
         heartbeat: Heartbeat,
         stopping: threading.Event,
         progress: ProgressReporter | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self._heartbeat = heartbeat
         self._stopping = stopping
         self._progress = progress
+        self._on_progress = on_progress
         self.engine: SyncEngine | None = None
 
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
@@ -93,6 +95,8 @@ class _RunnerReporter(LogReporter):
             super().action_finished(outcome)
         if self._progress is not None:
             self._progress.action_finished(outcome)
+        if self._on_progress is not None:
+            self._on_progress()
 
     def pass_finished(self, result: PassResult) -> None:
         if self._progress is not None:
@@ -115,6 +119,7 @@ class MirrorRunner:
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
         progress: ProgressReporter | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.watch = watch  # False: no watcher, changes are found by the rescans only
@@ -128,7 +133,7 @@ class MirrorRunner:
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
-        self._reporter = _RunnerReporter(heartbeat, stopping, progress)
+        self._reporter = _RunnerReporter(heartbeat, stopping, progress, on_progress)
         self.engine = self._make_engine(remote)
         self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None

@@ -47,7 +47,7 @@ from syncd.remote.bounds import (
     iter_body,
     parse_json,
 )
-from syncd.remote.protocol import UploadsApi
+from syncd.remote.protocol import PacingStatus, UploadsApi
 from syncd.remote.retry import RetryGate, RetryPolicy
 from syncd.remote.settings import RemoteSettings
 from syncd.remote.transport import Transport
@@ -327,6 +327,17 @@ class HttpFilesRemote:
                 raise PermanentError(f"{what}: the server did not delete it")
 
         self.transport.retry(what, attempt)
+
+    def pacing_status(self) -> tuple[PacingStatus, ...]:
+        """How requests are paced under the server's rate limit (``SupportsPacing``)."""
+        return self.transport.pacing_status()
+
+    def interrupt_waits(self) -> None:
+        """A stop: requests waiting to be sent give up (``SupportsStop``)."""
+        self.transport.interrupt_waits()
+
+    def resume_waits(self) -> None:
+        self.transport.resume_waits()
 
     def uploads_api(self) -> UploadsApi:
         """The Uploads API over this remote's connections, gate and retry policy."""

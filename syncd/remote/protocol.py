@@ -45,13 +45,23 @@ add parts, complete, cancel). ``syncd.sync.multipart`` drives it. Its contract:
 - ``add_part`` and ``complete_upload`` raise ``UploadGoneError`` when the server no
   longer has the upload pending (expired, cancelled, unknown): start a new one.
 - ``cancel_upload`` of an upload that is already finished or gone returns normally.
+
+Pacing and stopping (``SupportsPacing``, ``SupportsStop``; the HTTP remote has both,
+``syncd.remote.pacing``). A remote may hold requests back to stay under the server's
+rate limit; ``pacing_status()`` says, per route, at what rate and since when, for the
+daemon's ``STATUS=`` and the ledger. ``interrupt_waits()`` makes every request that is
+waiting (for its pacing slot, a rate-limit pause or a retry's backoff), and every one
+that would wait from then on, raise ``StoppedError`` at once; nothing of it was sent.
+Requests that need no wait still go. ``resume_waits()`` ends that.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from syncd.api import RemoteFile, RemoteUpload
 
@@ -109,3 +119,118 @@ class SupportsUploadsApi(Protocol):
     """A remote that can also send large files through the Uploads API."""
 
     def uploads_api(self) -> UploadsApi: ...
+
+
+# The routes' names for people: "uploads paced at 600/min".
+ROUTE_LABELS = {
+    "create": "uploads",
+    "list": "listings",
+    "retrieve": "file lookups",
+    "content": "downloads",
+    "delete": "deletes",
+    "upload_create": "large-file uploads",
+    "upload_part": "upload parts",
+    "upload_complete": "upload completions",
+    "upload_cancel": "upload cancels",
+}
+
+
+def _per_minute(rate: float) -> str:
+    per_minute = rate * 60.0
+    return f"{per_minute:,.0f}/min" if per_minute >= 10 else f"{per_minute:.2g}/min"
+
+
+@dataclass(frozen=True)
+class PacingStatus:
+    """How one route's requests are paced (``SupportsPacing``); counters since the remote
+    was opened. ``rate`` is requests per second (None: not paced); ``source`` says where
+    it comes from (``configured``, ``default for api.openai.com``, ``server limit``,
+    ``after 429s``); ``paced_since`` (unix time) starts the current stretch of requests
+    that had to wait, None when none waited lately."""
+
+    route: str
+    rate: float | None
+    source: str | None
+    waiting: int = 0
+    paced_since: float | None = None
+    delayed_requests: int = 0
+    delayed_seconds: float = 0.0
+    rate_limited: int = 0
+    requests: int = 0
+
+    @property
+    def paced(self) -> bool:
+        """Requests are being held back now (or were a moment ago)."""
+        return self.paced_since is not None
+
+    def describe(self) -> str:
+        """``uploads paced at 600/min (server limit)``."""
+        label = ROUTE_LABELS.get(self.route, self.route)
+        if self.rate is None:
+            return f"{label} held back by the server's rate limit"
+        return f"{label} paced at {_per_minute(self.rate)} ({self.source})"
+
+    def minus(self, earlier: PacingStatus | None) -> PacingStatus:
+        """This status with the counters of ``earlier`` taken off (one pass's share)."""
+        if earlier is None:
+            return self
+        return PacingStatus(
+            self.route,
+            self.rate,
+            self.source,
+            self.waiting,
+            self.paced_since,
+            self.delayed_requests - earlier.delayed_requests,
+            round(self.delayed_seconds - earlier.delayed_seconds, 3),
+            self.rate_limited - earlier.rate_limited,
+            self.requests - earlier.requests,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "per_minute": None if self.rate is None else round(self.rate * 60.0, 2),
+            "source": self.source,
+            "waiting": self.waiting,
+            "paced_since": self.paced_since,
+            "delayed_requests": self.delayed_requests,
+            "delayed_seconds": round(self.delayed_seconds, 3),
+            "rate_limited": self.rate_limited,
+            "requests": self.requests,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PacingStatus:
+        per_minute = data.get("per_minute")
+        return cls(
+            route=str(data.get("route", "")),
+            rate=None if per_minute is None else float(per_minute) / 60.0,
+            source=data.get("source"),
+            waiting=int(data.get("waiting") or 0),
+            paced_since=data.get("paced_since"),
+            delayed_requests=int(data.get("delayed_requests") or 0),
+            delayed_seconds=float(data.get("delayed_seconds") or 0.0),
+            rate_limited=int(data.get("rate_limited") or 0),
+            requests=int(data.get("requests") or 0),
+        )
+
+
+@runtime_checkable
+class SupportsPacing(Protocol):
+    """A remote that paces its requests (see the module docstring)."""
+
+    def pacing_status(self) -> tuple[PacingStatus, ...]: ...
+
+
+@runtime_checkable
+class SupportsStop(Protocol):
+    """A remote whose waits a stop can cut short (see the module docstring)."""
+
+    def interrupt_waits(self) -> None: ...
+
+    def resume_waits(self) -> None: ...
+
+
+def stamp(unix: float | None) -> str:
+    """A unix time as local ``HH:MM:SS`` (for status lines)."""
+    return "?" if unix is None else time.strftime("%H:%M:%S", time.localtime(unix))

@@ -50,6 +50,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from syncd.errors import ConfigError
+from syncd.remote.pacing import PacingConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_KEY_CHARS = 4096  # OpenAI's keys are ~170 characters, Azure's 32 or 84
@@ -82,7 +83,8 @@ class RemoteSettings:
     ``max_attempts`` is per call, first try included;
     ``max_retry_after`` is the longest Retry-After honoured by waiting inside a call
     (longer ones make the call fail at once with ``RateLimitedError`` so the caller
-    defers the file; see ``syncd.remote.retry``).
+    defers the file; see ``syncd.remote.retry``). ``pacing`` is how requests are paced
+    under the server's rate limit (``syncd.remote.pacing.pacing_for``).
     """
 
     base_url: str
@@ -113,6 +115,8 @@ class RemoteSettings:
         """Seconds a request sending ``size`` bytes may take: the body at the slowest
         rate syncd accepts, then ``timeout`` for the server to answer."""
         return self.timeout + size / self.min_transfer_rate
+
+    pacing: PacingConfig = field(default_factory=PacingConfig)
 
     def headers(self) -> dict[str, str]:
         """The headers sent with every request, the key included (never log these)."""

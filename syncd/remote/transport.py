@@ -5,8 +5,12 @@ only place that holds the ``httpx.Client``)::
 
     HttpFilesRemote / HttpUploadsApi   what to send, what the answer means
       Transport.retry()        retry errors whose verdict is RETRYABLE, backoff + jitter
-        Transport.send()       RetryGate.wait() right before sending; translate errors
+        Transport.send()       RetryGate.wait() and Pacer.acquire() right before
+                               sending, Pacer.observe() the answer; translate errors
           httpx.Client         one connection pool shared by all worker threads
+
+The ``Pacer`` (``syncd.remote.pacing``) spaces requests under the server's rate limit;
+``interrupt_waits()`` (a stop) ends every wait for it, the gate or a retry's backoff.
 
 Errors from below are translated here, at the boundary, into the most specific
 ``syncd.errors.RemoteError``:
@@ -72,6 +76,8 @@ from syncd.remote.bounds import (
     read_body,
     request_deadline,
 )
+from syncd.remote.pacing import Pacer, Ticket
+from syncd.remote.protocol import PacingStatus
 from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
 from syncd.remote.settings import RemoteSettings
 from syncd.restore.names import printable
@@ -107,8 +113,8 @@ class Transport:
     """One server's connection pool, retry gate and retry policy (module docstring).
 
     Thread-safe; shared by every worker. ``pool_size`` is the number of connections kept
-    (give at least the worker count); ``gate`` is shared with other transports to the
-    same server, if any (one is made otherwise).
+    (give at least the worker count); ``gate`` and ``pacer`` are shared with other
+    transports to the same server, if any (made from the settings otherwise).
     """
 
     def __init__(
@@ -118,14 +124,17 @@ class Transport:
         gate: RetryGate | None = None,
         pool_size: int = 16,
         policy: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate if gate is not None else RetryGate(max_block=settings.max_retry_after)
+        self.pacer = pacer if pacer is not None else Pacer(settings.pacing)
         self.policy = policy or RetryPolicy(
             max_attempts=settings.max_attempts,
             backoff_base=settings.backoff_base,
             backoff_cap=settings.backoff_cap,
             max_retry_after=settings.max_retry_after,
+            sleep=self.pacer.sleep,  # a stop ends a retry's backoff too
         )
         register_secret(settings.api_key)
         self._client = httpx.Client(
@@ -158,6 +167,27 @@ class Transport:
         result: T = self.policy.retrying(operation)(attempt)
         return result
 
+    def interrupt_waits(self) -> None:
+        """A stop: waits for the gate, the pacer or a backoff raise ``StoppedError``."""
+        self.gate.interrupt()
+        self.pacer.interrupt()
+
+    def resume_waits(self) -> None:
+        self.gate.resume()
+        self.pacer.resume()
+
+    def pacing_status(self) -> tuple[PacingStatus, ...]:
+        return self.pacer.status()
+
+    def _admit(self, request: httpx.Request) -> Ticket | None:
+        """Wait for the gate and the request's pacing slot (the gate again after a wait
+        for the slot: a pause may have begun meanwhile)."""
+        self.gate.wait()
+        ticket = self.pacer.acquire(request.method, request.url.path)
+        if ticket is not None and ticket.waited:
+            self.gate.wait()
+        return ticket
+
     def send(
         self,
         request: httpx.Request,
@@ -170,10 +200,11 @@ class Transport:
         (``ProtocolError`` beyond), all within ``deadline`` seconds (default: the
         settings' ``answer_deadline``). An answer >= 300 becomes the matching
         RemoteError. The response returned holds the decoded body."""
-        self.gate.wait()
+        ticket = self._admit(request)
         with request_deadline(deadline or self.settings.answer_deadline):
             try:
                 response = self._client.send(request, stream=True)
+                self.pacer.observe(ticket, response.status_code, response.headers)
                 if response.status_code >= 300:
                     raise self.status_error(response, what)
                 body = read_body(response, cap, what)
@@ -189,12 +220,13 @@ class Transport:
         and everything, the block included, ends within ``deadline`` seconds. An answer
         >= 300 becomes the matching RemoteError; transport errors while sending too
         (those of the block are the block's to translate). The response is closed."""
-        self.gate.wait()
+        ticket = self._admit(request)
         with request_deadline(deadline):
             try:
                 response = self._client.send(request, stream=True)
             except httpx.TransportError as exc:
                 raise self.transport_error(exc, what, ambiguous=False) from exc
+            self.pacer.observe(ticket, response.status_code, response.headers)
             try:
                 if response.status_code >= 300:
                     raise self.status_error(response, what)
@@ -213,10 +245,11 @@ class Transport:
         """Send a request that creates a File, once, deciding retryable versus ambiguous
         (module docstring). ``sent_all()`` says whether the body's last byte left. A 2xx
         whose body is over the cap or cut off is ``AmbiguousError``: it may be stored."""
-        self.gate.wait()
+        ticket = self._admit(request)
         with request_deadline(deadline):
             try:
                 response = self._client.send(request, stream=True)
+                self.pacer.observe(ticket, response.status_code, response.headers)
                 if response.status_code >= 300:
                     error = self.status_error(response, what)
                     if response.status_code >= 500 and sent_all():

@@ -21,6 +21,9 @@
   get ``stop_grace`` seconds to finish, and those still running then are ``abandoned``
   (their intents are settled by the next pass). The pass is recorded ``interrupted``
   with the counts of what it did.
+- ``request_stop`` also ends the remote's waits (pacing, rate-limit pauses, backoffs:
+  ``SupportsStop``), so a stop never waits out a long pacing delay; what was waiting is
+  ``not_run``. The remote's pacing during the pass is recorded (``PacingRecorder``).
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files. What the pass could not finish is reported in the result
   (``requeued``, ``unfinished``); the queue of paths to look at again is not the
@@ -49,10 +52,11 @@ from syncd.errors import (
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
-from syncd.remote.protocol import FilesRemote
+from syncd.remote.protocol import FilesRemote, SupportsStop
 from syncd.state.ledger import Ledger
 from syncd.sync.holds import FailedContent, held_back
 from syncd.sync.multipart import multipart_uploader
+from syncd.sync.pacing_log import PacingRecorder
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
 from syncd.sync.result import (
@@ -114,6 +118,7 @@ class SyncEngine:
         self._interrupt_lock = threading.Lock()
         self._interrupted: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop_deadline: float | None = None  # monotonic; set with the stop request
+        self._pacing: PacingRecorder | None = None
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
@@ -134,6 +139,8 @@ class SyncEngine:
             self._stop_deadline = time.monotonic() + self.stop_grace
             self._interrupt.set()
             self._interrupted.set_result(None)  # wakes the pool's wait
+        if isinstance(self.remote, SupportsStop):
+            self.remote.interrupt_waits()  # requests waiting to be sent give up
 
     @property
     def stopping(self) -> bool:
@@ -162,9 +169,13 @@ class SyncEngine:
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
+        if isinstance(self.remote, SupportsStop) and not self.stopping:
+            self.remote.resume_waits()  # a fatal stop of the last pass is not for good
         self._failed.clear()
         self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
+        if pass_id is not None:
+            self._pacing = PacingRecorder(self.remote, self.ledger, result.started_at)
         try:
             self._run(
                 result,
@@ -177,6 +188,9 @@ class SyncEngine:
         finally:
             result.interrupted = self.stopping
             result.finished_at = self.clock()
+            if self._pacing is not None:
+                result.pacing = self._pacing.finish()
+                self._pacing = None
             if pass_id is not None:
                 self._record_pass(pass_id, result)
         self.reporter.pass_finished(result)
@@ -452,6 +466,8 @@ class SyncEngine:
             outcomes.append(outcome)
         result.add(outcome)
         self.reporter.action_finished(outcome)
+        if self._pacing is not None:
+            self._pacing.note()  # at most every few seconds, it writes the pacing state
 
 
 def _not_started(action: Action) -> Outcome:

@@ -102,6 +102,8 @@ class PassResult:
     interrupted: bool = False  # a stop was requested (Ctrl-C, SIGTERM) during the pass
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
+    # The remote's pacing in this pass, per route (``syncd.sync.pacing_log``).
+    pacing: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
         """Count one finished action (called from the engine's collecting thread)."""
@@ -148,6 +150,7 @@ class PassResult:
             self.stop_fatal(later.fatal, later.fatal_cause)
         self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
+        self.pacing = self.pacing or later.pacing
         self.finished_at = later.finished_at
         if later.reconciled is not None:
             self.merge_reconcile(later.reconciled)
@@ -224,6 +227,8 @@ class PassResult:
             "interrupted": self.interrupted,
             "deletes_skipped": self.deletes_skipped,
         }
+        if self.pacing:
+            data["pacing"] = self.pacing
         if self.reconciled is not None:
             r = self.reconciled
             data["reconciled"] = {

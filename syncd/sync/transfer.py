@@ -33,7 +33,14 @@ import structlog
 
 from syncd.api import JSONL_PURPOSES, RemoteFile
 from syncd.config import MirrorConfig
-from syncd.errors import AmbiguousError, FatalError, FileChangedError, RemoteError, Verdict
+from syncd.errors import (
+    AmbiguousError,
+    FatalError,
+    FileChangedError,
+    RemoteError,
+    StoppedError,
+    Verdict,
+)
 from syncd.local.fingerprint import Fingerprint
 from syncd.local.scan import current_fingerprint
 from syncd.local.validate import check_jsonl, check_name, check_size
@@ -147,6 +154,9 @@ class Transfers:
             return Outcome(
                 action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt, fatal_cause=exc.cause
             )
+        except StoppedError as exc:  # a stop while it waited to be sent: nothing stored
+            self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
+            return Outcome(action, OutcomeStatus.NOT_RUN, reason=str(exc))
         except RemoteError as exc:
             if exc.verdict is Verdict.RETRYABLE and self._moved(full, fp):
                 # The client stops a body whose file changed size mid-way, so the server
@@ -224,6 +234,9 @@ class Transfers:
             self.step("delete.sent", action.path)
         except FatalError as exc:
             return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), fatal_cause=exc.cause)
+        except StoppedError as exc:  # a stop while it waited to be sent: nothing deleted
+            self.ledger.abandon_intent(intent.id, str(exc), now=self.clock())
+            return Outcome(action, OutcomeStatus.NOT_RUN, reason=str(exc), file_id=file_id)
         except RemoteError as exc:
             return Outcome(action, OutcomeStatus.FAILED, reason=str(exc), file_id=file_id)
         self.ledger.complete_delete(intent.id, now=self.clock())

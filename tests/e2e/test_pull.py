@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from serverproc import ServerProcess
@@ -15,12 +14,9 @@ from synccli import list_remote, local_files, run_syncd, write, write_counts
 from syncd.paths import find_ledgers
 from syncd.state.ledger import Ledger
 
-
-@pytest.fixture
-def server(server_factory: Any) -> ServerProcess:
-    """`syncd serve` that serves every download (the real API refuses user_data)."""
-    # until pull/verify handle refused downloads (issue 13)
-    return server_factory(allow_all_downloads=True)
+# The mechanics of a restore need files whose content the API serves: the folder is
+# mirrored with purpose vision (downloadable, and any bytes) against the strict server.
+DOWNLOADABLE = ("--purpose", "vision")
 
 
 @pytest.fixture
@@ -41,7 +37,7 @@ def state(tmp_path: Path) -> Path:
 @pytest.fixture
 def mirrored(server: ServerProcess, folder: Path, state: Path) -> dict[str, bytes]:
     """The folder mirrored once; returns its content (path -> bytes)."""
-    result = run_syncd(server, "sync", folder, "--state", state)
+    result = run_syncd(server, "sync", folder, "--state", state, *DOWNLOADABLE)
     assert result.returncode == 0, result.stderr
     return local_files(folder)
 
@@ -92,7 +88,7 @@ def test_sync_after_restore_uploads_and_deletes_nothing(
     shutil.rmtree(folder)
     assert pull(server, folder, "--folder", folder, "--state", state).returncode == 0
     server.reset_stats()
-    result = run_syncd(server, "sync", folder, "--state", state)
+    result = run_syncd(server, "sync", folder, "--state", state, *DOWNLOADABLE)
     assert result.returncode == 0, result.stderr
     assert write_counts(server) == {"create": 0, "delete": 0}
 

@@ -183,6 +183,49 @@ def test_sd_notify_ready_status_watchdog_stopping(
     assert sum(m == ["WATCHDOG=1"] for m in messages.received) >= 2
 
 
+def test_paced_first_mirror_shows_in_status_and_a_stop_does_not_wait_for_it(
+    server: ServerProcess, tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """At 20 uploads a minute a first mirror of 12 files is paced for half a minute:
+    STATUS= and `syncd status` say so while it runs; SIGTERM ends the waits at once
+    (a graceful exit 0, not the forced one after the grace period), and the next sync
+    finishes the job without a duplicate."""
+    sock, path = notify_socket
+    folder = tmp_path / "data"
+    state = tmp_path / "state"
+    for n in range(12):
+        write(folder, f"f{n:02}.txt", f"file {n}")
+    messages = Messages(sock)
+    paced = "uploads paced at 20/min (configured)"
+    daemon = DaemonProcess(
+        server, folder, state, "--max-uploads-per-minute", "20", env={"NOTIFY_SOCKET": path}
+    )
+    with daemon.start():
+        status = messages.wait_for(lambda m: any(paced in x for x in m), "paced STATUS=")
+        assert f"STATUS=starting: full reconcile of 1 folder(s); {paced}" in status
+
+        def status_says_paced() -> bool:
+            code, stdout, _ = run_command("status", folder, "--state", state)
+            return code == 0 and f"pacing:    {paced} since" in stdout
+
+        wait_for(status_says_paced, what="syncd status naming the pacing")
+        assert daemon.stop() == 0
+    assert daemon.events("stopped")
+    assert not daemon.events("stop_forced")
+    assert write_counts(server)["create"] < 12
+    code, _stdout, stderr = run_command(
+        "sync",
+        folder,
+        "--state",
+        state,
+        "--base-url",
+        server.base_url,
+        env={"OPENAI_API_KEY": server.client_key},
+    )
+    assert code == 0, stderr
+    assert remote_names(server) == sorted(f"f{n:02}.txt" for n in range(12))
+
+
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
