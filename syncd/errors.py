@@ -25,6 +25,7 @@
         ├── PermanentError          PERMANENT: this request will not succeed as it is
         │   │                       (other 4xx); per file, not retried until it changes
         │   ├── NotFoundError       NOT_FOUND: 404; deleting a missing file is success
+        │   │   └── VectorStoreGoneError   the vector store itself does not exist
         │   └── UploadGoneError     an Uploads API upload is no longer pending: start anew
         └── FatalError              FATAL: 401/403, the key is wrong or lacks rights: stop
                                     uploading and say so
@@ -140,6 +141,10 @@ class PermanentError(RemoteError):
 
 class NotFoundError(PermanentError):
     verdict = Verdict.NOT_FOUND
+
+
+class VectorStoreGoneError(NotFoundError):
+    """The vector store does not exist (a wrong id, or it was deleted)."""
 
 
 class UploadGoneError(PermanentError):
