@@ -294,17 +294,18 @@ class FileBatch:
 
 @dataclass(frozen=True)
 class AttachRequest:
-    """One file to attach: its id, the attributes to give it, the chunking (None: auto)."""
+    """One file to attach: its id, the attributes to give it, and the
+    ``chunking_strategy`` parameter (None: the server's default, auto)."""
 
     file_id: str
     attributes: dict[str, AttributeValue]
-    chunking: Chunking | None = None
+    chunking_strategy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """An item of a batch's ``files`` list (and the body of a single attach)."""
         body: dict[str, Any] = {"file_id": self.file_id, "attributes": self.attributes}
-        if self.chunking is not None:
-            body["chunking_strategy"] = self.chunking.to_json()
+        if self.chunking_strategy is not None:
+            body["chunking_strategy"] = self.chunking_strategy
         return body
 
 

@@ -5,7 +5,9 @@ refused deletes or the key was refused (with a summary on stderr); 2 for usage a
 configuration errors (a missing folder included). ``--dry-run`` lists every planned
 action on stdout and makes no write call; ``--json`` prints the summary as JSON on
 stdout. The mirror options (``add_mirror_arguments``/``mirror_from_args``) are shared
-with ``syncd run``.
+with ``syncd run``. With a vector store the command waits until nothing is indexing
+(``syncd.sync.vector_wait``; Ctrl-C stops waiting) and is in sync only when the store
+holds every file indexed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from syncd.api import UPLOAD_PURPOSES
 from syncd.commands._options import add_state_argument, checked_option
 from syncd.commands._remote import add_remote_arguments, open_remote
+from syncd.commands._vectors import add_vector_arguments, print_indexing, with_vector_store
 from syncd.config import (
     MirrorConfig,
     check_concurrency,
@@ -35,6 +38,7 @@ from syncd.sync.engine import SyncEngine
 from syncd.sync.progress import make_reporter
 from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import PassResult
+from syncd.sync.vector_wait import wait_for_indexing
 from syncd.testing import crash_hook_from_env
 
 FOLLOW_UP_PASSES = 2  # for files that changed while they were uploaded
@@ -92,6 +96,7 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="follow symbolic links that stay inside the folder",
     )
+    add_vector_arguments(parser)
     add_remote_arguments(parser)
 
 
@@ -99,6 +104,7 @@ def mirror_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Mirror
     """The mirror the options describe: the config file's, overridden by options."""
     config = load_config(args.config, env) if args.config else None
     mirror = mirror_for_folder(config, args.folder, env)
+    mirror = with_vector_store(mirror, args)
     return mirror.with_overrides(
         purpose=args.purpose,
         include=tuple(args.include) if args.include else None,
@@ -158,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
             later = engine.run_pass(only_paths=again, check_remote=False)
             queue.settle(later, again, retry_unfinished=False)
             result.absorb(later)
+        wait_for_indexing(engine, result, on_progress=print_indexing)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.dry_run:
@@ -204,6 +211,8 @@ def print_summary(result: PassResult) -> None:
         say(f"{result.deletes_skipped} deletes skipped because uploads failed in this pass")
     if result.fatal:
         say(f"stopped: {result.fatal}")
+    for line in result.vectors.lines() if result.vectors is not None else ():
+        say(line)
     say(_counts_line(result))
 
 

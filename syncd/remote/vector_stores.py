@@ -17,6 +17,9 @@ Contract for every implementation (errors as in ``syncd.remote.protocol``: the
   (``list_stores``), never by its name.
 - ``detach`` of a file that is not (or no longer) in the store, or of a store that is
   gone, returns normally (detaching is idempotent). The File itself is not deleted.
+- ``delete_store`` of a store that is already gone returns normally. syncd only ever
+  deletes a store it provably created twice (the same intent's nonce, after a lost
+  answer), never one it was given or found by name.
 - ``retrieve_store`` raises ``NotFoundError`` for a store that does not exist (or no
   longer does); ``attach``/``attach_batch`` raise ``VectorStoreGoneError`` when the
   store is missing and plain ``NotFoundError`` when a file is.
@@ -51,13 +54,17 @@ class VectorStoresApi(Protocol):
 
     def list_stores(self) -> Iterator[VectorStore]: ...
 
+    def delete_store(self, store_id: str) -> None: ...
+
     def attach(self, store_id: str, request: AttachRequest) -> StoreFile: ...
 
     def attach_batch(self, store_id: str, requests: Sequence[AttachRequest]) -> FileBatch: ...
 
     def retrieve_batch(self, store_id: str, batch_id: str) -> FileBatch: ...
 
-    def list_batch_files(self, store_id: str, batch_id: str) -> Iterator[StoreFile]: ...
+    def list_batch_files(
+        self, store_id: str, batch_id: str, status: str | None = None
+    ) -> Iterator[StoreFile]: ...
 
     def retrieve_file(self, store_id: str, file_id: str) -> StoreFile: ...
 

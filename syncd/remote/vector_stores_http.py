@@ -58,6 +58,13 @@ class HttpVectorStores:
         for item in self._pages("vector_stores", {}, "list vector stores"):
             yield VectorStore.from_json(item)
 
+    def delete_store(self, store_id: str) -> None:
+        what = f"delete vector store {store_id}"
+        try:
+            self._call("DELETE", self._store(store_id), what)
+        except NotFoundError:
+            return
+
     # -- attaching -------------------------------------------------------------------------
 
     def attach(self, store_id: str, request: AttachRequest) -> StoreFile:
@@ -94,9 +101,12 @@ class HttpVectorStores:
         path = f"{self._store(store_id)}/file_batches/{_quoted(batch_id)}"
         return FileBatch.from_json(self._call("GET", path, f"retrieve batch {batch_id}"))
 
-    def list_batch_files(self, store_id: str, batch_id: str) -> Iterator[StoreFile]:
+    def list_batch_files(
+        self, store_id: str, batch_id: str, status: str | None = None
+    ) -> Iterator[StoreFile]:
         path = f"{self._store(store_id)}/file_batches/{_quoted(batch_id)}/files"
-        for item in self._pages(path, {}, f"list the files of batch {batch_id}"):
+        params = {"filter": status} if status else {}
+        for item in self._pages(path, params, f"list the files of batch {batch_id}"):
             yield StoreFile.from_json(item)
 
     # -- store files -----------------------------------------------------------------------

@@ -15,6 +15,9 @@
   during the pass. While a file is failing, the deletes of its content wait
   (``syncd.sync.holds``).
 - ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
+- A mirror with a vector store (``mirror.vector``) advances it after the pass
+  (``syncd.sync.vectors``: attach, poll, retire old versions); every File the engine
+  deletes is detached from the store first (``DetachFirstRemote``).
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files. What the pass could not finish is reported in the result
   (``requeued``, ``unfinished``); the queue of paths to look at again is not the
@@ -53,6 +56,7 @@ from syncd.sync.result import (
 )
 from syncd.sync.steps import StepHook, no_step
 from syncd.sync.transfer import Transfers
+from syncd.sync.vectors import vector_sync_for
 
 AMBIGUOUS_ROUNDS = 3
 HASH_ATTEMPTS = 3
@@ -83,7 +87,19 @@ class SyncEngine:
         self.scanner = Scanner(
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
-        self.reconciler = Reconciler(ledger, remote, clock=clock)
+        self._stop = threading.Event()
+        # The vector store the mirror keeps, if any; every File delete detaches it first.
+        self.vectors = vector_sync_for(
+            mirror.vector,
+            ledger,
+            remote,
+            clock=clock,
+            step=self.step,
+            concurrency=mirror.concurrency,
+            stop=self._stop,
+        )
+        deleting = self.vectors.deleting(remote) if self.vectors is not None else remote
+        self.reconciler = Reconciler(ledger, deleting, clock=clock)
         # Large files go through the Uploads API when the remote has it.
         self.multipart = multipart_uploader(
             remote,
@@ -94,11 +110,16 @@ class SyncEngine:
             clock=clock,
             step=self.step,
         )
-        self._stop = threading.Event()
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
-            mirror, ledger, remote, self.multipart, failed=self._failed, clock=clock, step=self.step
+            mirror,
+            ledger,
+            deleting,
+            self.multipart,
+            failed=self._failed,
+            clock=clock,
+            step=self.step,
         )
 
     def request_stop(self) -> None:
@@ -171,6 +192,7 @@ class SyncEngine:
         if not dry_run:
             self._execute(the_plan, result, root_identity)
             self._sweep_uploads(result)
+            self._advance_vectors(result, full=only_paths is None, retry_waiting=retry_waiting)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
         """Settle intents a crash or a lost answer left open (before planning)."""
@@ -348,6 +370,27 @@ class SyncEngine:
             self.multipart.sweep(
                 self.mirror.folder, self.ledger.row, follow_links=self.mirror.follow_links
             )
+        except FatalError as exc:
+            result.fatal = str(exc)
+
+    # -- the vector store -------------------------------------------------------------
+
+    def vector_pass(self, *, retry_waiting: bool = False) -> PassResult | None:
+        """One vector store step without a Files pass (polls, deadlines, retries, as
+        ``vectors.next_due()`` says); None when the mirror keeps no store."""
+        if self.vectors is None:
+            return None
+        self._stop.clear()
+        result = PassResult(started_at=self.clock())
+        self._advance_vectors(result, full=False, retry_waiting=retry_waiting)
+        result.finished_at = self.clock()
+        return result
+
+    def _advance_vectors(self, result: PassResult, *, full: bool, retry_waiting: bool) -> None:
+        if self.vectors is None or result.fatal:
+            return
+        try:
+            result.vectors = self.vectors.run(full=full, retry_waiting=retry_waiting)
         except FatalError as exc:
             result.fatal = str(exc)
 
