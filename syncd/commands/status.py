@@ -2,7 +2,9 @@
 
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
 mirrored / pending / failed counts, bytes, the last pass, and each failed file with its
-reason. Without FOLDER, the state directory must hold exactly one ledger.
+reason; for a mirror with a vector store, per store its files completed / in progress /
+failed, its usage and expiry as last seen, and each failed attachment with its reason.
+Without FOLDER, the state directory must hold exactly one ledger.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.commands._options import add_state_argument
+from syncd.commands._vector_views import vector_status_json, vector_status_lines
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
@@ -64,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         folder = ledger.get_meta("folder")
         status = ledger.status()
+        stores = vector_status_json(ledger)
     finally:
         ledger.close()
     data = status_json(status, folder, path)
+    if stores:
+        data["vector_stores"] = stores
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
@@ -164,3 +170,5 @@ def print_status(data: dict[str, Any]) -> None:
         else:
             note = f"attempt {problem['attempts']}, {problem['retry']}"
         print(f"  {problem['path']}: {problem['reason']} ({note})", file=out)
+    for line in vector_status_lines(data.get("vector_stores", [])):
+        print(line, file=out)

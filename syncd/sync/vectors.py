@@ -225,6 +225,9 @@ class VectorSync:
             report.retired += self._retire(plan.retire)
             for row in plan.forget:
                 self.vl.drop(row.store_id, row.file_id)
+            worked = plan.poll or plan.expire or report.attached or report.retired
+            if worked or report.updated:
+                store = self._refreshed(store, report)
         except _StoreGone:
             report.errors.append(f"{store.id} vanished during this step")
             self._listed = False
@@ -234,6 +237,17 @@ class VectorSync:
             report.errors.append(f"{exc}; tried again at the next step")
         self._summarise(store.id, owner, report)
         return report
+
+    def _refreshed(self, store: VectorStore, report: VectorReport) -> VectorStore:
+        """The store retrieved again after a step changed it (usage, counts for status)."""
+        try:
+            store = self.api.retrieve_store(store.id)
+        except NotFoundError as exc:
+            raise _StoreGone from exc
+        self.vl.store_checked(self._store_key(), _status(store), now=self.clock())
+        report.usage_bytes = store.usage_bytes
+        report.expires_at = store.expires_at
+        return store
 
     def _plan(self, store_id: str, owner: str, retry_waiting: bool) -> VectorPlan:
         rows = self.ledger.rows()
@@ -256,7 +270,10 @@ class VectorSync:
     def _resolve(self, owner: str, report: VectorReport) -> VectorStore | None:
         """The store to keep, or None (with the reason in ``report.errors``)."""
         config = self.config
-        key = f"id:{config.store_id}" if config.store_id else f"name:{config.name}"
+        key = self._store_key()
+        for other in self.vl.stores():
+            if other.key != key:  # a store the config no longer names: not shown any more
+                self.vl.forget_store_key(other.key)
         row = self.vl.store(key)
         try:
             if config.store_id:
@@ -280,6 +297,11 @@ class VectorSync:
             report.errors.append(f"cannot reach the store ({exc}); tried again later")
             self.vl.store_problem(key, str(exc), gone=False, now=self.clock())
             return None
+
+    def _store_key(self) -> str:
+        """The ledger's key of the configured store: ``id:vs_...`` or ``name:NAME``."""
+        config = self.config
+        return f"id:{config.store_id}" if config.store_id else f"name:{config.name}"
 
     def _given_store(self, key: str, store_id: str, report: VectorReport) -> VectorStore | None:
         try:
