@@ -47,6 +47,8 @@ def wait_for_indexing(
             if later.fatal:
                 result.fatal = later.fatal
                 break
+            # What earlier steps said (a store made again, say) is still worth saying.
+            later.vectors.warnings = list(dict.fromkeys(report.warnings + later.vectors.warnings))
             report = later.vectors
             if on_progress is not None and clock() - shown >= PROGRESS_EVERY_SECONDS:
                 on_progress(report)
