@@ -17,7 +17,7 @@ each step advances, and ``next_due`` says when the next step has work. A step:
    others attached are counted and left alone.
 3. **Indexing**: files past ``indexing_deadline`` fail (retryable); due polls ask the
    batch (one request while nothing changed; else its files by status) or the file,
-   with backoff (0.5 s doubling to 15 s). ``failed`` with ``unsupported_file`` or
+   with backoff (0.5 s doubling to 5 s). ``failed`` with ``unsupported_file`` or
    ``invalid_file`` is permanent for that content; other failures and stalls are retried
    with the usual per-file backoff (1 min doubling to 1 h): detach, then attach again.
 4. **Changes** (``syncd.sync.vector_plan``): new files attached (one request per file,
@@ -89,7 +89,7 @@ from syncd.vector_api import (
 from syncd.vector_config import VectorConfig
 
 POLL_FIRST_SECONDS = 0.5
-POLL_MAX_SECONDS = 15.0
+POLL_MAX_SECONDS = 5.0
 MIN_STEP_SECONDS = 0.5  # the next step is never due sooner than this after one ran
 STORE_RETRY_SECONDS = 60.0  # a store that could not be reached is tried again after this
 T = TypeVar("T")
@@ -442,9 +442,14 @@ class VectorSync:
         self.vl.adopt(dataclasses.replace(row, **self._status_change(row, found, now)))
         log.info("vector_attachment_adopted", vector_store_id=store_id, file_id=found.file_id)
 
-    def _status_change(self, row: Attachment, found: StoreFile, now: float) -> dict[str, Any]:
-        """The row's columns for what the store says of the file now."""
-        values: dict[str, Any] = {"attributes": dumps(found.attributes), "updated_at": now}
+    def _status_change(
+        self, row: Attachment, found: StoreFile, now: float, *, seen: bool = True
+    ) -> dict[str, Any]:
+        """The row's columns for what the store says of the file now (``seen``: the
+        answer carried its attributes, else the row keeps those it recorded)."""
+        values: dict[str, Any] = {"updated_at": now}
+        if seen:
+            values["attributes"] = dumps(found.attributes)
         if found.status == "in_progress":
             started = row.started_at or now
             deadline = row.deadline or started + self.config.indexing_deadline
@@ -535,16 +540,19 @@ class VectorSync:
         self._batch_done[batch_id] = done
         by_status: dict[str, StoreFile] = {}
         for status in ("in_progress", "failed", "cancelled"):
-            for found in self._listing(self.api.list_batch_files, store_id, batch_id, status):
-                by_status[found.file_id] = found
+            for listed in self._listing(self.api.list_batch_files, store_id, batch_id, status):
+                by_status[listed.file_id] = listed
         changes = []
         for row in group:
-            # Neither indexing, failed nor cancelled: done.
-            found = by_status.get(row.file_id) or StoreFile(row.file_id, store_id, "completed")
-            if found.status == "in_progress":
-                changes.append((row.store_id, row.file_id, self._poll_later(row, now)))
+            found = by_status.get(row.file_id)
+            if found is None:  # neither indexing, failed nor cancelled: done
+                done_file = StoreFile(row.file_id, store_id, "completed")
+                change = self._status_change(row, done_file, now, seen=False)
+            elif found.status == "in_progress":
+                change = self._poll_later(row, now)
             else:
-                changes.append((row.store_id, row.file_id, self._status_change(row, found, now)))
+                change = self._status_change(row, found, now)
+            changes.append((row.store_id, row.file_id, change))
         self.vl.update_many(changes)
         return []
 

@@ -74,7 +74,7 @@ def test_folder_mirrored_into_a_new_store(vserver: ServerProcess, tmp_path: Path
         }, path
     counts = route_counts(vserver)
     assert counts["vs_batch_create"] == 1 and counts["vs_file_create"] == 0
-    assert counts["vs_create"] == 1
+    assert counts["vs_create"] == 1 and counts["vs_file_update"] == 0
     assert "completed" in result.stderr and "6 completed, 0 in progress, 0 failed" in result.stderr
     before = route_counts(vserver)
     again = sync(vserver, config, state)
@@ -83,6 +83,22 @@ def test_folder_mirrored_into_a_new_store(vserver: ServerProcess, tmp_path: Path
     for route in ("create", "vs_create", "vs_batch_create", "vs_file_create", "vs_file_update"):
         assert after[route] == before[route], route
     assert_exact(vserver, folder, store["id"])
+
+
+def test_a_batch_finishing_file_by_file_is_polled_without_rewrites(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """Files of one batch completing one after another (one indexing worker): the polls
+    record each completion and send nothing back (no attribute update, no re-attach)."""
+    serial = server_factory(extra_args=["--index-delay", "0.7", "--index-workers", "1"])
+    folder, state = tmp_path / "data", tmp_path / "state"
+    docs(folder, 4)
+    result = sync(serial, write_config(tmp_path, folder, vector_store="docs"), state)
+    assert result.returncode == 0, result.stderr
+    counts = route_counts(serial)
+    assert counts["vs_batch_create"] == 1 and counts["vs_batch_retrieve"] >= 3
+    assert counts["vs_file_update"] == 0 and counts["vs_file_create"] == 0
+    assert_exact(serial, folder, the_store(serial)["id"])
 
 
 def test_one_new_file_is_attached_on_its_own(vserver: ServerProcess, tmp_path: Path) -> None:
