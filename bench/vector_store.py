@@ -8,7 +8,9 @@ file, WORKERS files at a time) -- a fresh `syncd serve` on a free port and a fre
 folder of ``--files`` Markdown files of 1-2 KB: the real command
 (``python -m syncd sync FOLDER --vector-store bench --json``) runs until every file is
 ``completed`` (it waits for indexing), then once more with nothing to do. Each row is
-the wall time of the whole command, with the requests the server saw.
+the wall time of the whole command, with the requests the server saw. The first row is
+the peer in the same run: the same folder mirrored without a vector store (the Files
+side alone), so that the store's own cost can be read off on a busy machine.
 
 The default 2 s per file on 16 workers (8 files/s) is an assumption standing in for
 OpenAI's indexing, whose speed is not documented: reports of batches of small files
@@ -41,11 +43,15 @@ def make_folder(root: Path, count: int) -> None:
         path.write_text(f"# Note {i}\n\n" + f"Line {i} of a small document.\n" * (40 + i % 30))
 
 
-def timed_sync(server: ServerProcess, folder: Path, state: Path) -> tuple[float, dict]:
+def timed_sync(
+    server: ServerProcess, folder: Path, state: Path, *, store: bool = True
+) -> tuple[float, dict]:
     argv = [
         sys.executable, "-m", "syncd", "sync", str(folder), "--state", str(state),
-        "--base-url", server.base_url, "--vector-store", "bench", "--json",
+        "--base-url", server.base_url, "--json",
     ]  # fmt: skip
+    if store:
+        argv += ["--vector-store", "bench"]
     server.reset_stats()
     started = time.perf_counter()
     result = subprocess.run(
@@ -73,6 +79,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16, help="files indexed at once")
     args = parser.parse_args()
     rows = []
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-vs-") as tmp:
+        base = Path(tmp)
+        make_folder(base / "data", args.files)
+        with ServerProcess(base / "store", log_path=base / "serve.log") as srv:
+            elapsed, summary = timed_sync(srv, base / "data", base / "state", store=False)
+            rows.append(("files only", None, 0, elapsed, summary))
     for delay, workers in ((0.0, args.workers), (args.delay, args.workers)):
         with tempfile.TemporaryDirectory(prefix="syncd-bench-vs-") as tmp:
             base = Path(tmp)
@@ -94,8 +106,8 @@ def main() -> None:
     print(header + "  uploads  batches  polls  requests")
     for label, delay, workers, elapsed, summary in rows:
         req = summary["requests"]
-        model = f"{delay:g} s x {workers}" if delay else "instant"
-        floor = math.ceil(args.files / workers) * delay if label == "first sync" else 0.0
+        model = "no store" if delay is None else f"{delay:g} s x {workers}" if delay else "instant"
+        floor = math.ceil(args.files / workers) * (delay or 0) if label == "first sync" else 0.0
         polls = req["vs_batch_retrieve"] + req["vs_batch_files"]
         print(
             f"{label:<16}{model:>16}{floor:>9.1f}{elapsed:>9.2f}"

@@ -1,4 +1,4 @@
-"""The ledger: the only SQL in syncd. Facts about each mirrored path, and intents.
+"""The ledger: syncd's SQL (with ``vector_ledger``). Facts about each mirrored path, intents.
 
 One SQLite file per mirrored folder (WAL, mode 0600, ``synchronous=FULL`` because an
 intent must be on disk before its request leaves). Tables:
@@ -16,6 +16,8 @@ intent must be on disk before its request leaves). Tables:
 - ``multipart_uploads``/``multipart_parts``: large files being sent through the Uploads
   API, with the parts the server confirmed, so that a restart sends only the rest.
 - ``meta``: the schema version and facts about the mirror (its folder's identity).
+- ``vector_stores``/``vector_attachments``: the vector store the mirror keeps and each
+  attachment's state (``syncd.state.vector_ledger``, which owns their SQL).
 
 The schema is declared once in ``syncd.state.schema``, which creates and migrates it.
 

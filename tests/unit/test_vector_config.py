@@ -175,3 +175,18 @@ def test_command_line_store() -> None:
         with_store(None, "user_data", (), name="a", store_id="vs_a")
     with pytest.raises(ConfigError, match="no file would be attached"):
         with_store(None, "fine-tune", (), name="a", store_id=None)
+
+
+def test_example_config_documents_the_vector_keys(tmp_path: Path) -> None:
+    """config.example.toml shows every vector key; uncommented, its block parses."""
+    example = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    for key in ("vector_store", "vector_store_id", "attributes", "chunking", "indexing_deadline"):
+        assert f"# {key} = " in example, key
+    block = [
+        line.removeprefix("# ")
+        for line in example.splitlines()
+        if line.startswith(("# vector_store = ", "# attributes = ", "# chunking = "))
+        or line.startswith("# indexing_deadline = ")
+    ]
+    vector = parse(tmp_path, "\n".join(block) + "\n")
+    assert vector is not None and vector.name == "datasets" and vector.indexing_deadline == 1800
