@@ -88,6 +88,7 @@ class SyncEngine:
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
         self._stop = threading.Event()
+        self._last_pass_id: int | None = None
         # The vector store the mirror keeps, if any; every File delete detaches it first.
         self.vectors = vector_sync_for(
             mirror.vector,
@@ -155,6 +156,7 @@ class SyncEngine:
         self._failed.clear()
         self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
+        self._last_pass_id = pass_id
         try:
             self._run(result, only_paths, dry_run, check_remote, retry_waiting)
         finally:
@@ -385,6 +387,12 @@ class SyncEngine:
         self._advance_vectors(result, full=False, retry_waiting=retry_waiting)
         result.finished_at = self.clock()
         return result
+
+    def amend_last_pass(self, result: PassResult) -> None:
+        """Record ``result`` as how the last pass ended: ``syncd sync`` does, once it has
+        waited for the vector store's indexing (``syncd status`` then shows that)."""
+        if self._last_pass_id is not None:
+            self._record_pass(self._last_pass_id, result)
 
     def _advance_vectors(self, result: PassResult, *, full: bool, retry_waiting: bool) -> None:
         if self.vectors is None or result.fatal:

@@ -56,3 +56,4 @@ def wait_for_indexing(
     except KeyboardInterrupt:
         report.interrupted = True
     result.vectors = report
+    engine.amend_last_pass(result)
