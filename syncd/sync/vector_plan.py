@@ -139,8 +139,11 @@ def plan_store(
     now: float,
     retry_waiting: bool = False,
     skipped: tuple[tuple[str, str], ...] = (),
+    indexing_deadline: float | None = None,
 ) -> VectorPlan:
-    """What to do to keep ``store_id`` holding exactly ``wanted`` (module docstring)."""
+    """What to do to keep ``store_id`` holding exactly ``wanted`` (module docstring).
+    ``indexing_deadline`` (seconds from the attach) is the config's now: it wins over
+    the deadline a row recorded, so changing it applies to files already indexing."""
     plan = _Builder()
     for _, row in sorted(attachments.items()):
         if row.state in (AttachState.ATTACHING, AttachState.DETACHING):
@@ -151,7 +154,7 @@ def plan_store(
             continue
         want = wanted.get(row.path)
         if want is not None and want.file_id == row.file_id:
-            _current(row, want, now, retry_waiting, plan)
+            _current(row, want, now, retry_waiting, plan, indexing_deadline)
         else:
             _old_version(row, want, rows, attachments, store_id, plan)
     for _, want in sorted(wanted.items()):
@@ -176,15 +179,28 @@ def _due(at: float | None, now: float, retry_waiting: bool = False) -> bool:
     return at is None or at <= now or retry_waiting
 
 
+def deadline_of(row: Attachment, indexing_deadline: float | None) -> float | None:
+    """When ``row``'s indexing counts as stalled."""
+    if indexing_deadline is not None and row.started_at is not None:
+        return row.started_at + indexing_deadline
+    return row.deadline
+
+
 def _current(
-    row: Attachment, want: Wanted, now: float, retry_waiting: bool, plan: _Builder
+    row: Attachment,
+    want: Wanted,
+    now: float,
+    retry_waiting: bool,
+    plan: _Builder,
+    indexing_deadline: float | None,
 ) -> None:
     """A row of the file the path holds now."""
     if row.state is AttachState.PENDING:
         if _due(row.next_attempt_at, now, retry_waiting):
             plan.attach.append(want)
     elif row.state is AttachState.IN_PROGRESS:
-        if row.deadline is not None and row.deadline <= now:
+        deadline = deadline_of(row, indexing_deadline)
+        if deadline is not None and deadline <= now:
             plan.expire.append(row)
             return
         if _due(row.next_poll_at, now):

@@ -75,7 +75,13 @@ from syncd.state.vector_ledger import (
     dumps,
 )
 from syncd.sync.steps import StepHook, no_step
-from syncd.sync.vector_plan import VectorPlan, Wanted, plan_store, wanted_attachments
+from syncd.sync.vector_plan import (
+    VectorPlan,
+    Wanted,
+    deadline_of,
+    plan_store,
+    wanted_attachments,
+)
 from syncd.sync.vector_report import VectorReport
 from syncd.vector_api import (
     MAX_BATCH_FILES,
@@ -260,6 +266,7 @@ class VectorSync:
             now=self.clock(),
             retry_waiting=retry_waiting,
             skipped=tuple(skipped),
+            indexing_deadline=self.config.indexing_deadline,
         )
 
     def _wanted_now(self, owner: str) -> dict[str, Wanted]:
@@ -816,7 +823,8 @@ class VectorSync:
             else:
                 report.in_progress += 1
                 if row.state is AttachState.IN_PROGRESS:
-                    due += [t for t in (row.next_poll_at, row.deadline) if t is not None]
+                    deadline = deadline_of(row, self.config.indexing_deadline)
+                    due += [t for t in (row.next_poll_at, deadline) if t is not None]
                 else:
                     due.append(row.next_attempt_at or now)
         report.waiting = sum(

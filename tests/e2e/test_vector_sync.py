@@ -6,6 +6,9 @@ lost answers; every answer validated (tests/vectorstore.py)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ServerFactory
-from serverproc import ServerProcess
+from serverproc import REPO_ROOT, ServerProcess, clean_env
 from synccli import run_syncd, upload_directly, write
 from vectorstore import (
     assert_exact,
@@ -333,17 +336,31 @@ def test_a_store_id_that_does_not_exist(vserver: ServerProcess, tmp_path: Path) 
 
 
 def test_an_existing_store_given_by_id(vserver: ServerProcess, tmp_path: Path) -> None:
-    """vector_store_id: the files go into that store; none is created."""
+    """vector_store_id: the files go into that store, none is created; its expires_after
+    is warned about by sync and shown by status with the expiry."""
     made = httpx.post(
-        f"{vserver.base_url}/vector_stores", headers=vserver.headers(), json={"name": "mine"}
+        f"{vserver.base_url}/vector_stores",
+        headers=vserver.headers(),
+        json={"name": "mine", "expires_after": {"anchor": "last_active_at", "days": 7}},
     )
     store_id = made.json()["id"]
     folder, state = tmp_path / "data", tmp_path / "state"
     docs(folder, 2)
     config = write_config(tmp_path, folder, vector_store_id=store_id)
-    assert sync(vserver, config, state).returncode == 0
+    result = sync(vserver, config, state)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: vector store {store_id} expires 7 days after its last activity" in (
+        result.stderr
+    )
     assert [s["id"] for s in stores(vserver)] == [store_id]
     assert_exact(vserver, folder, store_id)
+    status = run_syncd(None, "status", "--config", config, "--state", state, "--json")
+    (shown,) = json.loads(status.stdout)["vector_stores"]
+    assert shown["id"] == store_id and shown["completed"] == 2
+    assert shown["expires_after_days"] == 7 and shown["expires_at"] > time.time() + 6 * 86400
+    assert shown["usage_bytes"] == sum(len(p.read_bytes()) for p in folder.iterdir())
+    text = run_syncd(None, "status", "--config", config, "--state", state).stdout
+    assert "warning: the store expires 7 days after its last activity" in text
 
 
 def test_store_deleted_under_syncds_feet(vserver: ServerProcess, tmp_path: Path) -> None:
@@ -420,3 +437,42 @@ def test_bad_vector_config_is_one_line(
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert route_counts(vserver)["create"] == 0
+
+
+def test_ctrl_c_stops_the_wait_and_says_what_is_left(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """SIGINT while sync waits for indexing: it stops at once, names what is still
+    indexing, exits 1; the next sync carries on from the ledger (no second attach)."""
+    slow = server_factory(extra_args=["--index-delay", "6"])
+    folder, state = tmp_path / "data", tmp_path / "state"
+    docs(folder, 3)
+    config = write_config(tmp_path, folder, vector_store="docs")
+    argv = [sys.executable, "-m", "syncd", "sync", "--config", str(config), "--state", str(state)]
+    proc = subprocess.Popen(
+        [*argv, "--base-url", slow.base_url],
+        env=clean_env({"OPENAI_API_KEY": slow.client_key}),
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while route_counts(slow)["vs_batch_retrieve"] < 2:  # polled twice: it is waiting
+            assert time.monotonic() < deadline and proc.poll() is None, "sync never waited"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - stopped < 5
+    assert proc.returncode == 1, stderr
+    assert "stopped waiting: 3 files still indexing in vector store 'docs'" in stderr
+    assert "Traceback" not in stderr
+    again = sync(slow, config, state)
+    assert again.returncode == 0, again.stderr
+    assert route_counts(slow)["vs_batch_create"] == 1
+    assert_exact(slow, folder, the_store(slow)["id"])

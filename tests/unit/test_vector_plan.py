@@ -114,6 +114,38 @@ CASES: list[tuple[str, list[LedgerRow], list[Attachment], dict[str, Any], dict[s
         {"expire": ["f1"]},
     ),
     (
+        "a shorter deadline in the config applies to files already indexing",
+        [A],
+        [
+            att(
+                "a.md",
+                "f1",
+                AttachState.IN_PROGRESS,
+                next_poll_at=NOW + 5,
+                deadline=NOW + 999,
+                started_at=NOW - 61,
+            )
+        ],
+        {"indexing_deadline": 60.0},
+        {"expire": ["f1"]},
+    ),
+    (
+        "a longer one too: not expired",
+        [A],
+        [
+            att(
+                "a.md",
+                "f1",
+                AttachState.IN_PROGRESS,
+                next_poll_at=NOW + 5,
+                deadline=NOW,
+                started_at=NOW - 61,
+            )
+        ],
+        {"indexing_deadline": 600.0},
+        {},
+    ),
+    (
         "indexing with old attributes: polled and updated",
         [A],
         [
