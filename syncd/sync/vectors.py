@@ -222,8 +222,9 @@ class VectorSync:
             plan = self._plan(store.id, owner, retry_waiting)
             retried = self._retry(plan.retry)
             wanted = {w.path: w for w in plan.attach}
+            now_wanted = self._wanted_now(owner) if retried else {}
             for row in retried:
-                want = self._wanted_now(owner).get(row.path)
+                want = now_wanted.get(row.path)
                 if want is not None and want.file_id == row.file_id:
                     wanted[want.path] = want
             report.attached += self._attach(store.id, list(wanted.values()), report)
@@ -466,6 +467,9 @@ class VectorSync:
                 "deadline": deadline,
                 "next_poll_at": now + poll_interval(polls),
                 "polls": polls + 1,
+                "last_error": None,
+                "error_kind": None,
+                "next_attempt_at": None,
             }
         if found.status == "completed":
             return values | {
@@ -646,6 +650,8 @@ class VectorSync:
                             "deadline": deadline,
                             "next_poll_at": now + POLL_FIRST_SECONDS,
                             "polls": 1,
+                            "last_error": None,
+                            "next_attempt_at": None,
                         },
                     )
                     for w in chunk
@@ -788,23 +794,31 @@ class VectorSync:
     # -- the summary -----------------------------------------------------------------------
 
     def _summarise(self, store_id: str, owner: str, report: VectorReport) -> None:
-        """Counts over the files the store should hold, and when the next step is due."""
+        """Counts over the files the store should hold, and when the next step is due.
+
+        A file whose attach request failed and waits out its backoff is a (retryable)
+        failure, not "in progress": ``syncd sync`` does not wait minutes for it. An old
+        version counts as ``waiting`` only while its successor is being indexed."""
         rows = self.ledger.rows()
         wanted, skipped = wanted_attachments(rows, self.config, owner)
         report.skipped = skipped
         attachments = self.vl.attachments(store_id)
         now = self.clock()
         due: list[float] = []
-        mine = set()
+        indexing: set[str] = set()  # paths whose current version is on its way in
         for path, want in wanted.items():
             row = attachments.get((store_id, want.file_id))
-            mine.add((store_id, want.file_id))
             if row is None:
                 report.in_progress += 1
+                indexing.add(path)
                 due.append(now)
             elif row.state is AttachState.COMPLETED:
                 report.completed += 1
-            elif row.state is AttachState.FAILED:
+            elif row.state is AttachState.FAILED or (
+                row.state in (AttachState.PENDING, AttachState.ATTACHING)
+                and row.last_error is not None
+                and (row.next_attempt_at or 0.0) > now
+            ):
                 report.failed += 1
                 permanent = row.error_kind == ErrorKind.PERMANENT
                 report.failures.append((path, row.last_error or "failed", permanent))
@@ -822,15 +836,19 @@ class VectorSync:
                 )
             else:
                 report.in_progress += 1
+                indexing.add(path)
                 if row.state is AttachState.IN_PROGRESS:
                     deadline = deadline_of(row, self.config.indexing_deadline)
                     due += [t for t in (row.next_poll_at, deadline) if t is not None]
                 else:
                     due.append(row.next_attempt_at or now)
+        current = {(store_id, w.file_id) for w in wanted.values()}
         report.waiting = sum(
             1
             for key, row in attachments.items()
-            if key not in mine and row.state is not AttachState.FOREIGN
+            if key not in current
+            and row.state is not AttachState.FOREIGN
+            and (row.path in indexing or row.path not in wanted)
         )
         earliest = min(due) if due else None
         self._next_due = None if earliest is None else max(earliest, now + MIN_STEP_SECONDS)

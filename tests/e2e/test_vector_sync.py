@@ -476,3 +476,25 @@ def test_ctrl_c_stops_the_wait_and_says_what_is_left(
     assert again.returncode == 0, again.stderr
     assert route_counts(slow)["vs_batch_create"] == 1
     assert_exact(slow, folder, the_store(slow)["id"])
+
+
+def test_attach_refused_by_a_failing_server_is_retried_later(
+    vserver: ServerProcess, tmp_path: Path
+) -> None:
+    """Every batch attach answered 503: sync does not wait out the backoff, names the
+    files, exits 1; once the server works the next sync settles the intents by listing
+    and attaches them."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    docs(folder, 3)
+    vserver.set_faults({"error_rate": 1.0, "error_statuses": [503], "routes": ["vs_batch_create"]})
+    config = write_config(tmp_path, folder, vector_store="docs")
+    started = time.monotonic()
+    result = sync(vserver, config, state)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 60
+    assert "failed: doc0.md: vector store 'docs': attach request failed" in result.stderr
+    assert "retried with backoff" in result.stderr
+    vserver.set_faults(None)
+    again = sync(vserver, config, state)
+    assert again.returncode == 0, again.stderr
+    assert_exact(vserver, folder, the_store(vserver)["id"])
