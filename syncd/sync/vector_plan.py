@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from syncd.state.ledger import ErrorKind, LedgerRow
 from syncd.state.vector_ledger import Attachment, AttachState, dumps
+from syncd.sync.vector_report import VectorReport
 from syncd.vector_api import (
     ATTR_OWNER,
     ATTR_PATH,
@@ -265,3 +266,61 @@ def _other_store(row: Attachment, rows: Mapping[str, LedgerRow], plan: _Builder)
 def _is_current(row: Attachment, rows: Mapping[str, LedgerRow]) -> bool:
     tracked = rows.get(row.path)
     return tracked is not None and tracked.file_id == row.file_id
+
+
+def summarise(
+    report: VectorReport,
+    store_id: str,
+    wanted: Mapping[str, Wanted],
+    attachments: Mapping[tuple[str, str], Attachment],
+    *,
+    now: float,
+    indexing_deadline: float | None = None,
+) -> float | None:
+    """Fill ``report``'s counts over the files the store should hold; return when the
+    next step has work (a poll, a deadline, a retry; None: nothing is due).
+
+    A file whose attach request failed and waits out its backoff is a (retryable)
+    failure, not "in progress": ``syncd sync`` does not wait minutes for it. An old
+    version counts as ``waiting`` only while its successor is on its way in."""
+    due: list[float] = []
+    indexing: set[str] = set()  # paths whose current version is on its way in
+    for path, want in wanted.items():
+        row = attachments.get((store_id, want.file_id))
+        if row is None:
+            report.in_progress += 1
+            indexing.add(path)
+            due.append(now)
+        elif row.state is AttachState.COMPLETED:
+            report.completed += 1
+        elif row.state is AttachState.FAILED or (
+            row.state in (AttachState.PENDING, AttachState.ATTACHING)
+            and row.last_error is not None
+            and (row.next_attempt_at or 0.0) > now
+        ):
+            report.failed += 1
+            permanent = row.error_kind == ErrorKind.PERMANENT
+            report.failures.append((path, row.last_error or "failed", permanent))
+            if not permanent and row.next_attempt_at is not None:
+                due.append(row.next_attempt_at)
+        elif row.state is AttachState.FOREIGN:
+            report.failed += 1
+            why = "attached to the store by someone else (not with this ledger's owner tag)"
+            report.failures.append((path, f"{why}; left alone", True))
+        else:
+            report.in_progress += 1
+            indexing.add(path)
+            if row.state is AttachState.IN_PROGRESS:
+                deadline = deadline_of(row, indexing_deadline)
+                due += [t for t in (row.next_poll_at, deadline) if t is not None]
+            else:
+                due.append(row.next_attempt_at or now)
+    current = {(store_id, w.file_id) for w in wanted.values()}
+    report.waiting = sum(
+        1
+        for key, row in attachments.items()
+        if key not in current
+        and row.state is not AttachState.FOREIGN
+        and (row.path in indexing or row.path not in wanted)
+    )
+    return min(due) if due else None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from syncd.sync.engine import SyncEngine
 from syncd.sync.result import PassResult
 from syncd.sync.vector_report import VectorReport
-from syncd.sync.vectors import POLL_MAX_SECONDS
+from syncd.sync.vector_states import POLL_MAX_SECONDS
 
 PROGRESS_EVERY_SECONDS = 5.0
 
