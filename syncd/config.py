@@ -36,6 +36,16 @@ from syncd.api import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, MAX_PART_BYTES, 
 from syncd.errors import ConfigError
 from syncd.local.rules import ALWAYS_IGNORED, DEFAULT_IGNORES, PathFilter, PurposeRule
 from syncd.local.validate import Limits
+from syncd.vector_config import (
+    RULE_VECTOR_KEYS,
+    VectorConfig,
+    check_attributes,
+    check_chunking,
+    check_indexing_deadline,
+    check_store_id,
+    check_store_name,
+    fold_vector_keys,
+)
 
 DEFAULT_PURPOSE = "user_data"
 DEFAULT_CONCURRENCY = 8
@@ -79,6 +89,8 @@ class MirrorConfig:
     part_size: int = DEFAULT_PART_SIZE
     # Mirrors sharing a remote share its budget: the smallest value wins (pacing_for).
     max_uploads_per_minute: int | None = None
+    # The vector store kept exact beside the Files (None: none); syncd.vector_config.
+    vector: VectorConfig | None = None
 
     @property
     def ignore_globs(self) -> tuple[str, ...]:
@@ -208,7 +220,7 @@ def _string(value: Any, where: str) -> str:
 def _rule(data: Any, where: str) -> PurposeRule:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table with glob and purpose")
-    _refuse_unknown(data, {"glob", "purpose", "expires_after"}, where)
+    _refuse_unknown(data, {"glob", "purpose", "expires_after", *RULE_VECTOR_KEYS}, where)
     for key in ("glob", "purpose"):
         if key not in data:
             raise ConfigError(f"{where}: key {key!r} is missing")
@@ -245,6 +257,12 @@ MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "multipart_threshold": ("multipart_threshold", check_multipart_threshold),
     "part_size": ("part_size", check_part_size),
     "max_uploads_per_minute": ("max_uploads_per_minute", check_max_uploads_per_minute),
+    # Folded into MirrorConfig.vector by syncd.vector_config.fold_vector_keys.
+    "vector_store": ("vector_store", check_store_name),
+    "vector_store_id": ("vector_store_id", check_store_id),
+    "attributes": ("attributes", check_attributes),
+    "chunking": ("chunking", check_chunking),
+    "indexing_deadline": ("indexing_deadline", check_indexing_deadline),
 }
 
 
@@ -270,6 +288,7 @@ def _mirror(
     for key, raw in data.items():
         name, check = MIRROR_KEYS[key]
         values[name] = check(raw, f"{where}: {key}")
+    values = fold_vector_keys(values, data.get("rules"), values.get("rules", ()), where)
     values["folder"] = (base / Path(values["folder"]).expanduser()).absolute()
     if "state_path" in values:
         values["state_path"] = (base / Path(values["state_path"]).expanduser()).absolute()

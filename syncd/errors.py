@@ -30,6 +30,7 @@
         ├── PermanentError          PERMANENT: this request will not succeed as it is
         │   │                       (other 4xx); per file, not retried until it changes
         │   ├── NotFoundError       NOT_FOUND: 404; deleting a missing file is success
+        │   │   └── VectorStoreGoneError   the vector store itself does not exist
         │   └── UploadGoneError     an Uploads API upload is no longer pending: start anew
         └── FatalError              FATAL: nothing more in this pass can work: stop it,
             │                       record nothing per file, say so once. Itself: 401/403,
@@ -172,6 +173,10 @@ class PermanentError(RemoteError):
 
 class NotFoundError(PermanentError):
     verdict = Verdict.NOT_FOUND
+
+
+class VectorStoreGoneError(NotFoundError):
+    """The vector store does not exist (a wrong id, or it was deleted)."""
 
 
 class UploadGoneError(PermanentError):

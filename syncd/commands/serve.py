@@ -31,6 +31,7 @@ from syncd.server.embedded import ServeOptions, default_data_dir, serve_forever
 from syncd.server.faults import load_faults
 from syncd.server.gate import ROUTE_NAMES
 from syncd.server.ratelimit import parse_rate_limits
+from syncd.server.vector_store_db import DEFAULT_INDEX_DELAY, DEFAULT_INDEX_WORKERS
 
 API_KEY_ENV = "SYNCD_SERVE_API_KEY"
 FAULTS_ENV = "SYNCD_SERVE_FAULTS"
@@ -42,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "serve",
         help="run a local Files-API-compatible server",
-        description="Serve the Files API (/v1/files, /v1/uploads) from a folder on disk.",
+        description="Serve the Files API (/v1/files, /v1/uploads) and vector stores "
+        "(/v1/vector_stores) from a folder on disk.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument(
@@ -117,6 +119,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"connections held at once; more are answered 503 (default "
         f"{defaults.max_connections})",
     )
+    parser.add_argument(
+        "--index-delay",
+        type=float,
+        default=DEFAULT_INDEX_DELAY,
+        metavar="SECONDS",
+        help="how long indexing one vector store file takes (default "
+        f"{DEFAULT_INDEX_DELAY:g}); faults can make it fail or stall",
+    )
+    parser.add_argument(
+        "--index-workers",
+        type=int,
+        default=DEFAULT_INDEX_WORKERS,
+        metavar="N",
+        help=f"vector store files indexed at once (default {DEFAULT_INDEX_WORKERS})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -145,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-bytes must be a positive number of bytes")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     faults = load_faults(args.faults if args.faults is not None else os.environ.get(FAULTS_ENV))
+    if not 0 <= args.index_delay <= MAX_TIMEOUT_SECONDS:
+        raise ConfigError(f"--index-delay must be between 0 and {MAX_TIMEOUT_SECONDS} seconds")
+    if not 1 <= args.index_workers <= MAX_CONNECTIONS:
+        raise ConfigError(f"--index-workers must be between 1 and {MAX_CONNECTIONS}")
     options = ServeOptions(
         api_key=api_key,
         max_bytes=args.max_bytes,
@@ -152,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         allow_all_downloads=args.allow_all_downloads,
         rate_limits=parse_rate_limits(args.rate_limit, ROUTE_NAMES),
         limits=_limits(args),
+        index_delay=args.index_delay,
+        index_workers=args.index_workers,
     )
     data_dir: Path = (args.data or default_data_dir()).expanduser().resolve()
     log = structlog.get_logger(__name__)

@@ -3,7 +3,9 @@
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
 mirrored / pending / failed counts, bytes, the last pass, whether its uploads were (or
 are being) paced under the server's rate limit and at what rate (``syncd.sync.pacing_log``
-records that), and each failed file with its reason. Without FOLDER, the state
+records that), and each failed file with its reason; for a mirror with a vector store, per store its
+files completed / in progress / failed, its usage and expiry as last seen, and each failed
+attachment with its reason. Without FOLDER, the state
 directory must hold exactly one ledger. Paths and reasons (which may quote a server)
 are shown with control characters escaped.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.commands._options import add_state_argument
+from syncd.commands._vector_views import vector_status_json, vector_status_lines
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
@@ -73,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
         status = ledger.status()
         remote = recorded_remote(ledger)
         pacing = ledger.get_meta(META_PACING)
+        stores = vector_status_json(ledger)
     finally:
         ledger.close()
     data = status_json(status, folder, path)
     data["remote"] = remote.describe() if remote else None
     data["pacing"] = pacing_json(pacing, status.last_pass)
+    if stores:
+        data["vector_stores"] = stores
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
@@ -225,3 +231,5 @@ def print_status(data: dict[str, Any]) -> None:
             note = f"attempt {problem['attempts']}, {problem['retry']}"
         reason = printable(problem["reason"] or "")
         print(f"  {printable(problem['path'])}: {reason} ({note})", file=out)
+    for line in vector_status_lines(data.get("vector_stores", [])):
+        print(line, file=out)

@@ -8,7 +8,9 @@ cannot list files: the pass stops before any upload and records nothing per file
 SIGTERM or SIGHUP (see ``Interrupt``). ``--dry-run`` lists every planned
 action on stdout and makes no write call; ``--json`` prints the summary as JSON on
 stdout. The mirror options (``add_mirror_arguments``/``mirror_from_args``) are shared
-with ``syncd run``.
+with ``syncd run``. With a vector store the command waits until nothing is indexing
+(``syncd.sync.vector_wait``; Ctrl-C stops waiting) and is in sync only when the store
+holds every file indexed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from syncd.api import UPLOAD_PURPOSES
 from syncd.commands._options import add_state_argument, checked_option
 from syncd.commands._remote import add_remote_arguments, open_remote, remote_identity
+from syncd.commands._vectors import add_vector_arguments, print_indexing, with_vector_store
 from syncd.config import (
     MirrorConfig,
     check_concurrency,
@@ -44,6 +47,7 @@ from syncd.sync.engine import SyncEngine
 from syncd.sync.progress import make_reporter
 from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import PassResult
+from syncd.sync.vector_wait import wait_for_indexing
 from syncd.testing import crash_hook_from_env
 
 FOLLOW_UP_PASSES = 2  # for files that changed while they were uploaded
@@ -114,6 +118,7 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         help="create the folder if it does not exist (else a missing folder is an error: "
         "a typo must not mirror an empty folder)",
     )
+    add_vector_arguments(parser)
     add_remote_arguments(parser)
     parser.add_argument(
         SWITCH_OPTION,
@@ -127,6 +132,7 @@ def mirror_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Mirror
     """The mirror the options describe: the config file's, overridden by options."""
     config = load_config(args.config, env) if args.config else None
     mirror = mirror_for_folder(config, args.folder, env)
+    mirror = with_vector_store(mirror, args)
     return mirror.with_overrides(
         purpose=args.purpose,
         include=tuple(args.include) if args.include else None,
@@ -209,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         interrupt = Interrupt(engine)
         with SignalRelay(interrupt.stop, lambda: None, hangup_stops=True):
             result = _passes(engine, ledger, dry_run=args.dry_run, retry_failed=args.retry_failed)
+            wait_for_indexing(engine, result, on_progress=print_indexing)
     interrupt.done.set()
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
@@ -331,6 +338,8 @@ def print_summary(result: PassResult) -> None:
         say(f"interrupted: {detail}; run `syncd sync` again to finish")
     for route in result.pacing:
         say(pacing_line(route))
+    for line in result.vectors.lines() if result.vectors is not None else ():
+        say(line)
     say(_counts_line(result))
 
 

@@ -7,7 +7,10 @@ does. Its schedule, each step running at most one pass:
   and every ``rescan_interval`` seconds;
 - a **partial pass** over the paths whose hints have been quiet for ``debounce``
   seconds (``only_paths``, no remote listing: the per-batch cost stays tiny), plus the
-  paths whose per-file backoff has run out.
+  paths whose per-file backoff has run out;
+- a **vector store step** (``engine.vector_pass``: no scan) when the store's next poll,
+  deadline or retry is due (``VectorSync.next_due``), so indexing is waited for by the
+  schedule, never inside a pass.
 
 Hints go to the aggregator at once and to the ledger's ``dirty`` table at the next step
 (one transaction per batch, not one fsync per event). Hints not yet written when the
@@ -46,6 +49,7 @@ from syncd.sync.plan import Action, Plan
 from syncd.sync.progress import LogReporter, ProgressReporter
 from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import Outcome, PassResult
+from syncd.sync.vector_report import VectorReport
 
 log = structlog.get_logger(__name__)
 
@@ -254,6 +258,9 @@ class MirrorRunner:
             waits.append(hint_due)
         if self._retry_at:
             waits.append(min(self._retry_at.values()) - time.time())
+        vector_due = self.engine.vectors.next_due() if self.engine.vectors else None
+        if vector_due is not None:  # a poll, a deadline or a retry of the vector store
+            waits.append(vector_due - time.time())
         return max(0.0, min(waits))
 
     def step(self) -> PassResult | None:
@@ -275,7 +282,38 @@ class MirrorRunner:
             del self._retry_at[path]
         if paths or retry:
             return self._pass(paths | retry)
-        return None
+        return self._vector_step()
+
+    def _vector_step(self) -> PassResult | None:
+        """Advance the vector store when its next step is due (polls, deadlines,
+        retries); no scan, no Files pass. None when nothing is due."""
+        vectors = self.engine.vectors
+        due = vectors.next_due() if vectors is not None else None
+        if due is None or due > time.time():
+            return None
+        with structlog.contextvars.bound_contextvars(folder=str(self.folder)):
+            result = self.engine.vector_pass()
+        if result is not None and result.vectors is not None:
+            self._log_vectors(result.vectors)
+        return result
+
+    def _log_vectors(self, report: VectorReport) -> None:
+        """One line when the store changed (or could not be kept), at debug otherwise."""
+        busy = report.attached or report.retired or report.updated or report.errors
+        (self.log.info if busy else self.log.debug)(
+            "vector_store_step",
+            store=report.store_id or report.store,
+            completed=report.completed,
+            in_progress=report.in_progress,
+            failed=report.failed,
+            attached=report.attached,
+            updated=report.updated,
+            retired=report.retired,
+            waiting=report.waiting,
+            errors=report.errors or None,
+        )
+        for warning in report.warnings:
+            self.log.debug("vector_store_warning", warning=warning)
 
     def _settled(self, paths: list[str], now: float) -> set[str]:
         """The quiet paths whose file was not modified within ``debounce`` either.
@@ -362,6 +400,8 @@ class MirrorRunner:
         elif full:
             self._full_due = now  # after the key is fixed, start with a full pass
         self._log_pass(result, only)
+        if result.vectors is not None:
+            self._log_vectors(result.vectors)
         self._refresh_status(handled=set(only or ()))
         return result
 

@@ -1,4 +1,5 @@
-"""``HttpFilesRemote``: the Files API over HTTP (``FilesRemote``, and ``uploads_api()``).
+"""``HttpFilesRemote``: the Files API over HTTP (``FilesRemote``, ``uploads_api()`` and
+``vector_stores()``).
 
 What to send for each call and what its answer means; sending itself, retrying and the
 translation of errors (including when an upload is ambiguous rather than retryable)
@@ -51,6 +52,7 @@ from syncd.remote.protocol import PacingStatus, UploadsApi
 from syncd.remote.retry import RetryGate, RetryPolicy
 from syncd.remote.settings import RemoteSettings
 from syncd.remote.transport import Transport
+from syncd.remote.vector_stores import VectorStoresApi
 
 T = TypeVar("T")
 
@@ -344,6 +346,12 @@ class HttpFilesRemote:
         from syncd.remote.uploads_http import HttpUploadsApi  # it builds on this module
 
         return HttpUploadsApi(self.transport)
+
+    def vector_stores(self) -> VectorStoresApi:
+        """The Vector Stores API over this remote's connections, gate and retry policy."""
+        from syncd.remote.vector_stores_http import HttpVectorStores  # only when used
+
+        return HttpVectorStores(self.transport)
 
     def close(self) -> None:
         self.transport.close()

@@ -1,5 +1,8 @@
 """The Files API over ASGI: the five ``/v1/files`` endpoints, faithful to the spec.
 
+(The Uploads API is ``syncd.server.uploads``, the Vector Stores API
+``syncd.server.vector_stores``; ``create_app`` serves all three.)
+
 ``create_app(store, ...)`` builds the Starlette app wrapped in the ``Gate`` (stats, key,
 faults). Handlers validate like the real API and answer ``OpenAIFile``/list/delete
 objects or the error envelope. Disk work runs in worker threads; uploads stream into
@@ -67,6 +70,8 @@ from syncd.server.validation import (
     parse_expires_after,
     purpose_error,
 )
+from syncd.server.vector_store_db import Indexer, VectorStoreDB
+from syncd.server.vector_stores import vector_store_routes
 
 CONTENT_CHUNK = 1024 * 1024
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up mid-request
@@ -215,11 +220,14 @@ async def retrieve_file(request: Request) -> Response:
 
 
 async def delete_file(request: Request) -> Response:
-    """DELETE /files/{file_id}: ``{id, object: "file", deleted: true}``."""
+    """DELETE /files/{file_id}: ``{id, object: "file", deleted: true}``; the file also
+    leaves every vector store (as documented)."""
+    state = server_state(request)
     file_id = request.path_params["file_id"]
-    deleted = await anyio.to_thread.run_sync(server_state(request).store.delete, file_id)
+    deleted = await anyio.to_thread.run_sync(state.store.delete, file_id)
     if not deleted:
         raise file_not_found(file_id)
+    await anyio.to_thread.run_sync(state.vectors.file_deleted, file_id)
     log.info("file_deleted", file_id=file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
@@ -328,11 +336,14 @@ def create_app(
     allow_all_downloads: bool = False,
     rate_limits: Mapping[str, RequestRate] | None = None,
     body_timeouts: BodyTimeouts | None = None,
+    indexer: Indexer | None = None,
 ) -> ASGIApp:
-    """The whole server as one ASGI app (the Files routes behind the Gate)."""
+    """The whole server as one ASGI app (the Files, Uploads and Vector Stores routes
+    behind the Gate). ``indexer`` sets how long vector store indexing takes."""
     state = ServerState(
         store=store,
         uploads=UploadStore(store),
+        vectors=VectorStoreDB(store, indexer),
         max_bytes=max_bytes,
         faults=faults or FaultInjector(),
         stats=RequestStats(),
@@ -345,6 +356,7 @@ def create_app(
         Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
         *upload_routes(),
+        *vector_store_routes(),
         Route("/_syncd/stats", get_stats, methods=["GET"]),
         Route("/_syncd/stats/reset", reset_stats, methods=["POST"]),
         Route("/_syncd/faults", faults_endpoint, methods=["GET", "PUT"]),

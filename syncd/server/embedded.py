@@ -35,6 +35,7 @@ from syncd.server.faults import FaultConfig, FaultInjector
 from syncd.server.gate import ROUTE_NAMES
 from syncd.server.ratelimit import RequestRate, parse_rate_limits
 from syncd.server.store import FileStore
+from syncd.server.vector_store_db import DEFAULT_INDEX_DELAY, DEFAULT_INDEX_WORKERS, Indexer
 
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -91,6 +92,8 @@ class ServeOptions:
     allow_all_downloads: bool = False
     rate_limits: Mapping[str, RequestRate] = field(default_factory=dict)
     limits: ServerLimits = field(default_factory=ServerLimits)
+    index_delay: float = DEFAULT_INDEX_DELAY  # seconds a vector store file takes to index
+    index_workers: int = DEFAULT_INDEX_WORKERS  # files indexed at once
 
 
 def build_server(
@@ -105,6 +108,7 @@ def build_server(
         allow_all_downloads=options.allow_all_downloads,
         rate_limits=options.rate_limits,
         body_timeouts=options.limits.body_timeouts(),
+        indexer=Indexer(store, delay=options.index_delay, workers=options.index_workers),
     )
     return _NotifyingServer(build_config(app, options.limits), on_ready)
 
@@ -150,6 +154,7 @@ class EmbeddedServer:
         allow_all_downloads: bool = False,
         rate_limits: Iterable[str] = (),
         limits: ServerLimits | None = None,
+        index_delay: float = DEFAULT_INDEX_DELAY,
     ) -> None:
         self.data_dir = data_dir
         self.api_key = api_key
@@ -161,6 +166,7 @@ class EmbeddedServer:
             allow_all_downloads=allow_all_downloads,
             rate_limits=parse_rate_limits(rate_limits, ROUTE_NAMES),
             limits=limits or ServerLimits(),
+            index_delay=index_delay,
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

@@ -57,6 +57,20 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("POST", re.compile(r"/v1/uploads/[^/]+/parts"), "upload_part"),
     ("POST", re.compile(r"/v1/uploads/[^/]+/complete"), "upload_complete"),
     ("POST", re.compile(r"/v1/uploads/[^/]+/cancel"), "upload_cancel"),
+    # Vector stores (syncd.server.vector_stores).
+    ("POST", re.compile(r"/v1/vector_stores/?"), "vs_create"),
+    ("GET", re.compile(r"/v1/vector_stores/?"), "vs_list"),
+    ("GET", re.compile(r"/v1/vector_stores/[^/]+"), "vs_retrieve"),
+    ("DELETE", re.compile(r"/v1/vector_stores/[^/]+"), "vs_delete"),
+    ("POST", re.compile(r"/v1/vector_stores/[^/]+/files/?"), "vs_file_create"),
+    ("GET", re.compile(r"/v1/vector_stores/[^/]+/files/?"), "vs_file_list"),
+    ("GET", re.compile(r"/v1/vector_stores/[^/]+/files/[^/]+"), "vs_file_retrieve"),
+    ("POST", re.compile(r"/v1/vector_stores/[^/]+/files/[^/]+"), "vs_file_update"),
+    ("DELETE", re.compile(r"/v1/vector_stores/[^/]+/files/[^/]+"), "vs_file_delete"),
+    ("POST", re.compile(r"/v1/vector_stores/[^/]+/file_batches/?"), "vs_batch_create"),
+    ("GET", re.compile(r"/v1/vector_stores/[^/]+/file_batches/[^/]+"), "vs_batch_retrieve"),
+    ("POST", re.compile(r"/v1/vector_stores/[^/]+/file_batches/[^/]+/cancel"), "vs_batch_cancel"),
+    ("GET", re.compile(r"/v1/vector_stores/[^/]+/file_batches/[^/]+/files"), "vs_batch_files"),
 )
 ROUTE_NAMES = tuple(name for _, _, name in _ROUTES)
 

@@ -10,6 +10,7 @@ from syncd.server.faults import FaultInjector
 from syncd.server.gate import RequestStats
 from syncd.server.store import FileStore
 from syncd.server.upload_store import UploadStore
+from syncd.server.vector_store_db import VectorStoreDB
 
 
 @dataclass
@@ -18,6 +19,7 @@ class ServerState:
 
     store: FileStore
     uploads: UploadStore
+    vectors: VectorStoreDB
     max_bytes: int
     faults: FaultInjector
     stats: RequestStats

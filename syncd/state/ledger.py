@@ -1,4 +1,4 @@
-"""The ledger: the only SQL in syncd. Facts about each mirrored path, and intents.
+"""The ledger: syncd's SQL (with ``vector_ledger``). Facts about each mirrored path, intents.
 
 One SQLite file per mirrored folder (WAL, mode 0600, ``synchronous=FULL`` because an
 intent must be on disk before its request leaves). Tables:
@@ -17,6 +17,8 @@ intent must be on disk before its request leaves). Tables:
   API, with the parts the server confirmed, so that a restart sends only the rest.
 - ``meta``: the schema version and facts about the mirror: its folder's identity, and
   the remote it mirrors to (``syncd.sync.binding``; never the key).
+- ``vector_stores``/``vector_attachments``: the vector store the mirror keeps and each
+  attachment's state (``syncd.state.vector_ledger``, which owns their SQL).
 
 The schema is declared once in ``syncd.state.schema``, which creates and migrates it.
 
@@ -55,6 +57,7 @@ from syncd.log import redact_text
 from syncd.paths import check_state_dir
 from syncd.state.lock import FileLock, LockHeldError
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
+from syncd.state.vector_ledger import serving_versions
 
 BACKOFF_FIRST_SECONDS = 60.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -299,12 +302,15 @@ class Ledger:
         return int(self._query("SELECT count(*) AS n FROM files WHERE file_id IS NOT NULL")[0]["n"])
 
     def known_file_ids(self) -> set[str]:
-        """Every remote id the ledger refers to: tracked rows and unfinished deletes."""
+        """Every remote id the ledger refers to: tracked rows, unfinished deletes, and
+        files attached to a vector store (old versions kept until their successor is
+        indexed among them)."""
         ids = {r["file_id"] for r in self._query("SELECT file_id FROM files")}
         ids |= {
             r["file_id"]
             for r in self._query("SELECT file_id FROM intents WHERE state = ?", (IntentState.OPEN,))
         }
+        ids |= {r["file_id"] for r in self._query("SELECT file_id FROM vector_attachments")}
         ids.discard(None)
         return ids
 
@@ -435,6 +441,8 @@ class Ledger:
     ) -> list[Intent]:
         """In one transaction: close the intent, point the path's row at ``remote`` and
         open delete intents for the version(s) it replaces. Returns those delete intents.
+        A replaced version attached to a vector store gets none: it stays (its attachment
+        refers to it) until ``syncd.sync.vectors`` has the new one indexed.
 
         ``stale`` means the file changed while it was uploaded: the row records the new
         remote id but no hash, so the next plan sees "changed" and uploads again.
@@ -445,6 +453,9 @@ class Ledger:
             old_row = old.fetchone()
             candidates: list[str | None] = [intent.replaces, old_row[0] if old_row else None]
             old_ids = {c for c in candidates if c is not None and c != remote.id}
+            # An old version a vector store may still be serving stays until the new one
+            # is indexed; its attachment row refers to it (syncd.state.vector_ledger).
+            old_ids -= serving_versions(conn, old_ids)
             _finish_intent(conn, intent_id, IntentState.DONE, now, "uploaded", file_id=remote.id)
             conn.execute("DELETE FROM files WHERE path = ?", (intent.path,))
             conn.execute(

@@ -24,6 +24,9 @@
 - ``request_stop`` also ends the remote's waits (pacing, rate-limit pauses, backoffs:
   ``SupportsStop``), so a stop never waits out a long pacing delay; what was waiting is
   ``not_run``. The remote's pacing during the pass is recorded (``PacingRecorder``).
+- A mirror with a vector store (``mirror.vector``) advances it after the pass
+  (``syncd.sync.vectors``: attach, poll, retire old versions); every File the engine
+  deletes is detached from the store first (``DetachFirstRemote``).
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files. What the pass could not finish is reported in the result
   (``requeued``, ``unfinished``); the queue of paths to look at again is not the
@@ -68,6 +71,7 @@ from syncd.sync.result import (
 )
 from syncd.sync.steps import StepHook, no_step
 from syncd.sync.transfer import Transfers
+from syncd.sync.vectors import vector_sync_for
 
 AMBIGUOUS_ROUNDS = 3
 STOP_GRACE_SECONDS = 5.0  # after a stop request, how long actions in flight may finish
@@ -100,7 +104,20 @@ class SyncEngine:
         self.scanner = Scanner(
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
-        self.reconciler = Reconciler(ledger, remote, clock=clock)
+        self._stop = threading.Event()
+        self._last_pass_id: int | None = None
+        # The vector store the mirror keeps, if any; every File delete detaches it first.
+        self.vectors = vector_sync_for(
+            mirror.vector,
+            ledger,
+            remote,
+            clock=clock,
+            step=self.step,
+            concurrency=mirror.concurrency,
+            stop=self._stop,
+        )
+        deleting = self.vectors.deleting(remote) if self.vectors is not None else remote
+        self.reconciler = Reconciler(ledger, deleting, clock=clock)
         # Large files go through the Uploads API when the remote has it.
         self.multipart = multipart_uploader(
             remote,
@@ -111,7 +128,6 @@ class SyncEngine:
             clock=clock,
             step=self.step,
         )
-        self._stop = threading.Event()  # this pass: a fatal error stops new actions
         # A stop request (sticky): no new request from now on, in-flight ones get a grace.
         self.stop_grace = stop_grace
         self._interrupt = threading.Event()
@@ -122,7 +138,13 @@ class SyncEngine:
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
-            mirror, ledger, remote, self.multipart, failed=self._failed, clock=clock, step=self.step
+            mirror,
+            ledger,
+            deleting,
+            self.multipart,
+            failed=self._failed,
+            clock=clock,
+            step=self.step,
         )
 
     def request_stop(self) -> None:
@@ -141,6 +163,10 @@ class SyncEngine:
             self._interrupted.set_result(None)  # wakes the pool's wait
         if isinstance(self.remote, SupportsStop):
             self.remote.interrupt_waits()  # requests waiting to be sent give up
+
+    def wait_for_stop(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a stop request; True if one came."""
+        return self._interrupt.wait(timeout)
 
     @property
     def stopping(self) -> bool:
@@ -176,6 +202,7 @@ class SyncEngine:
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
         if pass_id is not None:
             self._pacing = PacingRecorder(self.remote, self.ledger, result.started_at)
+        self._last_pass_id = pass_id
         try:
             self._run(
                 result,
@@ -232,6 +259,7 @@ class SyncEngine:
             self._execute(the_plan, result, root_identity)
             if not self.stopping:
                 self._sweep_uploads(result)
+                self._advance_vectors(result, full=only_paths is None, retry_waiting=retry_waiting)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
         """Settle intents a crash or a lost answer left open (before planning)."""
@@ -458,6 +486,33 @@ class SyncEngine:
             )
         except FatalError as exc:
             result.stop_fatal(str(exc), exc.cause)
+
+    # -- the vector store -------------------------------------------------------------
+
+    def vector_pass(self, *, retry_waiting: bool = False) -> PassResult | None:
+        """One vector store step without a Files pass (polls, deadlines, retries, as
+        ``vectors.next_due()`` says); None when the mirror keeps no store."""
+        if self.vectors is None or self.stopping:
+            return None
+        self._stop.clear()
+        result = PassResult(started_at=self.clock())
+        self._advance_vectors(result, full=False, retry_waiting=retry_waiting)
+        result.finished_at = self.clock()
+        return result
+
+    def amend_last_pass(self, result: PassResult) -> None:
+        """Record ``result`` as how the last pass ended: ``syncd sync`` does, once it has
+        waited for the vector store's indexing (``syncd status`` then shows that)."""
+        if self._last_pass_id is not None:
+            self._record_pass(self._last_pass_id, result)
+
+    def _advance_vectors(self, result: PassResult, *, full: bool, retry_waiting: bool) -> None:
+        if self.vectors is None or result.fatal:
+            return
+        try:
+            result.vectors = self.vectors.run(full=full, retry_waiting=retry_waiting)
+        except FatalError as exc:
+            result.fatal = str(exc)
 
     def _finished(
         self, outcome: Outcome, result: PassResult, outcomes: list[Outcome] | None = None

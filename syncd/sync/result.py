@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from syncd.local.scan import ScanProblem, ScanResult
 from syncd.sync.plan import Action, ActionKind, Plan
 from syncd.sync.reconcile import ReconcileReport
+from syncd.sync.vector_report import VectorReport
 
 
 class OutcomeStatus(StrEnum):
@@ -104,6 +105,7 @@ class PassResult:
     reconciled: ReconcileReport | None = None
     # The remote's pacing in this pass, per route (``syncd.sync.pacing_log``).
     pacing: list[dict[str, Any]] = field(default_factory=list)
+    vectors: VectorReport | None = None  # the vector store's step, when the mirror keeps one
 
     def add(self, outcome: Outcome) -> None:
         """Count one finished action (called from the engine's collecting thread)."""
@@ -154,6 +156,8 @@ class PassResult:
         self.finished_at = later.finished_at
         if later.reconciled is not None:
             self.merge_reconcile(later.reconciled)
+        if later.vectors is not None:
+            self.vectors = later.vectors  # the later step sees the store as it is now
 
     def merge_reconcile(self, report: ReconcileReport) -> None:
         if self.reconciled is None:
@@ -180,6 +184,7 @@ class PassResult:
             or self.counts.get("abandoned")
             or self.requeued
             or (self.reconciled is not None and self.reconciled.errors)
+            or (self.vectors is not None and not self.vectors.exact)
         )
 
     @property
@@ -229,6 +234,8 @@ class PassResult:
         }
         if self.pacing:
             data["pacing"] = self.pacing
+        if self.vectors is not None:
+            data["vector_store"] = self.vectors.to_json()
         if self.reconciled is not None:
             r = self.reconciled
             data["reconciled"] = {
