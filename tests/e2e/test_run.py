@@ -63,8 +63,12 @@ def test_atomic_save_is_one_upload_of_the_final_name(server: ServerProcess, tmp_
         before = write_counts(server)
         temp = write(folder, "doc.txt.tmp", "new content, saved atomically")
         os.replace(temp, folder / "doc.txt")
+        # Between the new version's upload and the old one's delete both are listed
+        # (a replace uploads first): wait until only the new one is left.
         wait_for(
-            lambda: remote_contents(server) == {"doc.txt": b"new content, saved atomically"},
+            lambda: (
+                remote_listing_contents(server) == [("doc.txt", b"new content, saved atomically")]
+            ),
             what="the saved content",
         )
         after = write_counts(server)
@@ -201,3 +205,16 @@ def test_stop_mid_first_pass_leaves_the_rest_pending(
     assert status["mirrored"] == mirrored < 60
     assert status["pending"] == 60 - mirrored
     assert status["last_pass"]["result"] == "interrupted"
+
+
+def remote_listing_contents(server: ServerProcess) -> list[tuple[str, bytes | None]]:
+    """(filename, content) of every listed file, duplicates kept; None for a file
+    deleted between the listing and the read."""
+    found: list[tuple[str, bytes | None]] = []
+    for item in list_remote(server):
+        try:
+            content: bytes | None = server.stored_content(item["id"])
+        except FileNotFoundError:
+            content = None
+        found.append((item["filename"], content))
+    return sorted(found, key=lambda pair: (pair[0], pair[1] or b""))
