@@ -24,9 +24,10 @@ stderr, and a summary closes the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -36,7 +37,7 @@ from syncd.commands._display import TransferDisplay
 from syncd.commands._options import add_state_argument, add_try_all_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, LedgerLockedError, SyncdError
 from syncd.remote.protocol import FilesRemote
 from syncd.restore.destination import Destination
 from syncd.restore.names import printable
@@ -55,7 +56,7 @@ from syncd.restore.pull import (
     undownloadable,
 )
 from syncd.restore.undownloadable import pull_summary
-from syncd.state.ledger import Ledger
+from syncd.state.ledger import META_FOLDER, Ledger, lock_ledger
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--purpose only applies with --all")
     env = os.environ
     display = PullDisplay(sys.stderr, verb="pulling")
-    with Destination(args.dest) as dest:
+    with Destination(args.dest) as dest, contextlib.ExitStack() as stack:
         if args.all:
             remote_state = state_dir(args.state, env)
         else:
@@ -147,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             if note:
                 display.say(f"syncd: {note}")
             remote_state = ledger_file.parent
+            stack.enter_context(_hold_if_mirrored(ledger_file, args.dest))
         with open_remote(args, remote_state, pool_size=args.concurrency + 2) as remote:
             refused: list[PullResult] = []
             if args.all:
@@ -171,6 +173,37 @@ def run(args: argparse.Namespace) -> int:
     for result in refused:
         display.finished(result)
     return report(refused + results, problems, dest_path=args.dest)
+
+
+@contextlib.contextmanager
+def _hold_if_mirrored(ledger_file: Path, dest: Path) -> Iterator[None]:
+    """Pulling into the folder the ledger mirrors (or a folder inside it, or around it):
+    hold the ledger's lock for the whole pull, so that no ``syncd run`` or ``sync`` of
+    that folder runs meanwhile -- it would take the files not restored yet for files
+    deleted, and delete their only remote copies. Refused while one runs."""
+    with Ledger.open_readonly(ledger_file) as ledger:
+        folder = ledger.get_meta(META_FOLDER)
+    if folder is None or not _overlap(Path(folder), dest):
+        yield
+        return
+    try:
+        lock = lock_ledger(ledger_file)
+    except LedgerLockedError as exc:
+        raise SyncdError(
+            f"cannot pull into {dest} while {folder} is being mirrored: {exc}. A pull into "
+            "a folder syncd mirrors would make that mirror delete the remote copies of "
+            "what is not back yet; stop it first (systemctl stop syncd), pull, then start it"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _overlap(folder: Path, dest: Path) -> bool:
+    """Whether ``dest`` is ``folder``, inside it, or holds it."""
+    a, b = folder.resolve(), dest.resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 def _ledger_plan(ledger_file: Path, display: TransferDisplay) -> tuple[list[PullItem], int]:

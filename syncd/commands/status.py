@@ -28,7 +28,7 @@ from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
 from syncd.remote.protocol import PacingStatus
 from syncd.restore.names import printable
-from syncd.state.ledger import ErrorKind, Ledger, LedgerStatus
+from syncd.state.ledger import META_FOLDER, ErrorKind, Ledger, LedgerStatus
 from syncd.sync.binding import recorded_remote
 from syncd.sync.pacing_log import META_PACING
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     path = find_ledger(args)
     ledger = Ledger.open_readonly(path)
     try:
-        folder = ledger.get_meta("folder")
+        folder = ledger.get_meta(META_FOLDER)
         status = ledger.status()
         remote = recorded_remote(ledger)
         pacing = ledger.get_meta(META_PACING)

@@ -41,7 +41,7 @@ from syncd.errors import ConfigError, FolderUnavailableError, WrongEndpointError
 from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
 from syncd.remote.protocol import PacingStatus
-from syncd.state.ledger import Ledger
+from syncd.state.ledger import META_FOLDER, Ledger
 from syncd.sync.binding import SWITCH_OPTION, bind_remote
 from syncd.sync.engine import SyncEngine
 from syncd.sync.progress import make_reporter
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             uploads_per_minute=(mirror.max_uploads_per_minute,),
         ) as remote,
     ):
-        ledger.set_meta("folder", str(mirror.folder))
+        ledger.set_meta(META_FOLDER, str(mirror.folder))
         identity = remote_identity(args, ledger_file.parent)
         note = bind_remote(
             ledger, remote, identity, switch=args.switch_remote, record=not args.dry_run

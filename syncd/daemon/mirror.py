@@ -43,7 +43,7 @@ from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import ErrorKind, Ledger
+from syncd.state.ledger import META_FOLDER, ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
 from syncd.sync.progress import LogReporter, ProgressReporter
@@ -56,7 +56,6 @@ log = structlog.get_logger(__name__)
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0
 ERROR_RETRY_SECONDS = 60.0
-META_FOLDER = "folder"
 META_DEVICE = "folder_device"
 META_INODE = "folder_inode"
 

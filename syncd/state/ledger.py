@@ -60,6 +60,8 @@ from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
 from syncd.state.vector_ledger import serving_versions
 
 BACKOFF_FIRST_SECONDS = 60.0
+# meta: the mirrored folder's absolute path, as the last sync or run of it named it.
+META_FOLDER = "folder"
 BACKOFF_MAX_SECONDS = 3600.0
 
 
@@ -190,7 +192,7 @@ class Ledger:
         ``ConfigError`` for an unsafe state directory or a link where a file belongs."""
         check_state_dir(path.parent, writing=True)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = _lock(path)
+        lock = lock_ledger(path)
         try:
             _create_or_check(path)
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -707,7 +709,7 @@ def _intent(data: Any) -> Intent:
     return Intent(**values)
 
 
-def _lock(ledger: Path) -> FileLock:
+def lock_ledger(ledger: Path) -> FileLock:
     """The lock beside ``ledger``; LedgerLockedError naming the holder if it is taken."""
     try:
         return FileLock(ledger.with_name(ledger.name + ".lock"))

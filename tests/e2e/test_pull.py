@@ -305,3 +305,27 @@ def test_listing_is_not_needed_for_a_ledger_pull(
     counts = server.stats()["counts"]
     assert counts.get("list", 0) == 0
     assert counts.get("content", 0) == len(mirrored) == len(list_remote(server))
+
+
+def test_pull_into_a_folder_a_daemon_mirrors_is_refused(
+    server: ServerProcess, folder: Path, state: Path, mirrored: dict[str, bytes]
+) -> None:
+    """While `syncd run` mirrors the folder, a pull into it is refused (the daemon would
+    delete the remote copies of what is not back yet); once stopped, the pull works."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_run_support import DaemonProcess
+
+    (folder / "a.txt").unlink()
+    before = write_counts(server)
+    with DaemonProcess(server, folder, state, *DOWNLOADABLE, "--max-delete", "0").start_ready():
+        refused = pull(server, folder, "--folder", folder, "--state", state)
+        assert refused.returncode == 1
+        assert "being mirrored" in refused.stderr and "stop it first" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (folder / "a.txt").exists()
+    assert write_counts(server)["delete"] == before["delete"]  # the guard held the delete
+    done = pull(server, folder, "--folder", folder, "--state", state)
+    assert done.returncode == 0, done.stderr
+    assert local_files(folder) == mirrored
