@@ -50,6 +50,9 @@ def assert_bounded(result: Measured, server: OddServer, *, says: str, code: int 
     assert server.wrong_requests() == []
 
 
+BATCH_LINE = '{"custom_id": "%s", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     root = tmp_path / "data"
@@ -220,7 +223,7 @@ def test_pull_all_stops_a_download_at_the_listed_size(
     """A file listed as 5 bytes whose content never ends: the pull fails that file
     within 60 s, under 150 MiB, and DEST holds nothing (no part file either)."""
     server = odd_server("oversized-download")
-    server.add_file("a.txt", b"hello")
+    server.add_file("a.txt", b"hello", purpose="vision")  # a purpose the API downloads
     dest = tmp_path / "dest"
     result = syncd(server, "pull", "--all", dest, tmp_path=tmp_path)
     assert_bounded(result, server, says="INCOMPLETE")
@@ -229,16 +232,20 @@ def test_pull_all_stops_a_download_at_the_listed_size(
 
 
 def test_pull_from_a_ledger_stops_a_download_at_the_recorded_size(
-    odd_server: OddFactory, tmp_path: Path, folder: Path
+    odd_server: OddFactory, tmp_path: Path
 ) -> None:
     """The same for a ledger pull: each file fails at its recorded size, nothing is
     written, the disk does not fill."""
     server = odd_server("honest")
     state = tmp_path / "state"
-    assert syncd(server, "sync", folder, "--state", state, tmp_path=tmp_path).returncode == 0
+    batch = tmp_path / "batch"
+    for name in ("a.jsonl", "b.jsonl"):  # batch: a purpose the API downloads
+        write(batch, name, BATCH_LINE % name)
+    sync = syncd(server, "sync", batch, "--purpose", "batch", "--state", state, tmp_path=tmp_path)
+    assert sync.returncode == 0, sync.stderr
     server.mode = "oversized-download"
     dest = tmp_path / "dest"
-    result = syncd(server, "pull", dest, "--folder", folder, "--state", state, tmp_path=tmp_path)
+    result = syncd(server, "pull", dest, "--folder", batch, "--state", state, tmp_path=tmp_path)
     assert_bounded(result, server, says="2 failed")
     assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) == 0
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from serverproc import ServerProcess
 
-from syncd.errors import RetryableError, StoppedError
+from syncd.errors import StoppedError
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.pacing import PacingConfig
 from syncd.remote.settings import RemoteSettings
@@ -146,7 +146,6 @@ def test_a_stop_ends_a_long_pacing_wait_and_sends_nothing(
         worker.join(DEADLINE)
         assert not worker.is_alive()
         assert isinstance(outcome[0], StoppedError)
-        assert isinstance(outcome[0], RetryableError)
         assert len(creates(server)) == 1
         remote.resume_waits()
         assert remote.pacing_status()[0].waiting == 0
