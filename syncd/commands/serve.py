@@ -19,6 +19,7 @@ import structlog
 
 from syncd.api import MAX_FILE_BYTES
 from syncd.errors import ConfigError
+from syncd.server import clock
 from syncd.server.embedded import default_data_dir, serve_forever
 from syncd.server.faults import load_faults
 
@@ -59,6 +60,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help=f"fault injection for tests: JSON or @file (also ${FAULTS_ENV}); off by default",
     )
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="for tests: run the server's clock this many seconds ahead (negative: behind) "
+        "of this host's, for created_at, expiry and the Date header",
+    )
     parser.set_defaults(func=run)
 
 
@@ -71,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     faults = load_faults(args.faults if args.faults is not None else os.environ.get(FAULTS_ENV))
     data_dir: Path = (args.data or default_data_dir()).expanduser().resolve()
     log = structlog.get_logger(__name__)
+    clock.set_offset(args.clock_offset)
 
     def ready(base_url: str) -> None:
         print(f"syncd serve: listening on {base_url} (store: {data_dir})", flush=True)

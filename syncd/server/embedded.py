@@ -92,6 +92,7 @@ def build_server(
         log_level="warning",
         timeout_graceful_shutdown=5,
         server_header=False,
+        date_header=False,  # the Gate dates answers by the server's clock
     )
     return _NotifyingServer(config, on_ready)
 

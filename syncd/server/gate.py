@@ -13,6 +13,10 @@ checks the key, then applies the fault decision:
 
 ``/_syncd/*`` (statistics and fault control for tests) needs the same key as the API and
 is never recorded nor faulted.
+
+Every answer carries a ``Date`` header from the server's clock (``syncd.server.clock``,
+which ``--clock-offset`` shifts); uvicorn's own, cached once a second from the host's
+clock, is turned off.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from syncd.server import clock
 from syncd.server.envelope import ApiError
 from syncd.server.faults import NO_FAULT, FaultDecision, FaultInjector, retry_after_headers
 
@@ -157,6 +163,18 @@ async def _drain(receive: Receive) -> None:
             return
 
 
+def _dated(send: Send) -> Send:
+    """``send`` adding a ``Date`` header, from the server's clock, to the answer."""
+
+    async def dated_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            date = formatdate(clock.now(), usegmt=True).encode("latin-1")
+            message = {**message, "headers": [*message.get("headers", []), (b"date", date)]}
+        await send(message)
+
+    return dated_send
+
+
 async def _send_error(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
     await error.response()(scope, receive, send)
 
@@ -181,6 +199,7 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _dated(send)
         path: str = scope["path"]
         if path.startswith(ADMIN_PREFIX):
             refusal = check_key(scope, self.api_key)
