@@ -20,6 +20,16 @@ UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "e
 JSONL_PURPOSES = ("fine-tune", "batch", "evals")
 # Purposes the Uploads API (large files, in parts) accepts.
 UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
+# Purposes whose content ``GET /files/{id}/content`` serves: the real API answers 400 for
+# user_data, assistants, fine-tune and evals (observed, not in the spec; the project's
+# notes on the API). Nothing may try to download a file of another purpose.
+DOWNLOADABLE_PURPOSES = (
+    "batch",
+    "vision",
+    "batch_output",
+    "fine-tune-results",
+    "assistants_output",
+)
 
 # -- limits --------------------------------------------------------------------------------
 
