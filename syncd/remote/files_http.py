@@ -274,6 +274,15 @@ class HttpFilesRemote:
 
         self.transport.retry(f"delete {file_id}", attempt)
 
+    def date_samples(self) -> list[tuple[float, float, int]]:
+        """What the answers' ``Date`` headers said (``SupportsServerClock``)."""
+        return self.transport.date_samples()
+
+    def request_time_limit(self) -> float:
+        """How long a request may go without progress before it is given up (the
+        settings' read/write timeout; ``SupportsServerClock``)."""
+        return self.settings.timeout
+
     def uploads_api(self) -> UploadsApi:
         """The Uploads API over this remote's connections, gate and retry policy."""
         from syncd.remote.uploads_http import HttpUploadsApi  # it builds on this module

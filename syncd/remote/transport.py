@@ -31,12 +31,20 @@ the server provably did not carry it out (``send_creating``):
   came (read timeout, reset, protocol error), or the answer was a 5xx (the local server
   injects exactly that: file stored, then 502), or a 2xx whose body is not the File.
   The caller reconciles by listing the remote files.
+
+Every answer's ``Date`` header is kept with the local times the request left and the
+answer came (the last ``DATE_SAMPLES``; ``date_samples()``): what bounds the offset of
+the server's clock, which reconciliation needs to read ``created_at``.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -56,6 +64,7 @@ from syncd.remote.settings import RemoteSettings
 T = TypeVar("T")
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _KEY_LIKE = re.compile(r"\b(sk-|key-)\S+")
+DATE_SAMPLES = 32
 
 
 def _error_message(response: httpx.Response) -> tuple[str, str | None]:
@@ -105,6 +114,8 @@ class Transport:
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             follow_redirects=False,
         )
+        self._dates: deque[tuple[float, float, int]] = deque(maxlen=DATE_SAMPLES)
+        self._dates_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -117,6 +128,27 @@ class Transport:
         """A request for ``path`` (relative to the base URL); see ``httpx.build_request``."""
         return self._client.build_request(method, path, **kwargs)
 
+    def date_samples(self) -> list[tuple[float, float, int]]:
+        """The last answers' ``(sent, received, Date)``: local unix times and the
+        header's whole seconds (oldest first)."""
+        with self._dates_lock:
+            return list(self._dates)
+
+    def _exchange(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """``httpx.Client.send``, noting the answer's ``Date`` against the local clock."""
+        sent = time.time()
+        response = self._client.send(request, stream=stream)
+        received = time.time()
+        date = response.headers.get("date")
+        if date:
+            try:
+                stamp = int(parsedate_to_datetime(date).timestamp())
+            except (TypeError, ValueError, OverflowError):
+                return response  # a malformed Date says nothing
+            with self._dates_lock:
+                self._dates.append((sent, received, stamp))
+        return response
+
     def retry(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` under the retry policy (``operation`` names it in the log)."""
         result: T = self.policy.retrying(operation)(attempt)
@@ -126,7 +158,7 @@ class Transport:
         """Send once, after the gate; an answer >= 300 becomes the matching RemoteError."""
         self.gate.wait()
         try:
-            response = self._client.send(request, stream=stream)
+            response = self._exchange(request, stream=stream)
         except httpx.TransportError as exc:
             raise self.transport_error(exc, what, ambiguous=False) from exc
         if response.status_code >= 300:
@@ -143,7 +175,7 @@ class Transport:
         (module docstring). ``sent_all()`` says whether the body's last byte left."""
         self.gate.wait()
         try:
-            response = self._client.send(request)
+            response = self._exchange(request)
         except httpx.TransportError as exc:
             raise self.transport_error(exc, what, ambiguous=sent_all()) from exc
         if response.status_code >= 300:
