@@ -7,8 +7,11 @@
   after the new one is committed (the delete intent is part of that commit, so a crash
   cannot orphan it).
 - ``AmbiguousError`` (the answer was lost): once the transfers are done, all ambiguous
-  intents of the pass are reconciled with one listing per purpose; paths whose upload
-  provably stored nothing are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
+  intents of the pass are reconciled with one listing per purpose; paths for which no
+  copy could be adopted are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
+- While uploads are in flight a ``Heartbeat`` records signs of life in the ledger (the
+  end of a crashed upload's window); the server's clock offset (``ServerClock``) is
+  measured from answers and uploads and kept in the ledger after each pass.
 - A full pass's remote listing is also swept for late copies of uploads reconciled as
   not stored (``Reconciler.sweep_late_copies``), except in a dry run.
 - Deletes run last, and not when a guard refused, nor when the folder changed identity
@@ -38,10 +41,12 @@ from syncd.errors import (
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
-from syncd.remote.protocol import FilesRemote
+from syncd.remote.protocol import FilesRemote, SupportsServerClock
 from syncd.state.ledger import Ledger
+from syncd.sync.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from syncd.sync.holds import FailedContent, held_back
 from syncd.sync.multipart import multipart_uploader
+from syncd.sync.ownership import DEFAULT_TIME_LIMIT
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
 from syncd.sync.result import (
@@ -51,6 +56,7 @@ from syncd.sync.result import (
     PassResult,
     Reporter,
 )
+from syncd.sync.server_clock import ServerClock
 from syncd.sync.steps import StepHook, no_step
 from syncd.sync.transfer import Transfers
 
@@ -73,6 +79,7 @@ class SyncEngine:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         step_hook: StepHook | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.mirror = mirror
         self.ledger = ledger
@@ -83,7 +90,14 @@ class SyncEngine:
         self.scanner = Scanner(
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
-        self.reconciler = Reconciler(ledger, remote, clock=clock)
+        self.server_clock = ServerClock(ledger, remote, clock=clock)
+        self.reconciler = Reconciler(ledger, remote, clock=clock, offset=self.server_clock.offset)
+        self.heartbeat = Heartbeat(ledger, clock, heartbeat_seconds)
+        time_limit = (
+            remote.request_time_limit()
+            if isinstance(remote, SupportsServerClock)
+            else DEFAULT_TIME_LIMIT
+        )
         # Large files go through the Uploads API when the remote has it.
         self.multipart = multipart_uploader(
             remote,
@@ -98,7 +112,15 @@ class SyncEngine:
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
-            mirror, ledger, remote, self.multipart, failed=self._failed, clock=clock, step=self.step
+            mirror,
+            ledger,
+            remote,
+            self.multipart,
+            failed=self._failed,
+            server_clock=self.server_clock,
+            time_limit=time_limit,
+            clock=clock,
+            step=self.step,
         )
 
     def request_stop(self) -> None:
@@ -140,6 +162,7 @@ class SyncEngine:
             result.finished_at = self.clock()
             if pass_id is not None:
                 self._record_pass(pass_id, result)
+                self.server_clock.save()
         self.reporter.pass_finished(result)
         return result
 
@@ -222,7 +245,7 @@ class SyncEngine:
             return None
         if sweep:
             swept = self.reconciler.sweep_late_copies(listing.values())
-            if swept.duplicates_deleted or swept.errors:
+            if swept.duplicates_deleted or swept.errors or swept.kept:
                 result.merge_reconcile(swept)
             for file_id in swept.duplicates_deleted:
                 listing.pop(file_id, None)
@@ -247,19 +270,9 @@ class SyncEngine:
 
     def _execute(self, the_plan: Plan, result: PassResult, root_identity: Identity | None) -> None:
         transfers = the_plan.of_kind(ActionKind.UPLOAD, ActionKind.REPLACE)
-        for _ in range(AMBIGUOUS_ROUNDS):
-            outcomes = self._run_pool(transfers, self.transfers.transfer, result)
-            ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
-            if not ambiguous or result.fatal:
-                break
-            transfers = self._settle_ambiguous(ambiguous, result)
-            if not transfers:
-                break
-        else:
-            for action in transfers:  # lost answers every round: try again next pass
-                sent = self.transfers.sent(action.path)
-                reason = "the server's answer was lost repeatedly"
-                self._finished(self.transfers.fail(action, sent, reason), result)
+        if transfers:
+            with self.heartbeat:
+                self._transfer_rounds(transfers, result)
         for outcome in self.transfers.fix_ledger(
             the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET)
         ):
@@ -283,6 +296,22 @@ class SyncEngine:
             waiting = {a.path for a in held}
             deletes = [a for a in deletes if a.path not in waiting]
         self._run_pool(deletes, self.transfers.delete, result)
+
+    def _transfer_rounds(self, transfers: list[Action], result: PassResult) -> None:
+        """Uploads and replaces, then reconciling lost answers and uploading again what
+        no copy was adopted for, at most ``AMBIGUOUS_ROUNDS`` times."""
+        for _ in range(AMBIGUOUS_ROUNDS):
+            outcomes = self._run_pool(transfers, self.transfers.transfer, result)
+            ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
+            if not ambiguous or result.fatal:
+                return
+            transfers = self._settle_ambiguous(ambiguous, result)
+            if not transfers:
+                return
+        for action in transfers:  # lost answers every round: try again next pass
+            sent = self.transfers.sent(action.path)
+            reason = "the server's answer was lost repeatedly"
+            self._finished(self.transfers.fail(action, sent, reason), result)
 
     def _run_pool(
         self,
