@@ -17,7 +17,7 @@ from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
 from syncd.log import configure_logging
 
-COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
+COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls", "candidates")
 
 
 def _wanted_commands(argv: Sequence[str]) -> tuple[str, ...]:

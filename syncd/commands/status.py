@@ -1,8 +1,9 @@
 """``syncd status [FOLDER]``: what the ledger says about a mirror, without touching it.
 
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
-mirrored / pending / failed counts, bytes, the last pass, and each failed file with its
-reason. Without FOLDER, the state directory must hold exactly one ledger.
+mirrored / pending / failed counts, bytes, the last pass, each failed file with its
+reason, and how many remote files are kept as possibly syncd's (not deleted: see
+``syncd candidates``). Without FOLDER, the state directory must hold exactly one ledger.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def status_json(
         "queued": status.queued,
         "unfinished_actions": status.open_intents,
         "failed": status.failed,
+        "possibly_ours": status.unresolved,
         "last_pass": last_pass,
         "problems": [
             {
@@ -149,6 +151,12 @@ def print_status(data: dict[str, Any]) -> None:
         file=out,
     )
     print(f"failed:    {data['failed']}", file=out)
+    if data["possibly_ours"]:
+        print(
+            f"possibly ours: {data['possibly_ours']} remote files kept, not deleted "
+            "(syncd could not prove they are its own; `syncd candidates` lists them)",
+            file=out,
+        )
     last = data["last_pass"]
     if last is None:
         print("last pass: none yet", file=out)
