@@ -641,7 +641,10 @@ class Ledger:
         if not dismissed:
             sql += " WHERE state = ?"
             params = (CandidateState.UNRESOLVED,)
-        rows = self._query(sql + " ORDER BY path, created_at, file_id", params)
+        try:
+            rows = self._query(sql + " ORDER BY path, created_at, file_id", params)
+        except sqlite3.OperationalError:  # a ledger of version 3 or older, read-only
+            return []
         return [CandidateRow(**{name: r[name] for name in _CANDIDATE_FIELDS}) for r in rows]
 
     def dismiss_candidate(self, file_id: str) -> None:
@@ -833,8 +836,9 @@ def _row(data: Any) -> LedgerRow:
     return LedgerRow(**{name: data[name] for name in _ROW_FIELDS})
 
 
-def _intent(data: Any) -> Intent:
-    values = {name: data[name] for name in _INTENT_FIELDS}
+def _intent(data: dict[str, Any]) -> Intent:
+    # .get: a ledger of version 3 or older read without migrating lacks the newer columns
+    values: dict[str, Any] = {name: data.get(name) for name in _INTENT_FIELDS}
     values["kind"] = IntentKind(values["kind"])
     values["state"] = IntentState(values["state"])
     return Intent(**values)

@@ -331,6 +331,8 @@ def test_a_version_3_ledger_with_a_crashed_upload_migrates_and_gets_an_end(
         " VALUES ('upload', 'a.txt', 'open', 'a.txt', 5, 1000.0)"
     )
     conn.close()
+    with Ledger.open_readonly(path) as old:  # `syncd status` before the first new sync
+        assert old.status().unresolved == 0 and old.open_intents()[0].alive_at is None
     with Ledger.open(path) as led:
         assert led.schema_version() == SCHEMA_VERSION == 4
         [intent] = led.open_intents()
