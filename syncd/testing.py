@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from syncd.api import RemoteFile
-from syncd.errors import ConfigError, NotFoundError
+from syncd.errors import ConfigError, NotFoundError, RetryableError
 from syncd.sync.steps import STEPS, StepHook
 
 
@@ -101,8 +101,12 @@ class MemoryRemote:
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile:
         content = path.read_bytes()
+        if size is not None and len(content) != size:
+            raise RetryableError(f"upload of {filename}: the file changed while it was sent")
         file_id = self.add(filename, len(content), self.clock(), purpose, content)
         return self.files[file_id]
 

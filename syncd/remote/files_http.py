@@ -122,11 +122,15 @@ class HttpFilesRemote:
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile:
         """POST /files, streaming ``path``; ``filename`` is sent as given (UTF-8, raw).
 
-        Raises ``AmbiguousError`` when the file may be stored although no usable answer
-        came back (see the module docstring), ``OSError`` if ``path`` cannot be read.
+        ``size``: send exactly this many bytes (default: the file's size when opened); a
+        file of another size is cut short (``RetryableError``, nothing stored). Raises
+        ``AmbiguousError`` when the file may be stored although no usable answer came
+        back (see the module docstring), ``OSError`` if ``path`` cannot be read.
         """
         fields = {"purpose": purpose}
         if expires_after_seconds is not None:
@@ -135,7 +139,8 @@ class HttpFilesRemote:
 
         def attempt() -> RemoteFile:
             with open(path, "rb") as file:
-                reader = _SizedReader(file, os.fstat(file.fileno()).st_size)
+                length = size if size is not None else os.fstat(file.fileno()).st_size
+                reader = _SizedReader(file, length)
                 request = self.transport.build(
                     "POST", "files", data=fields, files={"file": (filename, cast(BinaryIO, reader))}
                 )

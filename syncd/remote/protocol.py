@@ -10,6 +10,11 @@ Contract for every implementation:
   raise ``OSError`` when the local file cannot be read: that is a local, per-file error.
 - ``upload`` streams the file from disk (memory does not grow with its size) and sends
   ``filename`` as given: the path relative to the mirrored folder with ``/`` separators.
+  Given ``size`` (the size the caller recorded for the content it means to send), it
+  sends exactly that many bytes: a file that has another size by the time it is read
+  is cut short before the body ends, so nothing is stored, and the upload raises
+  ``RetryableError`` -- what the server stores always has the size the caller wrote in
+  its intent.
   If the request may have reached the server but no answer came back it raises
   ``AmbiguousError`` instead of retrying, because the API has no idempotency key: a
   blind retry could store a second copy. The caller reconciles (list + match).
@@ -59,6 +64,8 @@ class FilesRemote(Protocol):
         filename: str,
         purpose: str,
         expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile: ...
 
     def list_files(

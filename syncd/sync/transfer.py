@@ -208,7 +208,9 @@ class Transfers:
                 action.path, full, action.path, purpose, action.expires_after, fp.size, fp.sha256
             )
             return self.multipart.upload(job)
-        return self.remote.upload(full, action.path, purpose, action.expires_after)
+        # Exactly the bytes the intent records: a file whose size moved since it was
+        # hashed is cut short (nothing stored), never stored under another size.
+        return self.remote.upload(full, action.path, purpose, action.expires_after, size=fp.size)
 
     # -- deletes -------------------------------------------------------------------------
 

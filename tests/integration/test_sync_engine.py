@@ -35,10 +35,18 @@ class HookedRemote:
         self.before: Hook | None = None
         self.after: Hook | None = None
 
-    def upload(self, path: Path, filename: str, purpose: str, expires: int | None = None):
+    def upload(
+        self,
+        path: Path,
+        filename: str,
+        purpose: str,
+        expires: int | None = None,
+        *,
+        size: int | None = None,
+    ):
         if self.before:
             self.before(filename)
-        result = self.inner.upload(path, filename, purpose, expires)
+        result = self.inner.upload(path, filename, purpose, expires, size=size)
         if self.after:
             self.after(filename)
         return result
@@ -147,6 +155,32 @@ def test_full_pass_sweeps_a_late_copy_but_a_dry_run_does_not(
     result = engine.run_pass()
     assert result.in_sync and result.reconciled.duplicates_deleted == [late]
     assert [f["id"] for f in list_remote(server)] == [mirrored]
+
+
+def test_a_file_resized_before_its_upload_whose_answer_is_lost_leaves_no_orphan(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """The file grows between its hash and the upload, and every answer is lost: the
+    upload sends only the size its intent records (the body is cut short, nothing is
+    stored under another size), so no remote copy escapes reconciliation."""
+    write(folder, "a.txt", "short")
+    remote = make_remote(server)
+    grown: list[str] = []
+
+    def grow(name: str) -> None:
+        if not grown:
+            grown.append(name)
+            write(folder, "a.txt", "much longer than before")
+
+    remote.before = grow
+    server.set_faults({"lost_answer_rate": 1.0, "routes": ["create"]})
+    engine = engine_for(folder, ledger, remote)
+    first = engine.run_pass()
+    assert first.requeued == {"a.txt"}, first.to_json()
+    assert engine.run_pass(only_paths={"a.txt"}, check_remote=False).in_sync
+    server.set_faults(None)
+    assert remote_files(server) == local_files(folder)
+    assert len(list_remote(server)) == 1 and ledger.candidates() == []
 
 
 def test_file_changing_after_upload_is_uploaded_again(

@@ -351,10 +351,18 @@ class FaultyRemote:
     # -- the FilesRemote interface ------------------------------------------------------
 
     def upload(
-        self, path: Path, filename: str, purpose: str, expires_after_seconds: int | None = None
+        self,
+        path: Path,
+        filename: str,
+        purpose: str,
+        expires_after_seconds: int | None = None,
+        *,
+        size: int | None = None,
     ) -> RemoteFile:
         world = self.world
         world.reach("upload.before")
+        if size is not None and path.stat().st_size != size:  # the body would be cut short
+            raise RetryableError(f"upload {filename}: the file changed while it was sent")
         kind = world.fault("upload", filename)
         if kind == "ambiguous":  # a 5xx after the body was sent; nothing was stored
             world.tick(safe=False)
