@@ -24,13 +24,16 @@ outcome is open (or that adopted nothing) has a window holding it, or that ledge
 it as a candidate. For purposes that download (``DOWNLOADABLE_PURPOSES``) every
 candidate's SHA-256 is checked first; one of no attempt's content is not syncd's.
 
-Then ``ownership.judge`` decides: the newest intent adopts the one provable copy (the
-ledger row and the delete intent of the version it replaces commit together, exactly
-as after a normal upload); a provable copy of an earlier attempt is deleted; every
-other candidate is kept and recorded in ``candidates`` (``syncd status`` counts them,
-``syncd ls`` marks them, ``syncd candidates --delete ID`` removes one when the user
-asks): ambiguity is never resolved by deleting. An intent nothing was adopted for is
-closed as not stored and the next plan uploads the path again.
+Then ``ownership.judge`` decides. The candidates are syncd's own copies when each can
+be a different attempt's (a request stores at most one file); then the newest intent
+adopts the newest whose content is surely its own (the ledger row and the delete
+intent of the version it replaces commit together, exactly as after a normal upload)
+and the others are deleted. Every other candidate -- more of them than the attempts
+could have made, one another ledger may have made, one after its sender's last sign
+of life -- is kept and recorded in ``candidates`` (``syncd status`` counts them, ``syncd
+ls`` marks them, ``syncd candidates --delete ID`` removes one when the user asks):
+ambiguity is never resolved by deleting. An intent nothing was adopted for is closed
+as not stored and the next plan uploads the path again.
 
 The copies' delete intents and the kept candidates are committed before the upload
 intents close, so that nothing stopping reconciliation half-way can leave a copy
