@@ -61,7 +61,7 @@ def main() -> None:
         with open(big, "wb") as out:
             for i in range(args.large_mib):
                 out.write(i.to_bytes(8, "big") + block[8:])
-        with ServerProcess(root / "store-large") as server:
+        with ServerProcess(root / "store-large", allow_all_downloads=True) as server:
             settings = RemoteSettings(base_url=server.base_url, api_key=server.client_key)
             with HttpFilesRemote(settings) as remote:
                 start = time.perf_counter()

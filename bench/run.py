@@ -15,6 +15,10 @@ Scenarios (targets from issue 7):
    ledger size on disk. The first mirror is built with 32 workers; its time is shown.
 4. Close-to-visible latency with debounce 0.3 s, p50/p99 over 200 files (bench/latency.py).
 5. CPU of the idle daemon over 60 s with 100,000 files watched (<= 0.5 %).
+6. A first mirror of 2,000 small files under `syncd serve --rate-limit 600/min` with
+   100 ms latency: paced (headers, --max-uploads-per-minute) within 5 % of the ideal
+   200 s with <= 1 % of uploads answered 429, and unpaced for comparison (issue 13;
+   alone: bench/pacing.py). Not in the default set: it takes ten minutes.
 
 Prints the table and writes it to bench/results/latest.md and latest.json, with a plot
 of scenario 1 in bench/results/scenario1.png (needs matplotlib; skipped with a message
@@ -35,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scenarios import idle_cpu, large_file, latency_close, no_change, small_files
+from scenarios import idle_cpu, large_file, latency_close, no_change, pacing, small_files
 from scenarios.common import ROOT, ScenarioResult, Workspace
 from scenarios.report import markdown_table, plot_scenario1, print_table
 
@@ -50,6 +54,7 @@ def sizes(args: argparse.Namespace) -> dict[str, object]:
         "tree": args.files or (10_000 if quick else 100_000),
         "latency_files": 30 if quick else 200,
         "idle_seconds": 15.0 if quick else 60.0,
+        "paced": 200 if quick else 2000,
     }
 
 
@@ -76,6 +81,11 @@ def main() -> int:
             (3, "no-change pass", lambda: no_change.run(ws, size["tree"])),
             (4, "close-to-visible latency", lambda: latency_close.run(ws, size["latency_files"])),
             (5, "idle daemon CPU", lambda: idle_cpu.run(ws, size["tree"], size["idle_seconds"])),
+            (
+                6,
+                "first mirror under a rate limit",
+                lambda: pacing.run(ws, size["paced_files"], args.quick),
+            ),
         ):
             if number not in chosen:
                 continue

@@ -96,7 +96,9 @@ def main() -> int:
     try:
         make_file(source, args.size_mib)
         size = args.size_mib * MIB
-        with ServerProcess(work / "store", max_bytes=size + MIB) as server:
+        with ServerProcess(
+            work / "store", max_bytes=size + MIB, allow_all_downloads=True
+        ) as server:
             rss_start = server.peak_rss_bytes()
             rows: list[tuple[str, float | None]] = [("curl -F upload", curl_upload(server, source))]
             elapsed, file_id = httpx_upload(server, source)

@@ -20,16 +20,20 @@ UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "e
 JSONL_PURPOSES = ("fine-tune", "batch", "evals")
 # Purposes the Uploads API (large files, in parts) accepts.
 UPLOADS_API_PURPOSES = ("assistants", "batch", "fine-tune", "vision")
-# Purposes whose content ``GET /files/{id}/content`` serves: the real API answers 400 for
-# user_data, assistants, fine-tune and evals (observed, not in the spec; the project's
-# notes on the API). Nothing may try to download a file of another purpose.
-DOWNLOADABLE_PURPOSES = (
-    "batch",
-    "vision",
-    "batch_output",
-    "fine-tune-results",
-    "assistants_output",
+# GET /files/{id}/content serves only these purposes (the platform's outputs included);
+# the real API answers 400 "Not allowed to download files of purpose: user_data" for the
+# others (user_data, assistants, fine-tune, evals). Observed, not in the spec: for those
+# the remote side is a mirror, not a backup, and nothing may depend on reading them back.
+DOWNLOADABLE_PURPOSES = frozenset(
+    {"batch", "vision", "batch_output", "fine-tune-results", "assistants_output"}
 )
+
+
+def may_download(purpose: str | None) -> bool:
+    """Whether asking for the content of a file of ``purpose`` can succeed; an unknown
+    purpose (None: an old record) may, so callers ask and handle a refusal."""
+    return purpose is None or purpose in DOWNLOADABLE_PURPOSES
+
 
 # -- limits --------------------------------------------------------------------------------
 
@@ -46,7 +50,85 @@ BATCH_DEFAULT_EXPIRY_SECONDS = 30 * 86400  # batch files expire after 30 days by
 LIST_PAGE_LIMIT = 10_000  # GET /files: the largest (and default) ``limit``
 
 
-@dataclass(frozen=True)
+# -- what an answer may hold -----------------------------------------------------------------
+
+# Every field of every answer is checked at the boundary (``RemoteFile.from_json``,
+# ``check_file_id``): a server syncd does not control must not crash it, make it send a
+# request to another URL, or hand it a number it cannot use.
+MAX_FILE_ID_CHARS = 256  # OpenAI's ids are ~30 characters; Azure's and others' similar
+# A project holds at most 2.5 TB, so no one file is larger.
+MAX_REMOTE_BYTES = 2_500 * 1000**3
+# The last second whose nanoseconds fit in 64 bits (in 2262): ``pull --all`` sets a
+# file's mtime from ``created_at``, and ``ls`` prints it as a date.
+MAX_TIMESTAMP = (2**63 - 1) // 1_000_000_000
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _kind(value: object) -> str:
+    """What a JSON value is, for a message (never the value: it may be huge or hostile)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction or exponent"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def check_file_id(value: object) -> str:
+    """``value`` if it can name a remote file in a URL, else ``ValueError`` saying why.
+
+    A usable id is a non-empty string of at most ``MAX_FILE_ID_CHARS`` characters that
+    is exactly one path segment: no ``/`` or ``\\`` (which some servers read as one),
+    not ``.`` or ``..`` (which URL normalisation turns into a parent:
+    ``DELETE /v1/files/..`` is ``DELETE /v1``), and only printable characters (no
+    control characters, NUL included, no bidi overrides that make text print as
+    something it is not, no lone surrogates, which cannot be sent). It is then sent
+    percent-encoded.
+    """
+    if type(value) is not str:
+        raise ValueError(f"the file id is {_kind(value)}, not a string")
+    if not value or len(value) > MAX_FILE_ID_CHARS:
+        raise ValueError(
+            "the file id is empty" if not value else "the file id is too long to be one"
+        )
+    if value in _DOT_SEGMENTS or "/" in value or "\\" in value or not value.isprintable():
+        shown = ascii(value[:64])
+        raise ValueError(f"the file id {shown} is not one safe path segment")
+    return value
+
+
+def _integer(data: dict[str, Any], name: str, file_id: str, high: int) -> int | None:
+    """The integer field ``name`` (None when missing or null); ``ValueError`` for any
+    other type (a boolean, a float, a string) or a value outside 0..high."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ValueError(f"file {file_id}: {name!r} is {_kind(value)}, not an integer")
+    if not 0 <= value <= high:
+        raise ValueError(f"file {file_id}: {name!r} is out of range (0..{high})")
+    return value
+
+
+def _string(data: dict[str, Any], name: str, file_id: str, default: str) -> str:
+    value = data.get(name)
+    if value is None:
+        return default
+    if type(value) is not str:
+        raise ValueError(f"file {file_id}: {name!r} is {_kind(value)}, not a string")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
 class RemoteFile:
     """One file as the Files API describes it (the ``OpenAIFile`` schema)."""
 
@@ -59,16 +141,49 @@ class RemoteFile:
     expires_at: int | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RemoteFile:
-        return cls(
-            id=str(data["id"]),
-            filename=str(data.get("filename", "")),
-            bytes=int(data.get("bytes") or 0),
-            created_at=int(data.get("created_at") or 0),
-            purpose=str(data.get("purpose", "")),
-            status=str(data.get("status") or "processed"),
-            expires_at=int(data["expires_at"]) if data.get("expires_at") is not None else None,
-        )
+    def from_json(cls, data: object) -> RemoteFile:
+        """The file an answer describes; ``ValueError`` naming the first bad field.
+
+        Strict and cheap (plain checks: it runs once per listed file): the id must pass
+        ``check_file_id``; ``bytes``, ``created_at`` and ``expires_at`` must be integers
+        (not booleans, floats or strings) in range; ``filename``, ``purpose`` and
+        ``status`` strings. Missing or null ``bytes``/``created_at`` count as 0,
+        ``status`` as ``processed``, ``filename``/``purpose`` as empty, as before.
+        """
+        if type(data) is not dict:
+            raise ValueError(f"a file entry is {_kind(data)}, not an object")
+        # The common case in plain comparisons; the helpers only run to say what is wrong
+        # (or to read a missing field): 100,000 entries must take well under a second.
+        get = data.get
+        file_id = get("id")
+        if (
+            type(file_id) is not str
+            or not 0 < len(file_id) <= MAX_FILE_ID_CHARS
+            or file_id in _DOT_SEGMENTS
+            or "/" in file_id
+            or "\\" in file_id
+            or not file_id.isprintable()
+        ):
+            file_id = check_file_id(file_id)
+        size = get("bytes")
+        if type(size) is not int or not 0 <= size <= MAX_REMOTE_BYTES:
+            size = _integer(data, "bytes", file_id, MAX_REMOTE_BYTES) or 0
+        created = get("created_at")
+        if type(created) is not int or not 0 <= created <= MAX_TIMESTAMP:
+            created = _integer(data, "created_at", file_id, MAX_TIMESTAMP) or 0
+        expires = get("expires_at")
+        if expires is not None and (type(expires) is not int or not 0 <= expires <= MAX_TIMESTAMP):
+            expires = _integer(data, "expires_at", file_id, MAX_TIMESTAMP)
+        filename = get("filename")
+        if type(filename) is not str:
+            filename = _string(data, "filename", file_id, "")
+        purpose = get("purpose")
+        if type(purpose) is not str:
+            purpose = _string(data, "purpose", file_id, "")
+        status = get("status")
+        if type(status) is not str or not status:
+            status = _string(data, "status", file_id, "processed") or "processed"
+        return cls(file_id, filename, size, created, purpose, status, expires)
 
 
 @dataclass(frozen=True)

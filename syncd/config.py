@@ -34,8 +34,18 @@ from typing import Any
 
 from syncd.api import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, MAX_PART_BYTES, UPLOAD_PURPOSES
 from syncd.errors import ConfigError
-from syncd.local.rules import DEFAULT_IGNORES, PathFilter, PurposeRule
+from syncd.local.rules import ALWAYS_IGNORED, DEFAULT_IGNORES, PathFilter, PurposeRule
 from syncd.local.validate import Limits
+from syncd.vector_config import (
+    RULE_VECTOR_KEYS,
+    VectorConfig,
+    check_attributes,
+    check_chunking,
+    check_indexing_deadline,
+    check_store_id,
+    check_store_name,
+    fold_vector_keys,
+)
 
 DEFAULT_PURPOSE = "user_data"
 DEFAULT_CONCURRENCY = 8
@@ -50,6 +60,9 @@ MIN_RESCAN_INTERVAL_SECONDS = 0.1
 # purpose allows it goes through the Uploads API, in parts of ``part_size`` bytes.
 DEFAULT_MULTIPART_THRESHOLD = 256 * 1000 * 1000
 DEFAULT_PART_SIZE = MAX_PART_BYTES
+# Pacing POST /files (syncd.remote.pacing): None means the server's default (1,000/min
+# for api.openai.com, none elsewhere), 0 turns pacing off.
+MAX_UPLOADS_PER_MINUTE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -74,10 +87,16 @@ class MirrorConfig:
     ignore: tuple[str, ...] | None = None
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
     part_size: int = DEFAULT_PART_SIZE
+    # Mirrors sharing a remote share its budget: the smallest value wins (pacing_for).
+    max_uploads_per_minute: int | None = None
+    # The vector store kept exact beside the Files (None: none); syncd.vector_config.
+    vector: VectorConfig | None = None
 
     @property
     def ignore_globs(self) -> tuple[str, ...]:
-        return DEFAULT_IGNORES if self.ignore is None else self.ignore
+        """The configured ignore globs (default: editor temp files), plus syncd's own
+        temporary files, which are never mirrored."""
+        return (DEFAULT_IGNORES if self.ignore is None else self.ignore) + ALWAYS_IGNORED
 
     @property
     def path_filter(self) -> PathFilter:
@@ -160,6 +179,15 @@ def check_part_size(value: Any, where: str) -> int:
     return int(value)
 
 
+def check_max_uploads_per_minute(value: Any, where: str) -> int:
+    if not _is_int(value) or not 0 <= value <= MAX_UPLOADS_PER_MINUTE:
+        raise ConfigError(
+            f"{where}: max_uploads_per_minute must be a whole number from 0 (no pacing) to "
+            f"{MAX_UPLOADS_PER_MINUTE}, not {value!r}"
+        )
+    return int(value)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
@@ -192,7 +220,7 @@ def _string(value: Any, where: str) -> str:
 def _rule(data: Any, where: str) -> PurposeRule:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table with glob and purpose")
-    _refuse_unknown(data, {"glob", "purpose", "expires_after"}, where)
+    _refuse_unknown(data, {"glob", "purpose", "expires_after", *RULE_VECTOR_KEYS}, where)
     for key in ("glob", "purpose"):
         if key not in data:
             raise ConfigError(f"{where}: key {key!r} is missing")
@@ -228,6 +256,13 @@ MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "ignore": ("ignore", _globs),
     "multipart_threshold": ("multipart_threshold", check_multipart_threshold),
     "part_size": ("part_size", check_part_size),
+    "max_uploads_per_minute": ("max_uploads_per_minute", check_max_uploads_per_minute),
+    # Folded into MirrorConfig.vector by syncd.vector_config.fold_vector_keys.
+    "vector_store": ("vector_store", check_store_name),
+    "vector_store_id": ("vector_store_id", check_store_id),
+    "attributes": ("attributes", check_attributes),
+    "chunking": ("chunking", check_chunking),
+    "indexing_deadline": ("indexing_deadline", check_indexing_deadline),
 }
 
 
@@ -253,6 +288,7 @@ def _mirror(
     for key, raw in data.items():
         name, check = MIRROR_KEYS[key]
         values[name] = check(raw, f"{where}: {key}")
+    values = fold_vector_keys(values, data.get("rules"), values.get("rules", ()), where)
     values["folder"] = (base / Path(values["folder"]).expanduser()).absolute()
     if "state_path" in values:
         values["state_path"] = (base / Path(values["state_path"]).expanduser()).absolute()

@@ -18,19 +18,34 @@
     └── RemoteError                 a Files API call failed; .status, .message, .retry_after
         ├── RetryableError          RETRYABLE: connect/read errors, timeouts, 408, 409,
         │   │                       429, 5xx; certainly not carried out, try again
-        │   └── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        │   ├── RateLimitedError    429; .retry_after pauses *every* worker (RetryGate)
+        │   └── ProtocolError       the answer is not what the API promises (malformed,
+        │                           too big, too slow, pages without end): retried like a
+        │                           5xx; a bad listing is no listing, so never a delete
+        ├── StoppedError            STOPPED: a stop (Ctrl-C, SIGTERM) ended a wait for the
+        │                           request budget, a pause or a backoff: nothing was sent
         ├── AmbiguousError          AMBIGUOUS: the request may have taken effect but the
         │                           answer was lost (upload sent, then timeout/reset/5xx);
         │                           never retried blindly: reconcile first
         ├── PermanentError          PERMANENT: this request will not succeed as it is
         │   │                       (other 4xx); per file, not retried until it changes
         │   ├── NotFoundError       NOT_FOUND: 404; deleting a missing file is success
+        │   │   └── VectorStoreGoneError   the vector store itself does not exist
         │   └── UploadGoneError     an Uploads API upload is no longer pending: start anew
-        └── FatalError              FATAL: 401/403, the key is wrong or lacks rights: stop
-                                    uploading and say so
+        └── FatalError              FATAL: nothing more in this pass can work: stop it,
+            │                       record nothing per file, say so once. Itself: 401/403,
+            │                       the key is wrong or lacks rights (.cause "key")
+            ├── WrongEndpointError  the base URL leads to no Files API: GET or POST /files
+            │                       answered 404, or the listing failed for good (.cause
+            │                       "endpoint"; `sync` exits 2)
+            └── UnreachableError    a full pass cannot list the remote files even after
+                                    retrying: the server is down (.cause "unreachable")
 
 The verdict of a status is decided here, once (``classify_status``), before anything
-retries; tenacity only ever retries errors whose verdict is ``RETRYABLE``.
+retries; tenacity only ever retries errors whose verdict is ``RETRYABLE``. A
+``FatalError``'s ``cause`` says what a daemon waits for before it tries again: a new key
+(``"key"``), or a remote that answers (``"endpoint"``, ``"unreachable"``: retried with
+a backoff).
 """
 
 from __future__ import annotations
@@ -90,6 +105,7 @@ class ContentMismatchError(RestoreError):
 class Verdict(Enum):
     RETRYABLE = "retryable"
     AMBIGUOUS = "ambiguous"
+    STOPPED = "stopped"
     PERMANENT = "permanent"
     NOT_FOUND = "not_found"
     FATAL = "fatal"
@@ -128,6 +144,23 @@ class RateLimitedError(RetryableError):
     pass
 
 
+class ProtocolError(RetryableError):
+    """The server answered, but not with what the API promises: a body that is not the
+    expected JSON, a field of the wrong type, an unsafe id, an answer over its size cap or
+    past its deadline, a listing that pages without end. Retried like a 5xx; a listing
+    that fails so is no listing at all (never a partial one), so nothing is deleted or
+    taken for gone because of it. For a request that creates a File, a 2xx answer that
+    is not a valid File is ``AmbiguousError`` instead (it may have been stored)."""
+
+
+class StoppedError(RemoteError):
+    """The caller asked to stop while this request waited to be sent (its pacing slot,
+    a rate-limit pause, a retry's backoff): nothing was sent. Never retried; the action
+    is simply not run."""
+
+    verdict = Verdict.STOPPED
+
+
 class AmbiguousError(RemoteError):
     """The request may have been carried out although no answer arrived."""
 
@@ -142,12 +175,31 @@ class NotFoundError(PermanentError):
     verdict = Verdict.NOT_FOUND
 
 
+class VectorStoreGoneError(NotFoundError):
+    """The vector store does not exist (a wrong id, or it was deleted)."""
+
+
 class UploadGoneError(PermanentError):
     """The upload is no longer pending on the server (expired, cancelled, unknown)."""
 
 
 class FatalError(RemoteError):
+    """The pass cannot go on (401/403 here: the key is refused)."""
+
     verdict = Verdict.FATAL
+    cause = "key"
+
+
+class WrongEndpointError(FatalError):
+    """The base URL does not lead to a Files API (404 from the collection endpoint)."""
+
+    cause = "endpoint"
+
+
+class UnreachableError(FatalError):
+    """The remote could not be listed even after retrying (down, or failing with 5xx)."""
+
+    cause = "unreachable"
 
 
 def classify_status(status: int) -> Verdict:

@@ -12,14 +12,21 @@ A ledger is named from the folder's absolute path (``<basename>-<sha256[:12]>.db
 two folders with the same name never share one, and it may never live inside the folder
 it mirrors (it would mirror itself and vanish with the folder).
 
-This module only computes paths; it reads the environment through the mapping it is
-given so that callers (config, tests) decide what the environment is.
+This module computes paths; it reads the environment through the mapping it is given
+so that callers (config, tests) decide what the environment is. One check looks at the
+disk: ``check_state_dir``. Whoever can write the state directory can plant a link where
+the ledger or its lock goes, so syncd refuses a state directory that group or others
+may write (``g+w``/``o+w``; the 0755 of a ``mkdir`` under umask 022 is fine), and, to
+write a ledger, one that is not its own. The directory itself may be reached through a
+link (systemd's ``DynamicUser=`` makes ``/var/lib/syncd`` one); the ledger and the lock
+inside it are never opened through one (``syncd.state.ledger``, ``syncd.state.lock``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -78,3 +85,37 @@ def find_ledgers(state: Path | None, env: Mapping[str, str]) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.name.endswith(LEDGER_SUFFIX))
+
+
+def check_state_dir(directory: Path, *, writing: bool) -> None:
+    """Refuse a state directory that others could plant links in (module docstring):
+    ``ConfigError`` naming it and saying how to fix it. ``writing``: a ledger will be
+    written, so the directory must also be this user's. A missing directory passes
+    (whoever creates it makes it 0700)."""
+    try:
+        st = directory.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(
+            f"state directory {directory}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"state directory {directory} is not a directory")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = (
+            "its group and others"
+            if mode & stat.S_IWGRP and mode & stat.S_IWOTH
+            else ("its group" if mode & stat.S_IWGRP else "others")
+        )
+        raise ConfigError(
+            f"state directory {directory} is writable by {who} (mode {mode:04o}), who could "
+            f"plant links where the ledger goes; run `chmod 700 {directory}` or choose "
+            "another with --state"
+        )
+    if writing and st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"state directory {directory} belongs to uid {st.st_uid}, not to this user "
+            f"(uid {os.geteuid()}); use a state directory of your own (--state)"
+        )

@@ -20,8 +20,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from syncd.api import RemoteFile
-from syncd.errors import ConfigError, NotFoundError, RetryableError
+from syncd.api import DOWNLOADABLE_PURPOSES, RemoteFile
+from syncd.errors import ConfigError, NotFoundError, PermanentError, RetryableError
 from syncd.sync.steps import STEPS, StepHook
 
 
@@ -69,11 +69,16 @@ class MemoryRemote:
     """An in-memory ``FilesRemote``: every upload is stored, listings are newest first.
 
     ``created_at`` comes from ``clock`` (unix seconds). ``deleted`` records every delete
-    call in order. ``add`` puts a file there as another client would.
+    call in order. ``add`` puts a file there as another client would. Like the real API,
+    ``download`` refuses files whose purpose is not in ``DOWNLOADABLE_PURPOSES`` (400),
+    unless ``allow_all_downloads``.
     """
 
-    def __init__(self, clock: FakeClock | None = None) -> None:
+    def __init__(
+        self, clock: FakeClock | None = None, *, allow_all_downloads: bool = False
+    ) -> None:
         self.clock = clock or FakeClock(1_700_000_000.0)
+        self.allow_all_downloads = allow_all_downloads
         self.files: dict[str, RemoteFile] = {}
         self.contents: dict[str, bytes] = {}
         self.deleted: list[str] = []
@@ -122,7 +127,12 @@ class MemoryRemote:
             return self.files[file_id]
 
     def download(self, file_id: str, out: BinaryIO, expected_bytes: int | None = None) -> int:
-        self.retrieve(file_id)
+        purpose = self.retrieve(file_id).purpose
+        if not self.allow_all_downloads and purpose not in DOWNLOADABLE_PURPOSES:
+            raise PermanentError(
+                f"download {file_id}: Not allowed to download files of purpose: {purpose}",
+                status=400,
+            )
         return out.write(self.contents[file_id])
 
     def delete(self, file_id: str) -> None:

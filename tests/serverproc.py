@@ -8,6 +8,12 @@
 The server is started as ``python -m syncd serve --port 0`` and its URL read from the
 ready line it prints. The key and faults go through the environment, never argv. Its
 log (stderr) goes to ``log_path``; a failed start raises with the log's tail.
+
+The server is as strict as the real API: most purposes cannot be downloaded. Test
+oracles read what the server stored with ``stored_content(file_id)`` (straight from the
+store's ``blobs/``), never over the API; ``allow_all_downloads=True`` starts it with
+``--allow-all-downloads`` for tests that need real downloads. ``preexec_fn`` runs in the
+child before exec (e.g. to set a resource limit).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -67,11 +73,15 @@ class ServerProcess:
         host: str = "127.0.0.1",
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
+        allow_all_downloads: bool = False,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
         self.faults = faults
         self.max_bytes = max_bytes
+        self.allow_all_downloads = allow_all_downloads
+        self.preexec_fn = preexec_fn
         self.host = host
         self.port = port
         self.log_path = log_path or self.data_dir.with_name(self.data_dir.name + ".serve.log")
@@ -101,12 +111,15 @@ class ServerProcess:
         argv += ["--host", self.host, "--port", str(self.port), "--data", str(self.data_dir)]
         if self.max_bytes is not None:
             argv += ["--max-bytes", str(self.max_bytes)]
+        if self.allow_all_downloads:
+            argv.append("--allow-all-downloads")
         return argv + self.extra_args
 
     def start(self) -> ServerProcess:
         """Start the process and wait (with a deadline) for its ready line."""
         assert self.proc is None, "already started"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)  # the server makes its store
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         extra: dict[str, str] = {}
         if self.api_key is not None:
             extra["SYNCD_SERVE_API_KEY"] = self.api_key
@@ -119,6 +132,7 @@ class ServerProcess:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=clean_env(extra),
+                preexec_fn=self.preexec_fn,
             )
         try:
             self.base_url = self._wait_ready()
@@ -253,3 +267,14 @@ class ServerProcess:
         with contextlib.suppress(FileNotFoundError):
             return sorted((self.data_dir / "blobs").iterdir())
         return []
+
+    def stored_content(self, file_id: str) -> bytes:
+        """What the server stored for ``file_id``, read from its store, not over the API
+        (which refuses most purposes); FileNotFoundError if it holds no such file."""
+        if not file_id or "/" in file_id or file_id.startswith("."):
+            raise FileNotFoundError(file_id)
+        return (self.data_dir / "blobs" / file_id).read_bytes()
+
+    def open_fds(self) -> int:
+        """How many file descriptors the server process holds now."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))

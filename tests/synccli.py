@@ -1,5 +1,6 @@
 """Helpers for end-to-end tests of `syncd sync` / `syncd status`: run the real command
-against a `syncd serve` process and look at the remote side over plain HTTP.
+against a `syncd serve` process and look at the remote side (listed over plain HTTP,
+contents read from the server's store).
 
     result = run_syncd(server, "sync", folder, "--state", state)
     assert result.returncode == 0
@@ -10,8 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +72,69 @@ def run_syncd(
     )
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A finished command, with how long it ran and its peak memory (max RSS)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    max_rss_mib: float
+
+
+def run_measured(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = COMMAND_TIMEOUT,
+    obey_file_modes: bool = False,
+) -> Measured:
+    """Run ``python -m syncd ARGS`` (nothing added: pass ``--base-url`` and the key
+    yourself) and measure it: wall time, and the child's own max RSS from ``wait4``.
+    Killed, and the test failed, if it outlives ``timeout``."""
+    argv = [sys.executable, "-m", "syncd", *map(str, args)]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            env=clean_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=REPO_ROOT,
+            preexec_fn=_drop_file_permission_override if obey_file_modes else None,
+        )
+        while True:  # poll with a deadline; wait4 gives this child's own rusage
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - started > timeout:
+                os.kill(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                raise AssertionError(f"syncd {' '.join(map(str, args))} ran over {timeout} s")
+            time.sleep(0.02)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            proc.returncode,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+            seconds,
+            usage.ru_maxrss / 1024,  # KiB on Linux
+        )
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak memory (VmHWM) of a running process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
 def sync_json(server: ServerProcess, folder: Path, state: Path, *args: str) -> dict[str, Any]:
     """Run `syncd sync --json` and return its summary (whatever the exit code)."""
     result = run_syncd(server, "sync", folder, "--state", state, "--json", *args)
@@ -86,15 +155,16 @@ def list_remote(server: ServerProcess) -> list[dict[str, Any]]:
 
 
 def remote_files(server: ServerProcess) -> dict[str, bytes]:
-    """filename -> content for every remote file; fails on duplicate filenames."""
+    """filename -> content for every remote file; fails on duplicate filenames.
+
+    The listing comes over HTTP, the contents from the server's store: the real API
+    refuses to download most purposes, so no oracle may depend on downloads.
+    """
     out: dict[str, bytes] = {}
-    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        for item in list_remote(server):
-            name = item["filename"]
-            assert name not in out, f"duplicate remote file {name!r}"
-            response = h.get(f"files/{item['id']}/content")
-            response.raise_for_status()
-            out[name] = response.content
+    for item in list_remote(server):
+        name = item["filename"]
+        assert name not in out, f"duplicate remote file {name!r}"
+        out[name] = server.stored_content(item["id"])
     return out
 
 
@@ -107,12 +177,12 @@ def local_files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def upload_directly(server: ServerProcess, filename: str, content: bytes) -> str:
+def upload_directly(
+    server: ServerProcess, filename: str, content: bytes, purpose: str = "user_data"
+) -> str:
     """Put a file on the server without syncd (a 'foreign' file); returns its id."""
     with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        response = h.post(
-            "files", data={"purpose": "user_data"}, files={"file": (filename, content)}
-        )
+        response = h.post("files", data={"purpose": purpose}, files={"file": (filename, content)})
         response.raise_for_status()
         file_id: str = response.json()["id"]
         return file_id

@@ -31,6 +31,18 @@ def checked_option(
     return parse
 
 
+def add_try_all_argument(parser: argparse.ArgumentParser) -> None:
+    """``--try-all-purposes`` (pull, verify): ask for the content of every file, whatever
+    its purpose, instead of deciding from the purpose list which ones the API serves."""
+    parser.add_argument(
+        "--try-all-purposes",
+        action="store_true",
+        help="ask for every file's content, even of purposes the API does not let anyone "
+        "download (for a server that serves them, e.g. `syncd serve --allow-all-downloads`; "
+        "with --local the embedded server serves them); a refusal is still counted",
+    )
+
+
 def add_state_argument(parser: argparse.ArgumentParser) -> None:
     """``--state PATH``: where the ledger lives (every command that reads or writes one)."""
     parser.add_argument(

@@ -7,9 +7,16 @@ that may be syncd's but could not be proven so ("possibly ours, not deleted": se
 ``syncd candidates``), and blank for a file syncd did not make for this ledger (it never
 touches those). The ledger is the one of ``--folder``, the one ``--state`` names, or
 every ledger of this host (the state directory's and those registered in it).
-Filenames are shown with control characters escaped. ``--json`` prints a list of
-objects with the same fields (``owned``: true, ``"pending-delete"``,
-``"possibly-ours"`` or false).
+Everything the server sent (ids, purposes, filenames) and every local path is shown
+with control characters escaped (``printable``), so a name cannot move the cursor or
+recolour the terminal. ``--json`` prints a list of objects with the same fields
+(``owned``: true, ``"pending-delete"``, ``"possibly-ours"`` or false), escaped as JSON
+escapes.
+
+``--vector-store [ID]`` lists a vector store's files instead (the ledger's store, or ID):
+file id, status, usage, ``*`` for a file this ledger attached (by its owner tag) with
+the path it mirrors, ``+`` for one another syncd ledger attached, blank for files
+someone else attached -- which syncd never detaches or updates.
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ from typing import Any
 from syncd.api import UPLOAD_PURPOSES, RemoteFile
 from syncd.commands._options import add_state_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
-from syncd.errors import ConfigError, SyncdError
+from syncd.commands._vector_views import StoreEntry, classify, entry_json, entry_line
+from syncd.errors import ConfigError, NotFoundError, SyncdError
 from syncd.paths import LEDGER_SUFFIX, find_ledgers, ledger_path
+from syncd.remote.vector_stores import SupportsVectorStores
 from syncd.restore.names import printable
 from syncd.restore.pull import state_dir
 from syncd.state.ledger import IntentKind, Ledger
 from syncd.state.registry import LedgerRegistry
+from syncd.state.vector_ledger import VectorLedger
 
 
 class Held(StrEnum):
@@ -84,6 +94,12 @@ def owners(ledger_files: list[Path]) -> dict[str, Owner]:
             for intent in ledger.open_intents():
                 if intent.kind is IntentKind.DELETE and intent.file_id:
                     found[intent.file_id] = Owner(ledger_file, intent.path, Held.PENDING_DELETE)
+            for attached in VectorLedger(ledger).attachments().values():
+                # An old version a vector store still serves: deleted once its successor
+                # is indexed (a current copy's row, below, wins).
+                found.setdefault(
+                    attached.file_id, Owner(ledger_file, attached.path, Held.PENDING_DELETE)
+                )
             for path, row in ledger.rows().items():
                 if row.file_id:
                     found[row.file_id] = Owner(ledger_file, path, Held.CURRENT)
@@ -121,6 +137,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--folder", type=Path, metavar="FOLDER", help="mark the files of this folder's ledger"
     )
+    parser.add_argument(
+        "--vector-store",
+        nargs="?",
+        const="",
+        metavar="ID",
+        help="list the files of a vector store instead (the ledger's store, or ID): "
+        "* attached by this ledger, + by another syncd ledger, blank by someone else",
+    )
     add_state_argument(parser)
     add_remote_arguments(parser)
     parser.set_defaults(func=run)
@@ -129,6 +153,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     env = os.environ
     ledger_files = choose_ledgers(args, env)
+    if args.vector_store is not None:
+        return run_vector_store(args, ledger_files, env)
     owned = owners(ledger_files)
     remote_state = ledger_files[0].parent if len(ledger_files) == 1 else state_dir(args.state, env)
     with open_remote(args, remote_state) as remote:
@@ -171,11 +197,60 @@ def _line(remote_file: RemoteFile, owner: Owner | None, several: bool) -> str:
     mark = " " if owner is None else MARKS[owner.held]
     where = ""
     if owner is not None:
-        prefix = f"{owner.ledger.stem}:" if several else ""
+        prefix = f"{printable(owner.ledger.stem)}:" if several else ""
         where = f"  -> {prefix}{printable(owner.path)}"
         if owner.held is Held.POSSIBLY_OURS:
             where += " (possibly ours, not deleted)"
     return (
-        f"{remote_file.id:30} {remote_file.bytes:>12} {_created(remote_file)} "
-        f"{remote_file.purpose:10} {mark} {printable(remote_file.filename)}{where}"
+        f"{printable(remote_file.id):30} {remote_file.bytes:>12} {_created(remote_file)} "
+        f"{printable(remote_file.purpose):10} {mark} {printable(remote_file.filename)}{where}"
     )
+
+
+def run_vector_store(
+    args: argparse.Namespace, ledger_files: list[Path], env: Mapping[str, str]
+) -> int:
+    """``syncd ls --vector-store [ID]``: a store's files and who attached each."""
+    owners: dict[str, Path] = {}
+    stores: set[str] = set()
+    for ledger_file in ledger_files:
+        with Ledger.open_readonly(ledger_file) as ledger:
+            vl = VectorLedger(ledger)
+            tag = vl.known_owner()
+            if tag:
+                owners[tag] = ledger_file
+            stores |= {row.store_id for row in vl.stores() if row.store_id}
+    if args.vector_store:
+        stores = {args.vector_store}
+    if not stores:
+        raise ConfigError("no vector store recorded in the ledger; name one: --vector-store ID")
+    remote_state = ledger_files[0].parent if len(ledger_files) == 1 else state_dir(args.state, env)
+    with open_remote(args, remote_state) as remote:
+        if not isinstance(remote, SupportsVectorStores):
+            raise ConfigError("this remote does not offer the Vector Stores API")
+        api = remote.vector_stores()
+        listings: dict[str, list[StoreEntry]] = {}
+        for store_id in sorted(stores):
+            try:
+                listings[store_id] = classify(list(api.list_files(store_id)), owners)
+            except NotFoundError:
+                raise SyncdError(f"vector store {store_id} does not exist") from None
+    if args.json:
+        print(
+            json.dumps(
+                {s: [entry_json(e) for e in entries] for s, entries in listings.items()},
+                ensure_ascii=False,
+            )
+        )
+    for store_id, entries in listings.items():
+        if not args.json:
+            for entry in entries:
+                print(entry_line(entry))
+        mine = sum(1 for e in entries if e.owner == "this")
+        print(
+            f"syncd: {store_id}: {len(entries)} files, {mine} attached by "
+            f"{'this ledger' if len(ledger_files) == 1 else 'these ledgers'}, "
+            f"{len(entries) - mine} by others (syncd leaves those alone)",
+            file=sys.stderr,
+        )
+    return 0

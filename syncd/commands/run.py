@@ -2,10 +2,12 @@
 
 ``syncd run FOLDER [options of sync] [--debounce S] [--rescan-interval S]`` mirrors one
 folder; ``syncd run --config FILE`` mirrors every ``[[mirror]]`` of the file (options
-apply to each). A folder the ledger has never seen is created (so the README's
-``syncd run --local ./data`` works on a fresh clone); a missing folder that *was*
-mirrored means an unmounted disk, and that mirror waits for it. Configuration mistakes
-exit 2 with one line before anything starts. Behaviour: ``syncd.daemon.loop``.
+apply to each). A missing folder nothing was mirrored from is created with
+``--create-folder`` (the README's ``syncd run --local --create-folder ./data`` on a fresh
+clone) and is an error without it (``./dtaa``, a typo, must not become an empty
+mirror); a missing folder that *was* mirrored means an unmounted disk, and that mirror
+waits for it. Configuration mistakes exit 2 with one line before anything starts.
+Behaviour: ``syncd.daemon.loop``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from syncd.commands._options import checked_option
-from syncd.commands._remote import open_remote
+from syncd.commands._remote import open_remote, remote_identity
 from syncd.commands.sync import add_mirror_arguments, mirror_from_args
 from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, load_config
 from syncd.daemon.loop import Daemon
 from syncd.daemon.signals import SignalRelay
 from syncd.errors import ConfigError
 from syncd.paths import LEDGER_SUFFIX, ledger_path
+from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import (
     AZURE_CREDENTIAL_NAME,
@@ -31,6 +35,7 @@ from syncd.remote.settings import (
     RemoteSettings,
     remote_settings_from_env,
 )
+from syncd.state.ledger import Ledger
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,8 +92,9 @@ def load_mirrors(args: argparse.Namespace, env: Mapping[str, str]) -> list[Mirro
 class ArgsRemoteSource:
     """The remote named by ``--local`` / ``--base-url`` and the environment's key.
 
-    A reload re-reads the key (from its file or credential) and opens a new remote only
-    when the settings changed; with ``--local`` the embedded server's key never changes.
+    A reload re-reads the key (from its file or credential) and the mirrors'
+    ``max_uploads_per_minute`` and opens a new remote only when either changed; with
+    ``--local`` the embedded server's key never changes.
     """
 
     def __init__(
@@ -104,29 +110,44 @@ class ArgsRemoteSource:
         self._pool_size = pool_size
         self._env = env
         self._stack = contextlib.ExitStack()
-        self._settings: RemoteSettings | None = None
+        self._settings: tuple[RemoteSettings | None, tuple[int | None, ...]] | None = None
 
-    def _settings_now(self) -> RemoteSettings | None:
+    def _settings_now(self) -> tuple[RemoteSettings | None, tuple[int | None, ...]]:
+        # The mirrors share one remote, so one budget: every mirror's pacing value counts.
+        paces = tuple(m.max_uploads_per_minute for m in load_mirrors(self._args, self._env))
         if self._args.local:
-            return None
-        return remote_settings_from_env(self._env, base_url=self._args.base_url)
+            return None, paces
+        return remote_settings_from_env(self._env, base_url=self._args.base_url), paces
+
+    def _open(self, stack: contextlib.ExitStack) -> FilesRemote:
+        assert self._settings is not None
+        return stack.enter_context(
+            open_remote(
+                self._args,
+                self._state_dir,
+                pool_size=self._pool_size,
+                reuse_running=False,  # the daemon always owns its embedded server
+                uploads_per_minute=self._settings[1],
+            )
+        )
 
     def open(self) -> FilesRemote:
         self._settings = self._settings_now()
-        return self._stack.enter_context(
-            open_remote(self._args, self._state_dir, pool_size=self._pool_size)
-        )
+        return self._open(self._stack)
 
     def reload(self) -> FilesRemote | None:
         settings = self._settings_now()
         if settings == self._settings:
             return None
+        previous, self._settings = self._settings, settings
         stack = contextlib.ExitStack()
-        remote = stack.enter_context(
-            open_remote(self._args, self._state_dir, pool_size=self._pool_size)
-        )
+        try:
+            remote = self._open(stack)
+        except BaseException:
+            self._settings = previous
+            raise
         self._stack.close()
-        self._stack, self._settings = stack, settings
+        self._stack = stack
         return remote
 
     def key_stamp(self) -> Hashable:
@@ -150,13 +171,43 @@ class ArgsRemoteSource:
             stamps.append((path, st.st_ino, st.st_size, st.st_mtime_ns))
         return tuple(stamps)
 
+    def identity(self) -> RemoteIdentity:
+        return remote_identity(self._args, self._state_dir)
+
     def close(self) -> None:
         self._stack.close()
+
+
+def _interactive(log_format: str, env: Mapping[str, str]) -> bool:
+    """Whether a person watches stderr: then long passes show a progress bar."""
+    if log_format == "json" or env.get("JOURNAL_STREAM"):
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def check_folders(mirrors: list[MirrorConfig], env: Mapping[str, str], *, create: bool) -> None:
+    """A missing folder that was never mirrored is a mistake unless ``--create-folder``."""
+    for mirror in mirrors:
+        if mirror.folder.exists() or create:
+            continue
+        ledger_file = ledger_path(mirror.folder, mirror.state_path, env)
+        if ledger_file.is_file():
+            with Ledger.open_readonly(ledger_file) as ledger:
+                if ledger.tracked_count() or ledger.open_intents():
+                    continue  # mirrored before: an unmounted disk, waited for
+        raise ConfigError(
+            f"folder {mirror.folder} does not exist (a typo?); add --create-folder to "
+            "create it and mirror it from empty"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     env = os.environ
     mirrors = load_mirrors(args, env)
+    check_folders(mirrors, env, create=args.create_folder)
     first = mirrors[0]
     state_dir = ledger_path(first.folder, first.state_path, env).parent
     source = ArgsRemoteSource(
@@ -168,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
         source,
         env=env,
         accept_folder_change=args.accept_folder_change,
+        switch_remote=args.switch_remote,
+        create_folder=args.create_folder,
+        progress_stream=sys.stderr if _interactive(args.log_format, env) else None,
     )
     with SignalRelay(daemon.request_stop, daemon.request_reload):
         return daemon.run()

@@ -1,9 +1,14 @@
 """``syncd status [FOLDER]``: what the ledger says about a mirror, without touching it.
 
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
-mirrored / pending / failed counts, bytes, the last pass, each failed file with its
-reason, and how many remote files are kept as possibly syncd's (not deleted: see
-``syncd candidates``). Without FOLDER, the state directory must hold exactly one ledger.
+mirrored / pending / failed counts, bytes, the last pass, whether its uploads were (or
+are being) paced under the server's rate limit and at what rate (``syncd.sync.pacing_log``
+records that), and each failed file with its reason; for a mirror with a vector store, per store its
+files completed / in progress / failed, its usage and expiry as last seen, and each failed
+attachment with its reason; and how many remote files are kept as possibly syncd's
+(not deleted: see ``syncd candidates``). Without FOLDER, the state
+directory must hold exactly one ledger. Paths and reasons (which may quote a server)
+are shown with control characters escaped.
 """
 
 from __future__ import annotations
@@ -18,10 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from syncd.commands._options import add_state_argument
+from syncd.commands._vector_views import vector_status_json, vector_status_lines
 from syncd.config import load_config, mirror_for_folder
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
-from syncd.state.ledger import ErrorKind, Ledger, LedgerStatus
+from syncd.remote.protocol import PacingStatus
+from syncd.restore.names import printable
+from syncd.state.ledger import META_FOLDER, ErrorKind, Ledger, LedgerStatus
+from syncd.sync.binding import recorded_remote
+from syncd.sync.pacing_log import META_PACING
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,11 +73,18 @@ def run(args: argparse.Namespace) -> int:
     path = find_ledger(args)
     ledger = Ledger.open_readonly(path)
     try:
-        folder = ledger.get_meta("folder")
+        folder = ledger.get_meta(META_FOLDER)
         status = ledger.status()
+        remote = recorded_remote(ledger)
+        pacing = ledger.get_meta(META_PACING)
+        stores = vector_status_json(ledger)
     finally:
         ledger.close()
     data = status_json(status, folder, path)
+    data["remote"] = remote.describe() if remote else None
+    data["pacing"] = pacing_json(pacing, status.last_pass)
+    if stores:
+        data["vector_stores"] = stores
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
@@ -140,10 +157,57 @@ def status_json(
     }
 
 
+def pacing_json(raw: str | None, last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pacing the ledger recorded for its last (or running) pass; None if that pass
+    paced nothing or the record is from an older pass (or unreadable)."""
+    if raw is None or last is None:
+        return None
+    try:
+        document = json.loads(raw)
+        routes = [PacingStatus.from_json(r) for r in document["routes"]]
+        same_pass = float(document["pass_started_at"]) == float(last["started_at"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not same_pass or not routes:
+        return None
+    running = last.get("finished_at") is None and not document.get("finished")
+    return {
+        "running": running,
+        "updated": _when(document.get("updated_at")),
+        "routes": [
+            {
+                **route.to_json(),
+                "text": route.describe(),
+                "since": _when(route.paced_since),
+            }
+            for route in routes
+        ],
+    }
+
+
+def pacing_lines(pacing: dict[str, Any] | None) -> list[str]:
+    """``pacing:   uploads paced at 600/min (server limit) since 12:00:01; ...``."""
+    if not pacing:
+        return []
+    lines = []
+    for route in pacing["routes"]:
+        figures = (
+            f"{route['delayed_requests']:,} waited {route['delayed_seconds']:.0f} s in all, "
+            f"{route['rate_limited']:,} answered 429"
+        )
+        if pacing["running"] and route["since"]:
+            lines.append(f"pacing:    {route['text']} since {route['since']} ({figures})")
+        else:
+            lines.append(f"pacing:    last pass: {route['text']} ({figures})")
+    return lines
+
+
 def print_status(data: dict[str, Any]) -> None:
     out = sys.stdout
-    print(f"folder:    {data['folder'] or '(unknown)'}", file=out)
-    print(f"ledger:    {data['ledger']}", file=out)
+    print(f"folder:    {printable(data['folder'] or '(unknown)')}", file=out)
+    print(f"ledger:    {printable(data['ledger'])}", file=out)
+    if data.get("remote"):
+        print(f"remote:    {printable(data['remote'])}", file=out)
     print(f"mirrored:  {data['mirrored']} files, {data['bytes'] / 1_000_000:.1f} MB", file=out)
     print(
         f"pending:   {data['pending']} (retrying {data['retrying']}, queued {data['queued']}, "
@@ -166,9 +230,14 @@ def print_status(data: dict[str, Any]) -> None:
             f"last pass: {last['finished'] or last['started']}: {last['result']}; {counts}",
             file=out,
         )
+    for line in pacing_lines(data.get("pacing")):
+        print(line, file=out)
     for problem in data["problems"]:
         if problem["kind"] == ErrorKind.PERMANENT:
             note = "not retried until the file changes"
         else:
             note = f"attempt {problem['attempts']}, {problem['retry']}"
-        print(f"  {problem['path']}: {problem['reason']} ({note})", file=out)
+        reason = printable(problem["reason"] or "")
+        print(f"  {printable(problem['path'])}: {reason} ({note})", file=out)
+    for line in vector_status_lines(data.get("vector_stores", [])):
+        print(line, file=out)

@@ -1,7 +1,10 @@
 """``syncd verify FOLDER``: check that the folder, its ledger and the remote agree.
 
-By default every tracked local file is hashed and every tracked remote file is
-downloaded (streamed into a hash, never to disk) and compared with the ledger;
+By default every tracked local file is hashed and every tracked remote file whose
+purpose the API serves is downloaded (streamed into a hash, never to disk) and compared
+with the ledger, and every listed file's name, purpose and expiry too. Files of other
+purposes (``user_data``, ``assistants``, ``fine-tune``, ``evals`` on the real API) are
+checked by everything but their remote content, and the summary says how many and why.
 ``--quick`` compares local files by stat and remote files by the listing's size. Each
 difference is one line on stdout (``KIND  PATH  DETAIL``), or a JSON document with
 ``--json``. Exit 0 only when everything agrees, 1 when anything differs, 2 for usage
@@ -15,17 +18,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from syncd.commands._display import TransferDisplay
-from syncd.commands._options import add_state_argument
+from syncd.commands._options import add_state_argument, add_try_all_argument
 from syncd.commands._remote import add_remote_arguments, open_remote
 from syncd.config import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, load_config, mirror_for_folder
 from syncd.errors import ConfigError, FolderUnavailableError
 from syncd.local.scan import Scanner
 from syncd.paths import ledger_path
 from syncd.restore.names import printable
+from syncd.restore.undownloadable import Undownloadable, verify_note
 from syncd.restore.verify import (
     Difference,
     check_remote_content,
@@ -34,6 +38,7 @@ from syncd.restore.verify import (
     expected_remote_bytes,
     hash_local,
     local_targets,
+    size_only,
     sort_differences,
 )
 from syncd.state.ledger import IntentKind, Ledger, read_claims
@@ -68,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help=f"downloads at once (default: {DEFAULT_CONCURRENCY})",
     )
+    add_try_all_argument(parser)
     add_remote_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -106,8 +112,11 @@ def run(args: argparse.Namespace) -> int:
         listing = list(remote.list_files())
         found: list[Difference] = []
         local_hashes = None
+        by_size: list[Undownloadable] = []
         if not args.quick:
-            remote_todo = content_targets(rows, listing)
+            ask_all = args.try_all_purposes
+            by_size = size_only(rows, listing, ask_all=ask_all)
+            remote_todo = content_targets(rows, listing, ask_all=ask_all)
             local_bytes = sum(scan.files[p].size for p in local_targets(scan, rows))
             remote_bytes = sum(expected_remote_bytes(row) or 0 for _, row in remote_todo)
             display.start(len(remote_todo), local_bytes + remote_bytes)
@@ -120,14 +129,17 @@ def run(args: argparse.Namespace) -> int:
                     on_bytes=display.advanced,
                 )
                 found += unreadable
-                found += check_remote_content(
+                content = check_remote_content(
                     remote,
                     rows,
                     listing,
                     concurrency=args.concurrency,
                     on_bytes=display.advanced,
                     on_file=display.file_done,
+                    ask_all=ask_all,
                 )
+                found += content.differences
+                by_size += content.refused
             finally:
                 display.stop()
     found += compare(
@@ -138,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         pending_deletes=pending,
         local_hashes=local_hashes,
         not_ours=not_ours,
+        check_metadata=not args.quick,
     )
     possibly = sum(1 for f in listing if f.id in kept)
     if possibly:
@@ -146,7 +159,13 @@ def run(args: argparse.Namespace) -> int:
             "(see `syncd candidates`)",
             file=sys.stderr,
         )
-    return report(sort_differences(found), args, checked=len(rows), remote_files=len(listing))
+    return report(
+        sort_differences(found),
+        args,
+        checked=len(rows),
+        remote_files=len(listing),
+        by_size=sorted(by_size, key=lambda u: u.path),
+    )
 
 
 def others_files(ledger_file: Path, env: Mapping[str, str]) -> set[str]:
@@ -161,7 +180,12 @@ def others_files(ledger_file: Path, env: Mapping[str, str]) -> set[str]:
 
 
 def report(
-    found: list[Difference], args: argparse.Namespace, *, checked: int, remote_files: int
+    found: list[Difference],
+    args: argparse.Namespace,
+    *,
+    checked: int,
+    remote_files: int,
+    by_size: Sequence[Undownloadable] = (),
 ) -> int:
     """Differences on stdout (lines or JSON), a summary on stderr; the exit code."""
     if args.json:
@@ -171,19 +195,29 @@ def report(
             "mode": "quick" if args.quick else "full",
             "tracked": checked,
             "remote_files": remote_files,
+            "checked_by_size_only": [
+                {"path": u.path, "purpose": u.purpose, "refusal": u.refusal} for u in by_size
+            ],
             "differences": [d.to_json() for d in found],
         }
         print(json.dumps(document, ensure_ascii=False, indent=2))
     else:
         for difference in found:
-            print(f"{difference.kind.value:17} {printable(difference.path)}  {difference.detail}")
+            print(
+                f"{difference.kind.value:17} {printable(difference.path)}  "
+                f"{printable(difference.detail)}"
+            )
     mode = "quick" if args.quick else "full"
+    note = verify_note(by_size)
     if found:
         plural = "s" if len(found) != 1 else ""
         print(f"syncd: verify ({mode}): {len(found)} difference{plural}", file=sys.stderr)
+        if note:
+            print(f"syncd: {note}", file=sys.stderr)
         return 1
     print(
-        f"syncd: verify ({mode}): folder, ledger and remote agree ({checked} tracked files)",
+        f"syncd: verify ({mode}): folder, ledger and remote agree ({checked} tracked files"
+        + (f"; {note})" if note else ")"),
         file=sys.stderr,
     )
     return 0

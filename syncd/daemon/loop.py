@@ -5,7 +5,9 @@ the remote, start each watcher, run a full pass per mirror (catching up on what 
 while syncd was stopped), then ``READY=1`` with the status line. Then loop: wait on one
 ``threading.Event`` until a runner has work (a quiet hint, the rescan timer, a retry
 whose backoff ran out), a signal arrives, or the key file changes; run the due passes
-(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed.
+(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed, and during a long
+pass at most every ``PROGRESS_STATUS_SECONDS`` (so that "uploads paced at 600/min
+(server limit)" shows while a first mirror of many files is being paced).
 
 - **Stop** (first SIGTERM/SIGINT, on the signal thread): ``STOPPING=1``, no new action
   starts, in-flight uploads finish, the loop ends and the process exits 0. If that takes
@@ -19,6 +21,12 @@ whose backoff ran out), a signal arrives, or the key file changes; run the due p
   logged once, ``STATUS=paused: API key rejected ...``. Watching goes on and hints keep
   reaching the ledger. It resumes, with a full pass per mirror, after SIGHUP or when the
   key file (``OPENAI_API_KEY_FILE`` or the systemd credential) changes.
+- **Remote unusable** (``WrongEndpointError``: the base URL answers 404; or
+  ``UnreachableError``: a full pass cannot list the files): no file is marked failed;
+  every mirror pauses, logged once per reason, ``STATUS=paused: ...; next try in N s``.
+  The daemon does not exit (``Restart=on-failure`` would only loop): it tries again
+  with a full pass after ``REMOTE_RETRY_FIRST_SECONDS``, doubling up to
+  ``REMOTE_RETRY_MAX_SECONDS``, or at once on SIGHUP.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import structlog
 
@@ -39,15 +47,23 @@ from syncd.daemon.keepalive import Heartbeat, Keepalive
 from syncd.daemon.mirror import MirrorRunner
 from syncd.daemon.notify import SystemdNotifier
 from syncd.daemon.status import status_line
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError, FatalError, SyncdError
+from syncd.log import dropped_lines
 from syncd.paths import ledger_path
+from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
+from syncd.sync.binding import bind_remote
+from syncd.sync.pacing_log import pacing_of
+from syncd.sync.progress import ProgressReporter
 
 log = structlog.get_logger(__name__)
 
-STOP_GRACE_SECONDS = 8.0
+STOP_GRACE_SECONDS = 8.0  # longer than the engine's grace: the pass is recorded first
 KEY_POLL_SECONDS = 2.0
+REMOTE_RETRY_FIRST_SECONDS = 10.0
+REMOTE_RETRY_MAX_SECONDS = 600.0
+PROGRESS_STATUS_SECONDS = 1.0
 
 
 class RemoteSource(Protocol):
@@ -61,6 +77,9 @@ class RemoteSource(Protocol):
 
     def key_stamp(self) -> Hashable:
         """Changes whenever a key file that could hold the key changes."""
+
+    def identity(self) -> RemoteIdentity:
+        """The remote as a ledger records it (``syncd.sync.binding``)."""
 
     def close(self) -> None: ...
 
@@ -77,6 +96,9 @@ class Daemon:
         env: Mapping[str, str],
         notifier: SystemdNotifier | None = None,
         accept_folder_change: bool = False,
+        switch_remote: bool = False,
+        create_folder: bool = False,
+        progress_stream: IO[str] | None = None,
     ) -> None:
         self._initial = list(mirrors)
         self._load_mirrors = load_mirrors
@@ -84,6 +106,9 @@ class Daemon:
         self._env = env
         self._notifier = notifier or SystemdNotifier()
         self._accept_folder_change = accept_folder_change
+        self._switch_remote = switch_remote
+        self._create_folder = create_folder
+        self._progress_stream = progress_stream  # a terminal: long passes show a bar
         self._heartbeat = Heartbeat()
         self._keepalive = Keepalive(self._notifier, self._heartbeat)
         self._wake = threading.Event()
@@ -93,9 +118,14 @@ class Daemon:
         self._runners: dict[Path, MirrorRunner] = {}
         self._remote: FilesRemote | None = None
         self._auth_paused: str | None = None
+        self._remote_paused: str | None = None  # why the remote cannot be used
+        self._remote_failures = 0  # full passes in a row that found it unusable
+        self._remote_retry_at = 0.0  # monotonic
         self._key_stamp: Hashable = None
         self._next_key_poll = 0.0
         self._published = ""
+        self._ready = False
+        self._next_progress = 0.0
 
     # -- called from other threads -------------------------------------------------------
 
@@ -103,14 +133,16 @@ class Daemon:
         """Begin a graceful stop (the signal thread calls this on SIGTERM/SIGINT)."""
         if self._stopping.is_set():
             return
+        # Everything that stops the daemon first, and only then the log line and the
+        # notification: nothing that reports the stop may keep it from happening.
         self._stopping.set()
-        log.info("stopping", signal=signum or None)
-        self._notifier.stopping()
         for runner in list(self._runners.values()):
             runner.request_stop()
         self._wake.set()
         deadline = threading.Thread(target=self._force_exit, name="syncd-stop", daemon=True)
         deadline.start()
+        self._notifier.stopping()
+        log.info("stopping", signal=signum or None)
 
     def request_reload(self) -> None:
         """Reload at the next turn of the loop (the signal thread calls this on SIGHUP)."""
@@ -140,6 +172,8 @@ class Daemon:
             for mirror in self._initial:
                 ledgers.append((mirror, self._open_ledger(mirror)))
             self._remote = self._remote_source.open()
+            for _, ledger in ledgers:  # a ledger of another remote: refused before any pass
+                self._bind(ledger, self._remote)
         except BaseException:
             for _, ledger in ledgers:
                 ledger.close()
@@ -149,11 +183,16 @@ class Daemon:
             for mirror, ledger in ledgers:
                 self._add_runner(mirror, ledger, self._remote)
             self._keepalive.start()
-            self._notifier.status(f"starting: full reconcile of {len(self._runners)} folder(s)")
+            self._published = self._status_text()
+            self._notifier.status(self._published)
             for runner in self._runners.values():
-                runner.prepare(accept_folder_change=self._accept_folder_change)
+                runner.prepare(
+                    accept_folder_change=self._accept_folder_change,
+                    create_folder=self._create_folder,
+                )
             self._work()  # the first full pass of every mirror
             if not self._stopping.is_set():
+                self._ready = True
                 status = self._status_text()
                 self._notifier.ready(status)
                 self._keepalive.mark_ready()
@@ -167,7 +206,7 @@ class Daemon:
                     runner.close()
             self._runners.clear()
             self._remote_source.close()
-        log.info("stopped")
+        log.info("stopped", log_lines_dropped=dropped_lines())
         return 0
 
     def _loop(self) -> None:
@@ -179,6 +218,8 @@ class Daemon:
             if self._auth_paused and self._key_file_changed():
                 self._reload_remote()
                 self._resume_auth("the key file changed")
+            if self._remote_paused and time.monotonic() >= self._remote_retry_at:
+                self._try_remote_again()
             worked = self._work()
             self._publish_status()
             if worked:
@@ -195,20 +236,27 @@ class Daemon:
         worked = False
         for runner in list(self._runners.values()):
             runner.flush_hints()
-            if self._stopping.is_set() or self._auth_paused:
+            if self._stopping.is_set() or self._auth_paused or self._remote_paused:
                 continue
             result = runner.step()
             self._heartbeat.beat()
             if result is None:
                 continue
             worked = True
-            if result.fatal:
+            if result.fatal and result.fatal_cause == FatalError.cause:
                 self._pause_auth(result.fatal)
+            elif result.fatal:
+                self._pause_remote(result.fatal)
+            elif self._remote_failures and not result.interrupted:
+                log.info("resumed", reason="the remote answers again")
+                self._remote_failures = 0
         return worked
 
     def _next_timeout(self) -> float | None:
         if self._auth_paused:
             return KEY_POLL_SECONDS
+        if self._remote_paused:
+            return max(0.0, self._remote_retry_at - time.monotonic())
         waits = [w for r in self._runners.values() if (w := r.due_in(time.monotonic())) is not None]
         return min(waits) if waits else None
 
@@ -252,6 +300,33 @@ class Daemon:
         for runner in self._runners.values():
             runner.request_full()
 
+    # -- the remote ----------------------------------------------------------------------
+
+    def _pause_remote(self, reason: str) -> None:
+        """A pass found the remote unusable (wrong URL, down): pause, retry with backoff."""
+        self._remote_failures += 1
+        wait = min(
+            REMOTE_RETRY_FIRST_SECONDS * 2.0 ** (self._remote_failures - 1),
+            REMOTE_RETRY_MAX_SECONDS,
+        )
+        self._remote_retry_at = time.monotonic() + wait
+        if reason != self._remote_paused:
+            log.error(
+                "remote_unusable",
+                reason=reason,
+                action=f"uploads paused, no file marked failed; trying again in {wait:.0f} s "
+                "(doubling up to 10 min; SIGHUP tries at once)",
+            )
+        else:
+            log.info("remote_still_unusable", retry_in=round(wait))
+        self._remote_paused = reason
+
+    def _try_remote_again(self) -> None:
+        """The backoff is over (or SIGHUP): every mirror starts again with a full pass."""
+        self._remote_paused = None
+        for runner in self._runners.values():
+            runner.request_full()
+
     # -- reload --------------------------------------------------------------------------
 
     def _reload(self) -> None:
@@ -275,16 +350,30 @@ class Daemon:
         for folder, mirror in mirrors.items():
             if folder not in self._runners and self._remote is not None:
                 try:
-                    runner = self._add_runner(mirror, self._open_ledger(mirror), self._remote)
+                    ledger = self._open_ledger(mirror)
+                    try:
+                        self._bind(ledger, self._remote)
+                    except BaseException:
+                        ledger.close()
+                        raise
+                    runner = self._add_runner(mirror, ledger, self._remote)
                 except SyncdError as exc:
                     log.error("mirror_start_failed", folder=str(folder), error=str(exc))
                     continue
-                runner.prepare()
+                runner.prepare(create_folder=self._create_folder)
         self._resume_auth("reloaded")
+        if self._remote_paused:
+            self._try_remote_again()
         status = self._status_text()
         self._notifier.ready(status)
         self._published = status
         log.info("reloaded", mirrors=len(self._runners))
+
+    def _bind(self, ledger: Ledger, remote: FilesRemote) -> None:
+        identity = self._remote_source.identity()
+        note = bind_remote(ledger, remote, identity, switch=self._switch_remote)
+        if note:
+            log.warning("remote_changed", ledger=str(ledger.path), note=note)
 
     def _open_ledger(self, mirror: MirrorConfig) -> Ledger:
         return Ledger.open(ledger_path(mirror.folder, mirror.state_path, self._env))
@@ -299,6 +388,10 @@ class Daemon:
             wake=self._wake_for,
             heartbeat=self._heartbeat,
             stopping=self._stopping,
+            progress=None
+            if self._progress_stream is None
+            else ProgressReporter(self._progress_stream),
+            on_progress=self._progress,
         )
         self._runners[mirror.folder] = runner
         return runner
@@ -306,7 +399,27 @@ class Daemon:
     # -- status --------------------------------------------------------------------------
 
     def _status_text(self) -> str:
-        return status_line([r.status() for r in self._runners.values()], self._auth_paused)
+        paused = self._auth_paused
+        if paused is None and self._remote_paused is not None:
+            wait = max(0, round(self._remote_retry_at - time.monotonic()))
+            paused = f"{self._remote_paused}; next try in {wait} s"
+        pacing = pacing_of(self._remote) if self._remote is not None else ()
+        if not self._ready:
+            text = f"starting: full reconcile of {len(self._runners)} folder(s)"
+            return "; ".join([text, *(p.describe() for p in pacing if p.paced)])
+        return status_line(
+            [r.status() for r in self._runners.values()],
+            paused,
+            pacing,
+            log_lines_dropped=dropped_lines(),
+        )
+
+    def _progress(self) -> None:
+        """An action finished inside a pass: publish the status now and then."""
+        now = time.monotonic()
+        if now >= self._next_progress:
+            self._next_progress = now + PROGRESS_STATUS_SECONDS
+            self._publish_status()
 
     def _publish_status(self) -> None:
         status = self._status_text()

@@ -7,7 +7,10 @@ does. Its schedule, each step running at most one pass:
   and every ``rescan_interval`` seconds;
 - a **partial pass** over the paths whose hints have been quiet for ``debounce``
   seconds (``only_paths``, no remote listing: the per-batch cost stays tiny), plus the
-  paths whose per-file backoff has run out.
+  paths whose per-file backoff has run out;
+- a **vector store step** (``engine.vector_pass``: no scan) when the store's next poll,
+  deadline or retry is due (``VectorSync.next_due``), so indexing is waited for by the
+  schedule, never inside a pass.
 
 Hints go to the aggregator at once and to the ledger's ``dirty`` table at the next step
 (one transaction per batch, not one fsync per event). Hints not yet written when the
@@ -40,29 +43,42 @@ from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import ErrorKind, Ledger
+from syncd.state.ledger import META_FOLDER, ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
-from syncd.sync.progress import LogReporter
+from syncd.sync.progress import LogReporter, ProgressReporter
 from syncd.sync.queue import DirtyQueue
 from syncd.sync.result import Outcome, PassResult
+from syncd.sync.vector_report import VectorReport
 
 log = structlog.get_logger(__name__)
 
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0
 ERROR_RETRY_SECONDS = 60.0
-META_FOLDER = "folder"
 META_DEVICE = "folder_device"
 META_INODE = "folder_inode"
 
 
 class _RunnerReporter(LogReporter):
-    """The engine's per-action log lines, plus liveness and a prompt stop."""
+    """The engine's per-action log lines, plus liveness and a prompt stop.
 
-    def __init__(self, heartbeat: Heartbeat, stopping: threading.Event) -> None:
+    With ``progress`` (a terminal): a pass that runs long shows a progress bar instead
+    of a line per file (the lines of its first ``DELAY_SECONDS`` still come; quick passes
+    have only lines).
+    """
+
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        stopping: threading.Event,
+        progress: ProgressReporter | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
         self._heartbeat = heartbeat
         self._stopping = stopping
+        self._progress = progress
+        self._on_progress = on_progress
         self.engine: SyncEngine | None = None
 
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
@@ -70,13 +86,24 @@ class _RunnerReporter(LogReporter):
         if self._stopping.is_set() and self.engine is not None:
             self.engine.request_stop()  # a stop that came while scanning: run no action
         super().pass_started(plan, scan)
+        if self._progress is not None:
+            self._progress.pass_started(plan, scan)
 
     def action_started(self, action: Action) -> None:
         self._heartbeat.beat()
 
     def action_finished(self, outcome: Outcome) -> None:
         self._heartbeat.beat()
-        super().action_finished(outcome)
+        if self._progress is None or not self._progress.shown:
+            super().action_finished(outcome)
+        if self._progress is not None:
+            self._progress.action_finished(outcome)
+        if self._on_progress is not None:
+            self._on_progress()
+
+    def pass_finished(self, result: PassResult) -> None:
+        if self._progress is not None:
+            self._progress.pass_finished(result)
 
 
 class MirrorRunner:
@@ -94,6 +121,8 @@ class MirrorRunner:
         stopping: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
+        progress: ProgressReporter | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.watch = watch  # False: no watcher, changes are found by the rescans only
@@ -107,7 +136,7 @@ class MirrorRunner:
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
-        self._reporter = _RunnerReporter(heartbeat, stopping)
+        self._reporter = _RunnerReporter(heartbeat, stopping, progress, on_progress)
         self.engine = self._make_engine(remote)
         self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None
@@ -133,9 +162,10 @@ class MirrorRunner:
         """Use another remote (a new key) from the next pass on."""
         self.engine = self._make_engine(remote)
 
-    def prepare(self, *, accept_folder_change: bool = False) -> None:
-        """Create a missing folder nothing was mirrored from; record or check its identity."""
-        if not self.folder.exists() and self._never_seen():
+    def prepare(self, *, accept_folder_change: bool = False, create_folder: bool = False) -> None:
+        """Record or check the folder's identity; with ``create_folder``, create a missing
+        folder nothing was mirrored from (else a missing folder pauses the mirror)."""
+        if create_folder and not self.folder.exists() and self._never_seen():
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 self.log.info("folder_created")
@@ -227,6 +257,9 @@ class MirrorRunner:
             waits.append(hint_due)
         if self._retry_at:
             waits.append(min(self._retry_at.values()) - time.time())
+        vector_due = self.engine.vectors.next_due() if self.engine.vectors else None
+        if vector_due is not None:  # a poll, a deadline or a retry of the vector store
+            waits.append(vector_due - time.time())
         return max(0.0, min(waits))
 
     def step(self) -> PassResult | None:
@@ -248,7 +281,38 @@ class MirrorRunner:
             del self._retry_at[path]
         if paths or retry:
             return self._pass(paths | retry)
-        return None
+        return self._vector_step()
+
+    def _vector_step(self) -> PassResult | None:
+        """Advance the vector store when its next step is due (polls, deadlines,
+        retries); no scan, no Files pass. None when nothing is due."""
+        vectors = self.engine.vectors
+        due = vectors.next_due() if vectors is not None else None
+        if due is None or due > time.time():
+            return None
+        with structlog.contextvars.bound_contextvars(folder=str(self.folder)):
+            result = self.engine.vector_pass()
+        if result is not None and result.vectors is not None:
+            self._log_vectors(result.vectors)
+        return result
+
+    def _log_vectors(self, report: VectorReport) -> None:
+        """One line when the store changed (or could not be kept), at debug otherwise."""
+        busy = report.attached or report.retired or report.updated or report.errors
+        (self.log.info if busy else self.log.debug)(
+            "vector_store_step",
+            store=report.store_id or report.store,
+            completed=report.completed,
+            in_progress=report.in_progress,
+            failed=report.failed,
+            attached=report.attached,
+            updated=report.updated,
+            retired=report.retired,
+            waiting=report.waiting,
+            errors=report.errors or None,
+        )
+        for warning in report.warnings:
+            self.log.debug("vector_store_warning", warning=warning)
 
     def _settled(self, paths: list[str], now: float) -> set[str]:
         """The quiet paths whose file was not modified within ``debounce`` either.
@@ -319,7 +383,8 @@ class MirrorRunner:
             with structlog.contextvars.bound_contextvars(folder=str(self.folder)):
                 result = self.engine.run_pass(only, check_remote=None if full else False)
         except FatalError as exc:
-            result = PassResult(started_at=started, finished_at=time.time(), fatal=str(exc))
+            result = PassResult(started_at=started, finished_at=time.time())
+            result.stop_fatal(str(exc), exc.cause)
         except FolderUnavailableError as exc:
             self._pause(str(exc))
             self._next_folder_check = now + FOLDER_POLL_SECONDS
@@ -334,6 +399,8 @@ class MirrorRunner:
         elif full:
             self._full_due = now  # after the key is fixed, start with a full pass
         self._log_pass(result, only)
+        if result.vectors is not None:
+            self._log_vectors(result.vectors)
         self._refresh_status(handled=set(only or ()))
         return result
 

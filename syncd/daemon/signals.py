@@ -3,7 +3,7 @@
 :class:`SignalRelay` handles the three on a thread of its own, so no Python signal
 handler ever runs in the middle of the main loop's lock-holding code. The first stop
 signal calls ``on_stop``; a second one ends the process at once
-(``os._exit(128 + signum)``).
+(``os._exit(128 + signum)``). A callback that raises never ends the relay thread.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class SignalRelay:
 
     After a stop signal the relay stays in place when the block ends (unless
     ``keep_after_stop`` is False), so that a second signal during the process's final
-    clean-up still exits at once rather than meeting the default disposition.
+    clean-up still exits at once rather than meeting the default disposition. With
+    ``hangup_stops`` SIGHUP is a stop signal too (``on_reload`` is then never called).
     """
 
     def __init__(
@@ -40,11 +41,15 @@ class SignalRelay:
         on_reload: Callable[[], None],
         *,
         keep_after_stop: bool = True,
+        hangup_stops: bool = False,
     ) -> None:
         self._on_stop = on_stop
         self._keep_after_stop = keep_after_stop
         self._on_reload = on_reload
         self._signals = (*STOP_SIGNALS, RELOAD_SIGNAL)
+        # A one-shot command has nothing to reload: a hang-up (closed terminal, dropped
+        # ssh session) is a stop like the others.
+        self._stop_signals = (*STOP_SIGNALS, RELOAD_SIGNAL) if hangup_stops else STOP_SIGNALS
         self._previous: dict[int, Any] = {}
         self._previous_fd = -1
         self._pipe: tuple[int, int] | None = None
@@ -95,14 +100,25 @@ class SignalRelay:
                 self._dispatch(signum)
 
     def _dispatch(self, signum: int) -> None:
-        if signum in STOP_SIGNALS:
+        """Run the callback for ``signum``. Nothing a callback raises may end the relay
+        thread (signals would go unanswered): a stop that cannot be set in motion exits at
+        once, as a second signal would; a failed reload is reported and the loop goes on."""
+        name = signal.Signals(signum).name
+        if signum in self._stop_signals:
             if self._stop_seen:
-                _write_stderr(f"syncd: second {signal.Signals(signum).name}, exiting now\n")
+                _write_stderr(f"syncd: second {name}, exiting now\n")
                 os._exit(128 + signum)
             self._stop_seen = True
-            self._on_stop(signum)
+            try:
+                self._on_stop(signum)
+            except BaseException as exc:  # the stop is not in motion: do not hang
+                _write_stderr(f"syncd: {name}: cannot stop gracefully ({exc!r}), exiting now\n")
+                os._exit(128 + signum)
         elif signum == RELOAD_SIGNAL and not self._stop_seen:
-            self._on_reload()
+            try:
+                self._on_reload()
+            except Exception as exc:
+                _write_stderr(f"syncd: {name}: reload failed ({exc!r})\n")
 
 
 def _no_op(signum: int, frame: FrameType | None) -> None:

@@ -1,9 +1,11 @@
-"""The daemon's one-line ``STATUS=`` text, from per-mirror counts."""
+"""The daemon's one-line ``STATUS=`` text, from per-mirror counts and the remote's pacing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from syncd.remote.protocol import PacingStatus
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,20 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> str:
-    """``paused: ...; mirrored N files, M pending, K failed`` (one line, for STATUS=)."""
+def status_line(
+    mirrors: Sequence[MirrorStatus],
+    paused: str | None = None,
+    pacing: Sequence[PacingStatus] = (),
+    *,
+    log_lines_dropped: int = 0,
+) -> str:
+    """``paused: ...; mirrored N files, M pending, K failed; uploads paced at 600/min
+    (server limit)`` (one line, for STATUS=); a route is named while it holds requests
+    back.
+
+    ``log_lines_dropped``: log lines lost because stderr could not be written (its
+    reader went away); STATUS= reaches systemd by another way, so it can still say so.
+    """
     parts: list[str] = []
     if paused:
         parts.append(f"paused: {paused}")
@@ -44,4 +58,7 @@ def status_line(mirrors: Sequence[MirrorStatus], paused: str | None = None) -> s
     elif retrying:
         counts += f" ({retrying} retrying)"
     parts.append(counts)
+    parts += [route.describe() for route in pacing if route.paced]
+    if log_lines_dropped:
+        parts.append(f"{_plural(log_lines_dropped, 'log line')} lost (stderr unwritable)")
     return "; ".join(parts)

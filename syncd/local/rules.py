@@ -29,6 +29,13 @@ from dataclasses import dataclass
 DEFAULT_IGNORES: tuple[str, ...] = ("*.swp", "*~", ".#*", "*.tmp", ".~lock*")
 """Editor and office temp files, matched with fnmatch on a file's base name."""
 
+# The temporary file ``syncd pull`` streams a download into, beside its target, before
+# renaming it into place. Never mirrored, whatever ``ignore`` says: a half-written
+# download must not be uploaded (a pull into a watched folder would do it otherwise).
+PULL_TEMP_PREFIX = ".syncd-"
+PULL_TEMP_SUFFIX = ".part"
+ALWAYS_IGNORED: tuple[str, ...] = (f"{PULL_TEMP_PREFIX}*{PULL_TEMP_SUFFIX}",)
+
 
 def is_ignored_name(name: str, globs: Sequence[str]) -> bool:
     """Whether a file's base name matches one of the ignore globs (case-sensitive)."""

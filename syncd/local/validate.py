@@ -15,7 +15,11 @@ Files API itself refuses (so a refusal costs no request):
 - for ``batch``: more than 200 MB or 50,000 lines, or a line without ``custom_id``,
   ``method``, ``url`` and an object ``body``.
 
-Content checks stream the file line by line, so memory stays small.
+Content checks stream the file line by line, so memory stays small: a line longer than
+``MAX_LINE_BYTES`` (32 MiB; it is parsed whole, a few times its size in memory) is a
+reason of its own. The checks never raise for what a file holds: a line that cannot be
+judged (JSON nested too deeply for the parser, an integer of more digits than Python
+reads, anything else unexpected) is the reason "line N cannot be judged (...)".
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from syncd.api import (
     UPLOAD_PURPOSES,
     UPLOADS_API_PURPOSES,
 )
+
+MAX_LINE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,22 @@ def check_name(path: str, purpose: str) -> str | None:
 
 
 def _check_line(raw: bytes, number: int, purpose: str) -> str | None:
+    """The reason line ``number`` is not a line for ``purpose``, or None; never raises."""
+    try:
+        return _judge_line(raw, number, purpose)
+    except RecursionError:
+        return f"line {number} cannot be judged (JSON nested too deeply to read)"
+    except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) for integer string..."
+        if "digits" in str(exc):
+            return f"line {number} cannot be judged (a number with too many digits to read)"
+        return f"line {number} cannot be judged ({type(exc).__name__})"
+    except MemoryError:
+        return f"line {number} cannot be judged (too big to read in memory)"
+    except Exception as exc:  # whatever a line holds, one reason, never a crash
+        return f"line {number} cannot be judged ({type(exc).__name__})"
+
+
+def _judge_line(raw: bytes, number: int, purpose: str) -> str | None:
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -105,8 +127,11 @@ def check_jsonl(file: Path, purpose: str, limits: Limits) -> str | None:
     blank_at: int | None = None
     count = 0
     with open(file, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+        # A line longer than the limit is read only up to it (plus "\r\n").
+        for number, raw in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 2), b""), 1):
             line = raw.rstrip(b"\r\n")
+            if len(line) > MAX_LINE_BYTES:
+                return f"line {number} is longer than {MAX_LINE_BYTES // (1024 * 1024)} MiB"
             if not line.strip():
                 blank_at = blank_at or number
                 continue

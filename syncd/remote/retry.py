@@ -8,6 +8,7 @@ Three parts, each usable alone:
   carrying a Retry-After) seen by *any* worker pauses *every* request of every worker
   until it runs out; the HTTP layer calls ``wait()`` immediately before each request
   is sent. Requests already past the gate when the pause starts (in flight) go on.
+  ``interrupt()`` (a stop) ends the waits with ``StoppedError``: nothing is sent.
 - ``RetryPolicy.retrying()``: a tenacity ``Retrying`` that retries only
   ``RetryableError`` -- never ``AmbiguousError``, whose request may have taken effect --
   a few times per call, with exponential backoff and full jitter, waiting at least the
@@ -36,7 +37,7 @@ from email.utils import parsedate_to_datetime
 import structlog
 import tenacity
 
-from syncd.errors import RateLimitedError, RemoteError, Verdict
+from syncd.errors import RateLimitedError, RemoteError, StoppedError, Verdict
 
 RETRY_AFTER_CEILING = 86_400.0
 DEFAULT_MAX_RETRY_AFTER = 120.0
@@ -121,6 +122,7 @@ class RetryGate:
         self._clock = clock
         self._cond = threading.Condition()
         self._paused_until = 0.0
+        self._interrupted = False
 
     def pause_for(self, seconds: float) -> None:
         """Pause every request for ``seconds`` from now, unless a longer pause is running."""
@@ -137,13 +139,28 @@ class RetryGate:
         with self._cond:
             return max(0.0, self._paused_until - self._clock())
 
+    def interrupt(self) -> None:
+        """A stop: every wait, now and until ``resume``, raises ``StoppedError`` at once."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
+
+    def resume(self) -> None:
+        with self._cond:
+            self._interrupted = False
+
     def wait(self) -> None:
-        """Block while a pause is in force; RateLimitedError if it is longer than max_block."""
+        """Block while a pause is in force; RateLimitedError if it is longer than max_block,
+        StoppedError if interrupted."""
         with self._cond:
             while True:
                 left = self._paused_until - self._clock()
                 if left <= 0:
                     return
+                if self._interrupted:
+                    raise StoppedError(
+                        f"stopped during the server's {left:.1f} s rate-limit pause; nothing sent"
+                    )
                 if left > self._max_block:
                     raise RateLimitedError(
                         f"the server asked to pause all requests for {left:.0f} s more",
@@ -155,7 +172,8 @@ class RetryGate:
 
 def is_retried(exc: BaseException) -> bool:
     """What tenacity retries: errors whose verdict is RETRYABLE (certainly not carried
-    out). ``AmbiguousError`` has a verdict of its own and is never retried here."""
+    out). ``AmbiguousError`` and ``StoppedError`` have verdicts of their own and are never
+    retried here."""
     return isinstance(exc, RemoteError) and exc.verdict is Verdict.RETRYABLE
 
 

@@ -8,7 +8,10 @@ lost answer leaves at worst an orphan the server drops), a lost ``complete`` ans
 no longer has pending is ``UploadGoneError``. ``syncd.sync.multipart`` drives it.
 
 Each part streams from disk through ``PartBody`` (a window of the file, read and sent
-256 KiB at a time), so memory does not grow with part or file size.
+256 KiB at a time), so memory does not grow with part or file size. Answers are checked
+as in ``syncd.remote.files_http``: an upload or part id must be one safe path segment,
+``expires_at`` an integer; anything else is ``ProtocolError`` (for ``complete``, whose
+answer carries the File, ``AmbiguousError``). Deadlines: ``syncd.remote.bounds``.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
-from syncd.api import RemoteFile, RemoteUpload
+from syncd.api import MAX_TIMESTAMP, RemoteFile, RemoteUpload, check_file_id
 from syncd.errors import (
     AmbiguousError,
     FatalError,
     FileChangedError,
     NotFoundError,
     PermanentError,
+    ProtocolError,
     RemoteError,
     RetryableError,
     UploadGoneError,
 )
+from syncd.remote.bounds import parse_json
 from syncd.remote.transport import Transport
 
 PART_CHUNK = 256 * 1024  # bytes per read and per send while a part streams
@@ -116,15 +121,7 @@ class HttpUploadsApi:
                     f"{what}: the server has no Uploads API (POST /uploads not found)",
                     status=404,
                 ) from exc
-            data = self._transport.json_object(response, what)
-            try:
-                return RemoteUpload(
-                    id=str(data["id"]),
-                    expires_at=int(data["expires_at"]),
-                    status=str(data.get("status") or "pending"),
-                )
-            except (KeyError, TypeError, ValueError) as exc:
-                raise RetryableError(f"{what}: the answer is not an Upload object") from exc
+            return _upload(self._transport.json_object(response, what), what)
 
         return self._transport.retry(what, attempt)
 
@@ -147,12 +144,14 @@ class HttpUploadsApi:
                     content=iter(body),
                     headers=body.headers(),
                 )
-                response = self._transport.send(request, what=what)
+                response = self._transport.send(
+                    request, what=what, deadline=self._transport.settings.upload_deadline(length)
+                )
             data = self._transport.json_object(response, what)
-            part_id = data.get("id")
-            if not isinstance(part_id, str) or not part_id:
-                raise RetryableError(f"{what}: the answer is not an upload part")
-            return part_id
+            try:
+                return check_file_id(data.get("id"))
+            except ValueError as exc:
+                raise ProtocolError(f"{what}: the answer is not an upload part ({exc})") from None
 
         try:
             return self._transport.retry(what, attempt)
@@ -173,13 +172,18 @@ class HttpUploadsApi:
             request = self._transport.build(
                 "POST", self._upload_path(upload_id, "complete"), json=body
             )
-            response = self._transport.send_creating(request, what=what, sent_all=lambda: True)
+            response = self._transport.send_creating(
+                request, what=what, sent_all=lambda: True, deadline=self._transport.settings.timeout
+            )
             try:
-                return RemoteFile.from_json(response.json()["file"])
-            except (ValueError, KeyError, TypeError) as exc:
+                answer = parse_json(response.content, what)
+                return RemoteFile.from_json(
+                    answer.get("file") if isinstance(answer, dict) else None
+                )
+            except (ValueError, ProtocolError) as exc:
                 raise AmbiguousError(
-                    f"{what}: the server answered {response.status_code} without the file; "
-                    "it may have made it",
+                    f"{what}: the server answered {response.status_code} without a valid "
+                    f"file ({exc}); it may have made it",
                     status=response.status_code,
                 ) from exc
 
@@ -207,7 +211,28 @@ class HttpUploadsApi:
 
     @staticmethod
     def _upload_path(upload_id: str, action: str) -> str:
+        try:
+            check_file_id(upload_id)
+        except ValueError as exc:
+            raise PermanentError(
+                f"upload {upload_id!r}: {exc}; no request sent".replace("file id", "upload id")
+            ) from None
         return f"uploads/{quote(upload_id, safe='')}/{action}"
+
+
+def _upload(data: dict[str, Any], what: str) -> RemoteUpload:
+    """The Upload object of a ``POST /uploads`` answer; ``ProtocolError`` if it is not one."""
+    expires_at = data.get("expires_at")
+    status = data.get("status")
+    try:
+        upload_id = check_file_id(data.get("id"))
+    except ValueError as exc:
+        raise ProtocolError(f"{what}: the answer is not an Upload object ({exc})") from None
+    if type(expires_at) is not int or not 0 <= expires_at <= MAX_TIMESTAMP:
+        raise ProtocolError(f"{what}: the answer's 'expires_at' is not a time")
+    if status is not None and type(status) is not str:
+        raise ProtocolError(f"{what}: the answer's 'status' is not a string")
+    return RemoteUpload(id=upload_id, expires_at=expires_at, status=status or "pending")
 
 
 def _gone_or(error: RemoteError, upload_id: str) -> RemoteError:

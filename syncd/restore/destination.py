@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from syncd.errors import PullCancelledError, SyncdError, UnsafePathError
+from syncd.local.rules import PULL_TEMP_PREFIX, PULL_TEMP_SUFFIX
 from syncd.restore.names import is_inside, parent_dirs
 
-TEMP_PREFIX = ".syncd-"
-TEMP_SUFFIX = ".part"
 HASH_CHUNK = 1024 * 1024
 
 
@@ -200,7 +199,7 @@ class Destination:
         parent = self._parent_fd(rel, create=True)
         assert parent is not None  # create=True never gives None
         name = rel.rsplit("/", 1)[-1]
-        temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}{TEMP_SUFFIX}"
+        temp = f"{PULL_TEMP_PREFIX}{secrets.token_hex(6)}{PULL_TEMP_SUFFIX}"
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temp, flags, 0o666, dir_fd=parent)

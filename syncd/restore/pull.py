@@ -13,6 +13,12 @@ A file counts as already there when its size and SHA-256 match (ledger pulls), o
 size and mtime match the remote file's (``--all``, whose listing carries no hash; the
 mtime is set to the remote ``created_at`` when the file is written, as rclone does).
 A ledger pull restores each file's recorded mtime.
+
+Files whose purpose the API does not serve (``syncd.api.may_download``, decided from the
+ledger row's purpose, or the listing's for ``--all``) are never asked for: they end
+``NOT_DOWNLOADABLE`` with nothing written, as does a file the server refuses with a
+400 (``syncd.restore.undownloadable``). A ledger file already in DEST with the right
+content still counts as already there.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-from syncd.api import RemoteFile
+from syncd.api import RemoteFile, may_download
 from syncd.errors import (
     ConfigError,
     ContentMismatchError,
@@ -37,10 +43,11 @@ from syncd.errors import (
     NotFoundError,
     PullCancelledError,
     RemoteError,
+    StoppedError,
     UnsafePathError,
 )
 from syncd.paths import LEDGER_SUFFIX, default_state_dir, find_ledgers, ledger_path
-from syncd.remote.protocol import FilesRemote
+from syncd.remote.protocol import FilesRemote, SupportsStop
 from syncd.restore.destination import Destination, HashingWriter, describe_mode
 from syncd.restore.names import (
     Refusal,
@@ -49,6 +56,11 @@ from syncd.restore.names import (
     describe,
     place_remote_files,
     with_id_suffix,
+)
+from syncd.restore.undownloadable import (
+    Undownloadable,
+    is_refusal,
+    not_allowed_reason,
 )
 from syncd.state.ledger import LedgerRow
 
@@ -61,6 +73,7 @@ class PullOutcome(StrEnum):
     KEPT = "kept"  # a different local file is in the way and was kept
     FAILED = "failed"
     NOT_TRIED = "not_tried"  # the pull stopped before this file (disk full, bad key, ^C)
+    NOT_DOWNLOADABLE = "not_downloadable"  # the API does not serve this file's content
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,8 @@ class PullItem:
     """One file to bring back: its remote id and what its content must be.
 
     ``sha256`` None means the content cannot be checked beyond its size (``--all``, or a
-    ledger row without a hash); ``mtime_ns`` is given to the written file.
+    ledger row without a hash); ``mtime_ns`` is given to the written file; ``purpose``
+    (None: not recorded) decides whether the content is asked for at all.
     """
 
     path: str
@@ -77,6 +91,7 @@ class PullItem:
     sha256: str | None = None
     mtime_ns: int | None = None
     notes: tuple[str, ...] = ()
+    purpose: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,10 +145,31 @@ def ledger_items(rows: Mapping[str, LedgerRow]) -> tuple[list[PullItem], list[Sk
         if row.sha256 is None:  # the file changed while it was uploaded: size only
             size = row.remote_bytes if row.remote_bytes is not None else row.size or 0
             note = "the ledger has no hash of this version; checked by size only"
-            items.append(PullItem(path, row.file_id, size, None, None, (note,)))
+            items.append(PullItem(path, row.file_id, size, None, None, (note,), row.purpose))
             continue
-        items.append(PullItem(path, row.file_id, row.size or 0, row.sha256, row.mtime_ns))
+        items.append(
+            PullItem(path, row.file_id, row.size or 0, row.sha256, row.mtime_ns, (), row.purpose)
+        )
     return items, skipped
+
+
+def split_downloadable(
+    files: Sequence[RemoteFile], *, ask_all: bool = False
+) -> tuple[list[RemoteFile], list[PullResult]]:
+    """``pull --all``: the remote files whose content may be asked for (all of them with
+    ``ask_all``), and a ``NOT_DOWNLOADABLE`` result for each of the others (no name is
+    placed for them, so they take none from a file that is written)."""
+    wanted: list[RemoteFile] = []
+    refused: list[PullResult] = []
+    for remote in files:
+        if ask_all or may_download(remote.purpose):
+            wanted.append(remote)
+            continue
+        item = PullItem(remote.filename, remote.id, remote.bytes, purpose=remote.purpose)
+        refused.append(
+            PullResult(item, PullOutcome.NOT_DOWNLOADABLE, not_allowed_reason(remote.purpose))
+        )
+    return wanted, refused
 
 
 def _same_by_mtime(st: os.stat_result | None, size: int, mtime_ns: int) -> bool:
@@ -177,7 +213,9 @@ def remote_items(
             notes.append(f"a different file is at {path!r} already; written as {candidate!r}")
             taken.add(candidate)
             path = candidate
-        items.append(PullItem(path, remote.id, remote.bytes, None, mtime_ns, tuple(notes)))
+        items.append(
+            PullItem(path, remote.id, remote.bytes, None, mtime_ns, tuple(notes), remote.purpose)
+        )
     return items, refused
 
 
@@ -190,6 +228,8 @@ class Puller:
     Per-file problems become ``PullResult``s and never stop the other files, except a
     full or read-only disk and a rejected key, which stop the pull (the files not yet
     started are ``NOT_TRIED``). ``stop()`` (from a signal handler) does the same.
+    ``ask_all`` asks for every file's content whatever its purpose (for a server that
+    serves them all); a refusal is then still ``NOT_DOWNLOADABLE``.
     """
 
     def __init__(
@@ -200,12 +240,14 @@ class Puller:
         *,
         concurrency: int = 8,
         overwrite: bool = False,
+        ask_all: bool = False,
     ) -> None:
         self.remote = remote
         self.dest = dest
         self.listener = listener
         self.concurrency = max(1, concurrency)
         self.overwrite = overwrite
+        self.ask_all = ask_all
         self._stop = threading.Event()
         self._stop_reason = ""
         self._stop_lock = threading.Lock()
@@ -215,6 +257,8 @@ class Puller:
             if not self._stop.is_set():
                 self._stop_reason = reason
                 self._stop.set()
+        if isinstance(self.remote, SupportsStop):  # no download waits out a pacing delay
+            self.remote.interrupt_waits()
 
     def run(self, items: Sequence[PullItem]) -> list[PullResult]:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="pull") as pool:
@@ -252,14 +296,18 @@ class Puller:
                     return PullResult(item, PullOutcome.FAILED, message)
                 if same:
                     return PullResult(item, PullOutcome.SAME)
+                if not self._may_download(item):
+                    return self._not_downloadable(item)
                 if not self.overwrite:
                     return PullResult(
                         item,
                         PullOutcome.KEPT,
                         "a different file is already there; kept (--overwrite replaces it)",
                     )
+            elif not self._may_download(item):
+                return self._not_downloadable(item)
             written = self._download(item)
-        except PullCancelledError:
+        except (PullCancelledError, StoppedError):
             return PullResult(item, PullOutcome.NOT_TRIED, self._stop_reason)
         except (UnsafePathError, ContentMismatchError) as exc:
             return PullResult(item, PullOutcome.FAILED, str(exc))
@@ -270,6 +318,8 @@ class Puller:
             self.stop("the server refused the API key")
             return PullResult(item, PullOutcome.FAILED, str(exc))
         except RemoteError as exc:
+            if is_refusal(exc):  # a server with other rules than the purpose list
+                return PullResult(item, PullOutcome.NOT_DOWNLOADABLE, str(exc))
             return PullResult(item, PullOutcome.FAILED, str(exc))
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -279,6 +329,13 @@ class Puller:
         return PullResult(
             item, PullOutcome.PULLED, bytes=written, duration=time.monotonic() - started
         )
+
+    def _may_download(self, item: PullItem) -> bool:
+        return self.ask_all or may_download(item.purpose)
+
+    @staticmethod
+    def _not_downloadable(item: PullItem) -> PullResult:
+        return PullResult(item, PullOutcome.NOT_DOWNLOADABLE, not_allowed_reason(item.purpose))
 
     def _is_same(self, item: PullItem, there: os.stat_result) -> bool:
         if there.st_size != item.size:
@@ -316,6 +373,20 @@ def summarise(results: Sequence[PullResult]) -> dict[str, int]:
         counts[result.outcome.value] += 1
     counts["bytes"] = sum(r.bytes for r in results)
     return counts
+
+
+def undownloadable(results: Sequence[PullResult]) -> list[Undownloadable]:
+    """The files that could not be restored because their content is not served; a
+    refusal by the server (not decided from the purpose) keeps its message."""
+    return [
+        Undownloadable(
+            r.item.path,
+            r.item.purpose,
+            None if r.message == not_allowed_reason(r.item.purpose) else r.message,
+        )
+        for r in results
+        if r.outcome is PullOutcome.NOT_DOWNLOADABLE
+    ]
 
 
 def item_notes(item: PullItem) -> str:

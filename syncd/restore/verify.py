@@ -11,9 +11,18 @@ Three sides, compared in two steps:
    one keeps it as possibly its own (reported apart, see ``syncd candidates``). Remote
    files with other names are not syncd's business and are ignored.
 2. ``check_remote_content`` (the default; skipped by ``--quick``): download every
-   tracked remote file, hashing it as it streams (nothing is written to disk), and
-   compare with the ledger's SHA-256. Local files are hashed too (``hash_local``), so a
-   change that kept size and mtime is found.
+   tracked remote file whose purpose the API serves, hashing it as it streams (nothing
+   is written to disk), and compare with the ledger's SHA-256. Local files are hashed
+   too (``hash_local``), so a change that kept size and mtime is found. The full mode
+   also compares each listed file's name, purpose and expiry with the ledger's
+   (``check_metadata``).
+
+Files whose purpose cannot be downloaded (``syncd.api.may_download`` on the ledger row's
+purpose, decided before asking) are checked as far as they can be: the remote file
+exists with the recorded id, bytes, name, purpose and expiry, and the folder's content
+hashes to the ledger's SHA-256. They are no difference; the summary says how many were
+checked that way and why. A 400 to a download (a server with other rules) is the same
+outcome, not a difference (``syncd.restore.undownloadable``).
 
 With ``--quick`` local files are compared by stat as ``syncd sync`` does (size, then
 mtime and inode, hashing only a file whose size is unchanged but whose stat moved), and
@@ -33,13 +42,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from syncd.api import RemoteFile, wire_filename
+from syncd.api import RemoteFile, may_download, wire_filename
 from syncd.errors import FatalError, FileChangedError, NotFoundError, RemoteError
 from syncd.local.fingerprint import hash_file
 from syncd.local.rules import PathFilter
 from syncd.local.scan import ScanResult
 from syncd.remote.protocol import FilesRemote
 from syncd.restore.destination import HashingWriter
+from syncd.restore.undownloadable import Undownloadable, is_refusal
 from syncd.state.ledger import LedgerRow
 
 
@@ -53,6 +63,7 @@ class DiffKind(StrEnum):
     REMOTE_CONTENT = "remote-content"  # the remote content's hash differs
     REMOTE_UNREADABLE = "remote-unreadable"  # the download failed
     REMOTE_EXTRA = "remote-extra"  # a remote file syncd made that the ledger does not own
+    REMOTE_METADATA = "remote-metadata"  # name, purpose or expiry differ from the ledger's
     NO_HASH = "no-hash"  # the ledger has no hash for the mirrored version
 
 
@@ -90,6 +101,7 @@ def compare(
     pending_deletes: Mapping[str, str],
     local_hashes: Mapping[str, str] | None = None,
     not_ours: Collection[str] = frozenset(),
+    check_metadata: bool = False,
 ) -> list[Difference]:
     """Every difference visible without downloading (see the module docstring).
 
@@ -98,6 +110,7 @@ def compare(
     this one's kept candidates).
     ``local_hashes`` (full mode) are fresh hashes of local files; without them a local
     file's hash is the scan's, which trusts the ledger when the stat is unchanged.
+    ``check_metadata`` (full mode) also compares names, purposes and expiry.
     """
     found: list[Difference] = []
     mirrored = tracked(rows)
@@ -128,7 +141,40 @@ def compare(
             detail = "the ledger has no hash of the mirrored version; run `syncd sync`"
             found.append(Difference(DiffKind.NO_HASH, path, detail, row.file_id))
     found += _compare_remote(mirrored, listing, pending_deletes, not_ours)
+    if check_metadata:
+        found += _compare_metadata(mirrored, listing)
     return found
+
+
+def _compare_metadata(
+    mirrored: Mapping[str, LedgerRow], listing: Sequence[RemoteFile]
+) -> list[Difference]:
+    """Listed files whose name, purpose or expiry is not what the ledger recorded."""
+    found: list[Difference] = []
+    by_id = {remote.id: remote for remote in listing}
+    for path, row in sorted(mirrored.items()):
+        remote = by_id.get(str(row.file_id))
+        if remote is None:
+            continue  # remote-missing already
+        name = row.remote_filename or wire_filename(path)
+        problems = []
+        if remote.filename != name:
+            problems.append(f"is named {remote.filename!r}, the ledger recorded {name!r}")
+        if row.purpose is not None and remote.purpose != row.purpose:
+            problems.append(f"has purpose {remote.purpose}, the ledger recorded {row.purpose}")
+        if remote.expires_at != row.expires_at:
+            problems.append(
+                f"expires at {_stamp(remote.expires_at)}, the ledger recorded "
+                f"{_stamp(row.expires_at)}"
+            )
+        if problems:
+            detail = f"the remote file {remote.id} " + "; ".join(problems)
+            found.append(Difference(DiffKind.REMOTE_METADATA, path, detail, row.file_id))
+    return found
+
+
+def _stamp(expires_at: int | None) -> str:
+    return "never" if expires_at is None else str(expires_at)
 
 
 def _compare_remote(
@@ -213,6 +259,15 @@ def hash_local(
     return hashes, problems
 
 
+@dataclass(frozen=True)
+class ContentCheck:
+    """What ``check_remote_content`` found: differences, and the files the server refused
+    to download (checked by size only, like those decided from their purpose)."""
+
+    differences: list[Difference]
+    refused: list[Undownloadable]
+
+
 def check_remote_content(
     remote: FilesRemote,
     rows: Mapping[str, LedgerRow],
@@ -221,10 +276,14 @@ def check_remote_content(
     concurrency: int,
     on_bytes: Callable[[int], None] | None = None,
     on_file: Callable[[], None] | None = None,
-) -> list[Difference]:
-    """Download (into no file) every tracked remote file whose size is right and
-    compare its SHA-256 with the ledger's. A rejected key stops it (``FatalError``)."""
-    todo = content_targets(rows, listing)
+    ask_all: bool = False,
+) -> ContentCheck:
+    """Download (into no file) every tracked remote file whose size is right and whose
+    purpose may be downloaded, and compare its SHA-256 with the ledger's. A rejected key
+    stops it (``FatalError``)."""
+    todo = content_targets(rows, listing, ask_all=ask_all)
+    refused: list[Undownloadable] = []
+    lock = threading.Lock()
 
     def one(entry: tuple[str, LedgerRow]) -> Difference | None:
         path, row = entry
@@ -238,6 +297,10 @@ def check_remote_content(
         except FatalError:
             raise
         except RemoteError as exc:
+            if is_refusal(exc):  # not served after all: checked by size only
+                with lock:
+                    refused.append(Undownloadable(path, row.purpose, str(exc)))
+                return None
             return Difference(DiffKind.REMOTE_UNREADABLE, path, str(exc), file_id)
         finally:
             if on_file is not None:
@@ -252,15 +315,15 @@ def check_remote_content(
 
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="verify") as pool:
         results = list(pool.map(one, todo))
-    return [difference for difference in results if difference is not None]
+    found = [difference for difference in results if difference is not None]
+    return ContentCheck(found, sorted(refused, key=lambda u: u.path))
 
 
-def content_targets(
+def _checkable(
     rows: Mapping[str, LedgerRow], listing: Sequence[RemoteFile]
 ) -> list[tuple[str, LedgerRow]]:
-    """The tracked files whose content ``check_remote_content`` downloads: those with a
-    hash in the ledger that are listed with the expected size (others are reported by
-    ``compare`` already)."""
+    """Tracked files with a hash in the ledger that are listed with the expected size
+    (others are reported by ``compare`` already)."""
     present = {remote_file.id: remote_file for remote_file in listing}
     return [
         (path, row)
@@ -268,6 +331,32 @@ def content_targets(
         if row.sha256 is not None
         and (listed := present.get(str(row.file_id))) is not None
         and listed.bytes == expected_remote_bytes(row)
+    ]
+
+
+def content_targets(
+    rows: Mapping[str, LedgerRow], listing: Sequence[RemoteFile], *, ask_all: bool = False
+) -> list[tuple[str, LedgerRow]]:
+    """The tracked files whose content ``check_remote_content`` downloads: the checkable
+    ones whose recorded purpose may be downloaded (all of them with ``ask_all``)."""
+    return [
+        (path, row)
+        for path, row in _checkable(rows, listing)
+        if ask_all or may_download(row.purpose)
+    ]
+
+
+def size_only(
+    rows: Mapping[str, LedgerRow], listing: Sequence[RemoteFile], *, ask_all: bool = False
+) -> list[Undownloadable]:
+    """The checkable files whose content cannot be downloaded (by their recorded
+    purpose): checked by size, name, purpose, expiry and the local hash only."""
+    if ask_all:
+        return []
+    return [
+        Undownloadable(path, row.purpose)
+        for path, row in _checkable(rows, listing)
+        if not may_download(row.purpose)
     ]
 
 

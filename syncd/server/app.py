@@ -1,5 +1,8 @@
 """The Files API over ASGI: the five ``/v1/files`` endpoints, faithful to the spec.
 
+(The Uploads API is ``syncd.server.uploads``, the Vector Stores API
+``syncd.server.vector_stores``; ``create_app`` serves all three.)
+
 ``create_app(store, ...)`` builds the Starlette app wrapped in the ``Gate`` (stats, key,
 faults). Handlers validate like the real API and answer ``OpenAIFile``/list/delete
 objects or the error envelope. Disk work runs in worker threads; uploads stream into
@@ -13,11 +16,19 @@ Choices where the spec is silent (see also ``envelope.py``):
 - Over-size content is a 413; ``batch`` files are limited to 200 MB as the spec says.
 - An empty (0-byte) file is refused with a 400, whatever its purpose.
 - Files with purpose ``batch`` expire after 30 days unless ``expires_after`` says else.
+
+Where the real API is stricter than the spec, so are we: ``GET /files/{id}/content``
+answers 400 ``Not allowed to download files of purpose: <purpose>`` (``param``/``code``
+null) for ``user_data``, ``assistants``, ``fine-tune`` and ``evals``, after the 404 for
+an unknown id (``allow_all_downloads`` turns the refusal off, for a private store one
+can read back). A full disk is a 507, any other I/O or database error a 500 logged in
+one line; bad input is always a 4xx.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
 from typing import IO, Any
 
 import anyio.to_thread
@@ -27,26 +38,40 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.api import BATCH_MAX_BYTES, JSONL_PURPOSES, LIST_PAGE_LIMIT, MAX_FILE_BYTES
 from syncd.errors import SyncdError
-from syncd.server.envelope import ApiError, file_not_found, invalid_request, invalid_url, too_large
+from syncd.server.envelope import (
+    ApiError,
+    file_not_found,
+    invalid_request,
+    invalid_url,
+    server_error,
+    storage_error,
+    too_large,
+)
 from syncd.server.faults import FaultInjector, parse_faults
 from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
-from syncd.server.gate import Gate, RequestStats
+from syncd.server.gate import BodyTimeouts, Gate, RequestStats
+from syncd.server.jsonbody import read_json
+from syncd.server.ratelimit import RateLimiter, RequestRate
 from syncd.server.state import ServerState, drain_body, server_state
 from syncd.server.store import FileStore, IncomingBlob
 from syncd.server.upload_store import UploadStore
 from syncd.server.uploads import upload_routes
 from syncd.server.validation import (
+    DIGITS,
     check_jsonl_file,
     default_expiry,
+    download_refusal,
     invalid_jsonl,
     jsonl_name_error,
     parse_expires_after,
     purpose_error,
 )
+from syncd.server.vector_store_db import Indexer, VectorStoreDB
+from syncd.server.vector_stores import vector_store_routes
 
 CONTENT_CHUNK = 1024 * 1024
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that hung up mid-request
@@ -85,20 +110,14 @@ async def create_file(request: Request) -> Response:
     )
     try:
         await receive_form(request, receiver)
+        if receiver.problem is not None:
+            raise receiver.problem
+        record = await anyio.to_thread.run_sync(_land, state, receiver, checker)
     except ClientDisconnect:
-        receiver.discard()
         log.info("upload_aborted", reason="client disconnected")
         return Response(status_code=CLIENT_CLOSED_REQUEST)  # for the stats; nobody reads it
-    except BaseException:  # cancelled (shutting down): still leave no temp file behind
-        receiver.discard()  # a few unlinks; must run even when cancelled
-        raise
-    if receiver.problem is not None:
-        raise receiver.problem
-    try:
-        record = await anyio.to_thread.run_sync(_land, state, receiver, checker)
-    except BaseException:
-        await anyio.to_thread.run_sync(receiver.discard)
-        raise
+    finally:  # also when cancelled (shutting down): no temp file outlives the request
+        receiver.discard()  # what did not land; a few closes and unlinks
     log.info("file_created", file_id=record["id"], bytes=record["bytes"])
     return JSONResponse(record)
 
@@ -148,10 +167,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = lo - 1
+    value = int(raw) if DIGITS.fullmatch(raw) else lo - 1  # not " 5", "1_0" nor "+5"
     if not lo <= value <= hi:
         raise invalid_request(
             f"Invalid '{name}': {raw!r}. Expected an integer between {lo} and {hi}.",
@@ -204,35 +220,60 @@ async def retrieve_file(request: Request) -> Response:
 
 
 async def delete_file(request: Request) -> Response:
-    """DELETE /files/{file_id}: ``{id, object: "file", deleted: true}``."""
+    """DELETE /files/{file_id}: ``{id, object: "file", deleted: true}``; the file also
+    leaves every vector store (as documented)."""
+    state = server_state(request)
     file_id = request.path_params["file_id"]
-    deleted = await anyio.to_thread.run_sync(server_state(request).store.delete, file_id)
+    deleted = await anyio.to_thread.run_sync(state.store.delete, file_id)
     if not deleted:
         raise file_not_found(file_id)
+    await anyio.to_thread.run_sync(state.vectors.file_deleted, file_id)
     log.info("file_deleted", file_id=file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
 
-async def _stream(handle: IO[bytes]) -> AsyncIterator[bytes]:
-    try:
-        while chunk := await anyio.to_thread.run_sync(handle.read, CONTENT_CHUNK):
+class BlobResponse(StreamingResponse):
+    """A stored file's bytes, read in a worker thread; the handle is closed however the
+    answer ends (sent, client gone, cancelled), even if streaming never began."""
+
+    def __init__(self, handle: IO[bytes], size: int) -> None:
+        self._handle = handle
+        super().__init__(
+            self._chunks(),
+            media_type="application/octet-stream",
+            headers={"content-length": str(size)},
+        )
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while chunk := await anyio.to_thread.run_sync(self._handle.read, CONTENT_CHUNK):
             yield chunk
-    finally:
-        handle.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._handle.close()
 
 
 async def file_content(request: Request) -> Response:
-    """GET /files/{file_id}/content: the raw bytes, streamed from disk."""
+    """GET /files/{file_id}/content: the raw bytes, streamed from disk.
+
+    An unknown id is a 404 first; then a purpose the real API will not serve is its 400
+    (``validation.download_refusal``), unless the server runs with allow_all_downloads.
+    """
+    state = server_state(request)
     file_id = request.path_params["file_id"]
-    opened = await anyio.to_thread.run_sync(server_state(request).store.open_content, file_id)
-    if opened is None:
+    record = await anyio.to_thread.run_sync(state.store.get, file_id)
+    if record is None:
+        raise file_not_found(file_id)
+    refusal = None if state.allow_all_downloads else download_refusal(record.purpose)
+    if refusal is not None:
+        raise refusal
+    opened = await anyio.to_thread.run_sync(state.store.open_content, file_id)
+    if opened is None:  # deleted meanwhile
         raise file_not_found(file_id)
     record, handle = opened
-    return StreamingResponse(
-        _stream(handle),
-        media_type="application/octet-stream",
-        headers={"content-length": str(record.bytes)},
-    )
+    return BlobResponse(handle, record.bytes)
 
 
 async def get_stats(request: Request) -> Response:
@@ -249,8 +290,8 @@ async def faults_endpoint(request: Request) -> Response:
     injector = server_state(request).faults
     if request.method == "PUT":
         try:
-            config = parse_faults(await request.json())
-        except (ValueError, SyncdError) as exc:  # bad JSON, or ConfigError from parse
+            config = parse_faults(await read_json(request))
+        except SyncdError as exc:  # ConfigError from parse
             raise invalid_request(f"Invalid fault configuration: {exc}") from exc
         injector.replace(config)
     return JSONResponse(injector.config.to_json())
@@ -271,11 +312,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return ApiError(status, str(exc.detail)).response()
 
 
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """A full disk is a 507 (retryable); any other I/O or database error a logged 500."""
+    error = storage_error(exc)
+    if error is None:
+        log.error("internal_error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+        return server_error().response()
+    log.warning("storage_full", path=request.url.path, error=str(exc))
+    return error.response()
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal_error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
-    return ApiError(
-        500, "The server had an error while processing your request.", type="server_error"
-    ).response()
+    return server_error().response()
 
 
 def create_app(
@@ -284,14 +333,21 @@ def create_app(
     api_key: str | None = None,
     max_bytes: int = MAX_FILE_BYTES,
     faults: FaultInjector | None = None,
+    allow_all_downloads: bool = False,
+    rate_limits: Mapping[str, RequestRate] | None = None,
+    body_timeouts: BodyTimeouts | None = None,
+    indexer: Indexer | None = None,
 ) -> ASGIApp:
-    """The whole server as one ASGI app (the Files routes behind the Gate)."""
+    """The whole server as one ASGI app (the Files, Uploads and Vector Stores routes
+    behind the Gate). ``indexer`` sets how long vector store indexing takes."""
     state = ServerState(
         store=store,
         uploads=UploadStore(store),
+        vectors=VectorStoreDB(store, indexer),
         max_bytes=max_bytes,
         faults=faults or FaultInjector(),
         stats=RequestStats(),
+        allow_all_downloads=allow_all_downloads,
     )
     routes = [
         Route("/v1/files", create_file, methods=["POST"]),
@@ -300,6 +356,7 @@ def create_app(
         Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", file_content, methods=["GET"]),
         *upload_routes(),
+        *vector_store_routes(),
         Route("/_syncd/stats", get_stats, methods=["GET"]),
         Route("/_syncd/stats/reset", reset_stats, methods=["POST"]),
         Route("/_syncd/faults", faults_endpoint, methods=["GET", "PUT"]),
@@ -309,8 +366,17 @@ def create_app(
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            OSError: _storage_error,
+            sqlite3.Error: _storage_error,
             Exception: _internal_error,
         },
     )
     app.state.syncd = state
-    return Gate(app, api_key=api_key, faults=state.faults, stats=state.stats)
+    return Gate(
+        app,
+        api_key=api_key,
+        faults=state.faults,
+        stats=state.stats,
+        limiter=RateLimiter(rate_limits),
+        body_timeouts=body_timeouts or BodyTimeouts(),
+    )

@@ -8,7 +8,10 @@ then talk to it over HTTP like to any remote::
         client = FilesClient(base_url=server.base_url, api_key=server.api_key or "local")
 
 Both bind the listening socket themselves before uvicorn starts, so the real port is
-known at once (``port=0`` picks a free one) and no request can race the start-up.
+known at once (``port=0`` picks a free one) and no request can race the start-up. What
+the server does beyond its store (key, faults, download policy, rate limits, timeouts
+and connection limit) is one ``ServeOptions``; uvicorn's configuration is
+``syncd.server.connection.build_config``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -26,8 +30,12 @@ import uvicorn
 from syncd.api import MAX_FILE_BYTES
 from syncd.errors import SyncdError
 from syncd.server.app import create_app
+from syncd.server.connection import ServerLimits, build_config
 from syncd.server.faults import FaultConfig, FaultInjector
+from syncd.server.gate import ROUTE_NAMES
+from syncd.server.ratelimit import RequestRate, parse_rate_limits
 from syncd.server.store import FileStore
+from syncd.server.vector_store_db import DEFAULT_INDEX_DELAY, DEFAULT_INDEX_WORKERS, Indexer
 
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -74,27 +82,35 @@ class _NotifyingServer(uvicorn.Server):
             self._on_ready()
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a server behaves, beyond its store and address (every field has a default)."""
+
+    api_key: str | None = None
+    max_bytes: int = MAX_FILE_BYTES
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    allow_all_downloads: bool = False
+    rate_limits: Mapping[str, RequestRate] = field(default_factory=dict)
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    index_delay: float = DEFAULT_INDEX_DELAY  # seconds a vector store file takes to index
+    index_workers: int = DEFAULT_INDEX_WORKERS  # files indexed at once
+
+
 def build_server(
-    store: FileStore,
-    *,
-    api_key: str | None,
-    max_bytes: int,
-    faults: FaultConfig,
-    on_ready: Callable[[], None],
+    store: FileStore, options: ServeOptions, on_ready: Callable[[], None]
 ) -> uvicorn.Server:
     """A single-worker uvicorn server for the app over ``store``; quiet (no access log)."""
-    app = create_app(store, api_key=api_key, max_bytes=max_bytes, faults=FaultInjector(faults))
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-        server_header=False,
-        date_header=False,  # the Gate dates answers by the server's clock
+    app = create_app(
+        store,
+        api_key=options.api_key,
+        max_bytes=options.max_bytes,
+        faults=FaultInjector(options.faults),
+        allow_all_downloads=options.allow_all_downloads,
+        rate_limits=options.rate_limits,
+        body_timeouts=options.limits.body_timeouts(),
+        indexer=Indexer(store, delay=options.index_delay, workers=options.index_workers),
     )
-    return _NotifyingServer(config, on_ready)
+    return _NotifyingServer(build_config(app, options.limits), on_ready)
 
 
 def serve_forever(
@@ -102,9 +118,7 @@ def serve_forever(
     host: str,
     port: int,
     data_dir: Path,
-    api_key: str | None,
-    max_bytes: int,
-    faults: FaultConfig,
+    options: ServeOptions,
     on_ready: Callable[[str], None],
 ) -> None:
     """Serve until SIGINT/SIGTERM; ``on_ready(base_url)`` once connections are accepted."""
@@ -113,13 +127,7 @@ def serve_forever(
         sock = bind_socket(host, port)
         real_port = sock.getsockname()[1]
         base_url = f"http://{url_host(host)}:{real_port}/v1"
-        server = build_server(
-            store,
-            api_key=api_key,
-            max_bytes=max_bytes,
-            faults=faults,
-            on_ready=lambda: on_ready(base_url),
-        )
+        server = build_server(store, options, on_ready=lambda: on_ready(base_url))
         server.run(sockets=[sock])
     finally:
         store.close()
@@ -128,8 +136,11 @@ def serve_forever(
 class EmbeddedServer:
     """``syncd serve`` in a background thread on a free loopback port (for ``--local``).
 
-    ``api_key=None`` accepts any key (a key must still be sent). ``stop()`` (or leaving
-    the ``with`` block) shuts it down and releases the store; it is idempotent.
+    ``api_key=None`` accepts any key (a key must still be sent). Downloads of the
+    purposes the real API refuses are refused unless ``allow_all_downloads``;
+    ``rate_limits`` takes ``--rate-limit`` values (``["600/min", "list=100/s"]``).
+    ``stop()`` (or leaving the ``with`` block) shuts it down and releases the store; it
+    is idempotent.
     """
 
     def __init__(
@@ -140,12 +151,23 @@ class EmbeddedServer:
         max_bytes: int = MAX_FILE_BYTES,
         faults: FaultConfig | None = None,
         host: str = "127.0.0.1",
+        allow_all_downloads: bool = False,
+        rate_limits: Iterable[str] = (),
+        limits: ServerLimits | None = None,
+        index_delay: float = DEFAULT_INDEX_DELAY,
     ) -> None:
         self.data_dir = data_dir
         self.api_key = api_key
         self.host = host
-        self._max_bytes = max_bytes
-        self._faults = faults or FaultConfig()
+        self._options = ServeOptions(
+            api_key=api_key,
+            max_bytes=max_bytes,
+            faults=faults or FaultConfig(),
+            allow_all_downloads=allow_all_downloads,
+            rate_limits=parse_rate_limits(rate_limits, ROUTE_NAMES),
+            limits=limits or ServerLimits(),
+            index_delay=index_delay,
+        )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._store: FileStore | None = None
@@ -163,13 +185,7 @@ class EmbeddedServer:
             store.close()
             raise
         port = sock.getsockname()[1]
-        server = build_server(
-            store,
-            api_key=self.api_key,
-            max_bytes=self._max_bytes,
-            faults=self._faults,
-            on_ready=ready.set,
-        )
+        server = build_server(store, self._options, on_ready=ready.set)
 
         def run() -> None:
             try:

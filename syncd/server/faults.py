@@ -13,8 +13,20 @@ Off by default. Configured with one JSON object (``--faults``, ``SYNCD_SERVE_FAU
                                       # sliding window; beyond it: 429 + Retry-After
       "lost_answer_rate": 0.1,        # POSTs (files, uploads): carried out, then a 502
       "methods": ["POST"],            # only requests with these methods get faults
-      "routes": ["create", "list"]    # only these routes (names from ``route_name``)
+      "routes": ["create", "list"],   # only these routes (names from ``route_name``)
+      "indexing": {                   # vector store files: how their indexing ends
+        "seed": 3,                    # repeatable draws (default: the top-level seed)
+        "failure_rate": 0.1,          # share of attached files whose indexing fails ...
+        "failure_code": "server_error",   # ... with this last_error.code
+        "stall_rate": 0.05,           # share that stays in_progress for ever
+        "fail_names": ["*.bad.txt"],  # files (name or base name glob) that always fail
+        "stall_names": ["slow/*"]     # files that always stall
+      }
     }
+
+``methods``/``routes`` do not apply to ``indexing``: it acts when a file is attached
+(``syncd.server.vector_store_db``), whatever request did it, and its decisions stay
+with the file.
 
 The injector only decides; the gate in ``syncd.server.gate`` carries the decision out
 and records it in the request statistics.
@@ -45,8 +57,35 @@ _KNOWN_KEYS = frozenset(
         "lost_answer_rate",
         "methods",
         "routes",
+        "indexing",
     }
 )
+_INDEXING_KEYS = frozenset(
+    {"seed", "failure_rate", "failure_code", "stall_rate", "fail_names", "stall_names"}
+)
+INDEXING_ERROR_CODES = ("server_error", "unsupported_file", "invalid_file")
+
+
+@dataclass(frozen=True)
+class IndexingFaults:
+    """How attached files' indexing misbehaves; the default lets every file complete."""
+
+    seed: int | None = None
+    failure_rate: float = 0.0
+    failure_code: str = "server_error"
+    stall_rate: float = 0.0
+    fail_names: tuple[str, ...] = ()
+    stall_names: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "failure_rate": self.failure_rate,
+            "failure_code": self.failure_code,
+            "stall_rate": self.stall_rate,
+            "fail_names": list(self.fail_names),
+            "stall_names": list(self.stall_names),
+        }
 
 
 @dataclass(frozen=True)
@@ -71,6 +110,7 @@ class FaultConfig:
     lost_answer_rate: float = 0.0
     methods: frozenset[str] | None = None
     routes: frozenset[str] | None = None
+    indexing: IndexingFaults = field(default_factory=IndexingFaults)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as the JSON object it was parsed from (normalised)."""
@@ -90,6 +130,7 @@ class FaultConfig:
             "lost_answer_rate": self.lost_answer_rate,
             "methods": sorted(self.methods) if self.methods is not None else None,
             "routes": sorted(self.routes) if self.routes is not None else None,
+            "indexing": self.indexing.to_json(),
         }
 
 
@@ -116,6 +157,44 @@ def _names(value: Any, key: str, upper: bool) -> frozenset[str] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"faults: {key!r} must be a list of strings")
     return frozenset(v.upper() if upper else v for v in value)
+
+
+def _seed(value: Any, key: str) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"faults: {key!r} must be an integer or null")
+    return value if value is None else int(value)
+
+
+def _globs(value: Any, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"faults: {key!r} must be a list of glob strings")
+    return tuple(value)
+
+
+def parse_indexing(data: Any, default_seed: int | None) -> IndexingFaults:
+    """The ``indexing`` part of a fault configuration (ConfigError naming a bad key)."""
+    if data is None:
+        return IndexingFaults(seed=default_seed)
+    if not isinstance(data, dict):
+        raise ConfigError("faults: 'indexing' must be an object")
+    unknown = set(data) - _INDEXING_KEYS
+    if unknown:
+        raise ConfigError(f"faults: unknown indexing key(s) {', '.join(sorted(unknown))}")
+    code = data.get("failure_code", "server_error")
+    if code not in INDEXING_ERROR_CODES:
+        raise ConfigError(
+            f"faults: 'indexing.failure_code' must be one of {', '.join(INDEXING_ERROR_CODES)}"
+        )
+    return IndexingFaults(
+        seed=_seed(data.get("seed", default_seed), "indexing.seed"),
+        failure_rate=_number(data, "failure_rate", 0.0, 1.0, 0.0),
+        failure_code=code,
+        stall_rate=_number(data, "stall_rate", 0.0, 1.0, 0.0),
+        fail_names=_globs(data.get("fail_names"), "indexing.fail_names"),
+        stall_names=_globs(data.get("stall_names"), "indexing.stall_names"),
+    )
 
 
 def parse_faults(data: dict[str, Any]) -> FaultConfig:
@@ -159,6 +238,7 @@ def parse_faults(data: dict[str, Any]) -> FaultConfig:
         lost_answer_rate=_number(data, "lost_answer_rate", 0.0, 1.0, 0.0),
         methods=_names(data.get("methods"), "methods", upper=True),
         routes=_names(data.get("routes"), "routes", upper=False),
+        indexing=parse_indexing(data.get("indexing"), seed),
     )
 
 

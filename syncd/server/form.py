@@ -9,25 +9,46 @@ Memory stays flat whatever the size: the body is fed to the parser in batches of
 ``FormReceiver`` is synchronous and knows nothing about HTTP; ``receive_form`` drives it
 from a Starlette request. A problem found on the way (a part too large, a bad field)
 stops the writing, but the rest of the body is still read and dropped so that the client
-gets a clean answer instead of a reset connection.
+gets a clean answer instead of a reset connection (the gate's body deadline bounds that).
+
+Bounds (each a 400 unless said, and nothing of the request is kept):
+
+- the boundary: 1 to 70 characters of RFC 2046's alphabet (``MAX_BOUNDARY_CHARS``);
+- at most ``MAX_PARTS`` (16) parts in all, file parts included; a part's headers are
+  python-multipart's (8 headers of at most 4,224 bytes);
+- the plain fields together at most ``MAX_FIELDS_BYTES`` (64 KiB), held in memory;
+- a file part at most ``max_file_bytes`` (413); a JSON Lines line ``MAX_JSONL_LINE_BYTES``;
+- the body must end with its closing boundary: one cut short mid-part is refused;
+- a full disk while writing is a 507 (``envelope.storage_error``), any other I/O error
+  a 500, never the "could not parse" 400 a client would take for permanent.
+
+A receiver opens at most one blob per file part its ``open_file`` accepts; ``discard``
+closes and removes every one that did not land, and handlers call it on every way out.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio.to_thread
+import structlog
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from syncd.server.envelope import ApiError, invalid_request
+from syncd.server.envelope import ApiError, invalid_request, server_error, storage_error
 from syncd.server.store import IncomingBlob
 
 BATCH_BYTES = 1024 * 1024
-MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS_BYTES = 64 * 1024
+MAX_PARTS = 16
+MAX_BOUNDARY_CHARS = 70
 MAX_JSONL_LINE_BYTES = 32 * 1024 * 1024
+log = structlog.get_logger()
+# RFC 2046 5.1.1: bchars, and the last one not a space.
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
 class JsonlChecker:
@@ -137,9 +158,13 @@ class FormReceiver:
         self._too_large = too_large
         self._file_fields = file_fields
         self._part = _Part()
+        self._parts = 0
+        self._fields_bytes = 0
+        self._ended = False
         self._parser = MultipartParser(
             boundary,
             {
+                "on_end": self._on_end,
                 "on_part_begin": self._on_part_begin,
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
@@ -158,21 +183,26 @@ class FormReceiver:
             self._parser.write(data)
         except ApiError as exc:
             self._fail(exc)
+        except OSError as exc:  # writing a blob: a full disk is not the client's fault
+            problem = storage_error(exc)
+            if problem is None:
+                log.error("form_write_failed", error=f"{type(exc).__name__}: {exc}")
+            self._fail(problem or server_error())
         except Exception as exc:  # python-multipart's own parse errors
             self._fail(invalid_request(f"Could not parse multipart form: {exc}"))
 
     def finish(self) -> None:
-        if self.problem is None:
-            try:
-                self._parser.finalize()
-            except Exception as exc:
-                self._fail(invalid_request(f"Could not parse multipart form: {exc}"))
-        for part in self.files:
-            if part.blob is not None and self.problem is not None:
-                part.blob.discard()
+        """The body is over: refuse it unless it ended with its closing boundary."""
+        if self.problem is None and not self._ended:
+            self._fail(
+                invalid_request(
+                    "Could not parse multipart form: the body ended before its closing "
+                    "boundary (was it cut short?)."
+                )
+            )
 
     def discard(self) -> None:
-        """Throw away everything received (on any error after parsing)."""
+        """Close and remove every blob opened for this form that did not land."""
         for part in self.files:
             if part.blob is not None:
                 part.blob.discard()
@@ -182,7 +212,13 @@ class FormReceiver:
             self.problem = problem
         self.discard()
 
+    def _on_end(self) -> None:
+        self._ended = True
+
     def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise invalid_request(f"The multipart form has more than {MAX_PARTS} parts.")
         self._part = _Part()
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -212,9 +248,10 @@ class FormReceiver:
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         file = self._part.file
         if file is None:
-            if len(self._part.data) + (end - start) > MAX_FIELD_BYTES:
+            self._fields_bytes += end - start
+            if self._fields_bytes > MAX_FIELDS_BYTES:
                 raise invalid_request(
-                    f"The form field {self._part.name!r} is longer than {MAX_FIELD_BYTES} bytes."
+                    f"The form's fields are longer than {MAX_FIELDS_BYTES} bytes together."
                 )
             self._part.data += data[start:end]
             return
@@ -239,7 +276,13 @@ def multipart_boundary(request: Request) -> bytes:
         raise invalid_request(
             "Invalid Content-Type header: expected multipart/form-data with a boundary."
         )
-    return params[b"boundary"]
+    boundary = params[b"boundary"]
+    if not _BOUNDARY.fullmatch(boundary):
+        raise invalid_request(
+            "Invalid Content-Type header: a multipart boundary is 1 to "
+            f"{MAX_BOUNDARY_CHARS} letters, digits or '()+_,-./:=? (RFC 2046)."
+        )
+    return boundary
 
 
 async def receive_form(request: Request, receiver: FormReceiver) -> None:

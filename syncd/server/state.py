@@ -10,17 +10,20 @@ from syncd.server.faults import FaultInjector
 from syncd.server.gate import RequestStats
 from syncd.server.store import FileStore
 from syncd.server.upload_store import UploadStore
+from syncd.server.vector_store_db import VectorStoreDB
 
 
 @dataclass
 class ServerState:
-    """The stores, the size limit, and the test controls (faults, stats)."""
+    """The stores, the size limit, the download policy, and the test controls."""
 
     store: FileStore
     uploads: UploadStore
+    vectors: VectorStoreDB
     max_bytes: int
     faults: FaultInjector
     stats: RequestStats
+    allow_all_downloads: bool = False
 
 
 def server_state(request: Request) -> ServerState:

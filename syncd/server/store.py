@@ -8,6 +8,10 @@ Layout of the data directory::
     uploads/            Uploads API state (see ``syncd.server.uploads``)
     .lock               held (flock) by the one server using this directory
 
+The store is private: directories it creates are 0700 (``blobs/``, ``tmp/`` and
+``uploads/`` are made 0700 even in an older store), files 0600 (blobs, parts,
+``files.db`` and with it SQLite's ``-wal``/``-shm``), whatever the umask.
+
 Contract:
 
 - A file is visible only after its content is complete on disk: the upload is written
@@ -55,6 +59,8 @@ CREATE INDEX IF NOT EXISTS files_order ON files (created_at, seq);
 CREATE INDEX IF NOT EXISTS files_expiry ON files (expires_at) WHERE expires_at IS NOT NULL;
 """
 TOMBSTONE_KEEP_SECONDS = 7 * 86400
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 def new_id(prefix: str) -> str:
@@ -91,12 +97,15 @@ class FileRecord:
 
 
 class IncomingBlob:
-    """Content being received into ``tmp/``; ``FileStore.commit`` lands it, else discard."""
+    """Content being received into ``tmp/`` (mode 0600); ``move_to`` lands it, else
+    ``discard`` (a no-op once landed, so callers may discard everything they opened)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.size = 0
-        self._file: IO[bytes] | None = open(path, "xb")  # noqa: SIM115 - closed by finish()/discard()
+        self.landed = False
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        self._file: IO[bytes] | None = os.fdopen(fd, "wb")  # closed by finish()/discard()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._file is not None, "write after close"
@@ -129,12 +138,32 @@ class IncomingBlob:
             self._file.close()
             self._file = None
 
+    def move_to(self, target: Path) -> None:
+        """Finish, then rename into ``target``: the blob is landed and no longer ours."""
+        self.finish()
+        self.path.rename(target)
+        self.path = target
+        self.landed = True
+
     def discard(self) -> None:
+        """Close and remove the temp file, unless it landed; safe to call more than once."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # a failed flush (full disk) still closes
+                self._file.close()
             self._file = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if not self.landed:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents with mode 0700; existing ones stay as
+    they are (a ``--data`` directory the user made is theirs to set)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=DIR_MODE)
+        directory.chmod(DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
 def _fsync_dir(path: Path) -> None:
@@ -152,8 +181,10 @@ class FileStore:
         self.root = root
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"
-        for directory in (root, self.blobs, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(root)
+        for directory in (self.blobs, self.tmp):
+            make_private_dir(directory)
+            directory.chmod(DIR_MODE)  # ours: tighten a store made by an older version
         try:
             self._file_lock = FileLock(root / ".lock")
         except LockHeldError as exc:
@@ -161,7 +192,10 @@ class FileStore:
                 f"store {root} is in use by another syncd serve ({exc.holder or 'pid unknown'})"
             ) from None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "files.db", check_same_thread=False, isolation_level=None)
+        db_path = root / "files.db"
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        db_path.chmod(FILE_MODE)  # SQLite gives its -wal and -shm files the same mode
+        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -229,7 +263,7 @@ class FileStore:
         incoming.finish()
         file_id = file_id or new_id("file-")
         target = self.blobs / file_id
-        incoming.path.rename(target)
+        incoming.move_to(target)
         _fsync_dir(self.blobs)
         now = int(clock.now())
         expires_at = now + expires_after if expires_after is not None else None

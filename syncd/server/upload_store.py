@@ -21,7 +21,7 @@ from typing import Any
 
 from syncd.api import UPLOAD_LIFETIME_SECONDS
 from syncd.server import clock
-from syncd.server.store import FileStore, IncomingBlob, new_id
+from syncd.server.store import DIR_MODE, FileStore, IncomingBlob, make_private_dir, new_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -108,7 +108,8 @@ class UploadStore:
     def __init__(self, files: FileStore) -> None:
         self.files = files
         self.root = files.root / "uploads"
-        self.root.mkdir(exist_ok=True)
+        make_private_dir(self.root)
+        self.root.chmod(DIR_MODE)
         files.ensure_schema(_SCHEMA)
         self._recover()
 
@@ -190,7 +191,8 @@ class UploadStore:
                     record.file_id,
                 ),
             )
-        (self.root / record.id).mkdir()  # after the row: purge_finished drops unknown folders
+        # After the row: purge_finished drops unknown folders.
+        (self.root / record.id).mkdir(mode=DIR_MODE)
         return record
 
     def get(self, upload_id: str) -> UploadRecord | None:
@@ -216,7 +218,7 @@ class UploadStore:
         part = PartRecord(new_id("part_"), upload_id, incoming.size, int(clock.now()))
         target = self.part_path(part)
         try:
-            incoming.path.rename(target)
+            incoming.move_to(target)
         except FileNotFoundError:  # the upload's folder went: it was finished meanwhile
             incoming.discard()
             return None
@@ -231,6 +233,22 @@ class UploadStore:
                     (part.id, part.upload_id, part.bytes, part.created_at),
                 )
                 return part
+        try:
+            with self.files.transaction() as db:
+                row = db.execute(
+                    "SELECT status, expires_at FROM uploads WHERE id = ?", (upload_id,)
+                ).fetchone()
+                if row is not None and row[0] == "pending" and row[1] > clock.now():
+                    db.execute(
+                        "INSERT INTO upload_parts (id, upload_id, bytes, created_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (part.id, part.upload_id, part.bytes, part.created_at),
+                    )
+                    return part
+        except BaseException:  # e.g. the database's disk is full: no part file without a row
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            raise
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
         return None

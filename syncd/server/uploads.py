@@ -10,13 +10,13 @@ Choices where the spec is silent: parts up to 64 MiB (the official SDK's part si
 and uploads up to 8 GiB; the filename rules of ``POST /files`` apply (``.jsonl`` for
 fine-tune and batch, checked at create, every line checked at complete); a 0-byte
 upload is refused; cancelling a cancelled upload answers it again (idempotent); parts
-not named in ``complete`` are dropped.
+not named in ``complete`` are dropped. A part request carries one ``data`` part: a second
+one is read and dropped, never written. JSON bodies are bounded (``jsonbody``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from syncd.api import (
 )
 from syncd.server.envelope import ApiError, invalid_request, too_large
 from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, receive_form
+from syncd.server.jsonbody import read_json_object
 from syncd.server.state import ServerState, drain_body, server_state
 from syncd.server.store import IncomingBlob
 from syncd.server.upload_store import UploadRecord
@@ -48,7 +49,6 @@ from syncd.server.validation import (
     purpose_error,
 )
 
-MAX_JSON_BODY_BYTES = 1024 * 1024  # a request body of JSON is never read whole beyond this
 CREATE_KEYS = frozenset({"filename", "purpose", "bytes", "mime_type", "expires_after"})
 COMPLETE_KEYS = frozenset({"part_ids", "md5"})
 
@@ -67,30 +67,6 @@ def _not_pending(upload: UploadRecord, action: str) -> ApiError:
     )
 
 
-async def _json_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
-    """The JSON object body, or the real API's 400s for bad JSON and unknown keys."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        if len(raw) <= MAX_JSON_BODY_BYTES:
-            raw += chunk  # past the cap the rest is read and dropped
-    if len(raw) > MAX_JSON_BODY_BYTES:
-        raise ApiError(413, f"The JSON body is larger than {MAX_JSON_BODY_BYTES} bytes.")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise invalid_request(
-            "We could not parse the JSON body of your request. The body must be a JSON object."
-        )
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise invalid_request(
-            f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0]
-        )
-    return body
-
-
 def _required_string(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
@@ -105,7 +81,7 @@ def _required_string(body: dict[str, Any], key: str) -> str:
 async def create_upload(request: Request) -> Response:
     """POST /uploads: validate the announced file, answer the ``pending`` Upload."""
     state = server_state(request)
-    body = await _json_object(request, CREATE_KEYS)
+    body = await read_json_object(request, CREATE_KEYS)
     filename = _required_string(body, "filename")
     mime_type = _required_string(body, "mime_type")
     purpose = body.get("purpose")
@@ -175,7 +151,9 @@ async def add_part(request: Request) -> Response:
         raise
 
     def open_data(name: str, filename: str, fields: dict[str, str]) -> IncomingBlob | None:
-        return state.store.new_incoming() if name == "data" else None
+        if name != "data" or any(p.blob is not None for p in receiver.files):
+            return None  # another part, or a second `data`: dropped, never written
+        return state.store.new_incoming()
 
     receiver = FormReceiver(
         boundary,
@@ -185,25 +163,26 @@ async def add_part(request: Request) -> Response:
         file_fields=frozenset({"data"}),
     )
     try:
-        await receive_form(request, receiver)
+        return await _land_part(request, state, upload_id, receiver)
     except ClientDisconnect:
-        receiver.discard()
         return Response(status_code=499)
-    except BaseException:
-        receiver.discard()
-        raise
+    finally:
+        receiver.discard()  # whatever did not land; a few closes and unlinks, even if cancelled
+
+
+async def _land_part(
+    request: Request, state: ServerState, upload_id: str, receiver: FormReceiver
+) -> Response:
+    await receive_form(request, receiver)
     if receiver.problem is not None:
         raise receiver.problem
-    parts = [p for p in receiver.files if p.field_name == "data" and p.blob is not None]
-    if not parts:
+    blobs = [p.blob for p in receiver.files if p.blob is not None]
+    if not blobs:
         raise invalid_request(
             "Missing required parameter: 'data'.", param="data", code="missing_required_parameter"
         )
-    blob = parts[0].blob
-    assert blob is not None
-    part = await anyio.to_thread.run_sync(state.uploads.add_part, upload_id, blob)
+    part = await anyio.to_thread.run_sync(state.uploads.add_part, upload_id, blobs[0])
     if part is None:
-        receiver.discard()
         upload = await anyio.to_thread.run_sync(state.uploads.get, upload_id)
         assert upload is not None
         raise _not_pending(upload, "add a part to")
@@ -227,7 +206,7 @@ async def complete_upload(request: Request) -> Response:
     """POST /uploads/{id}/complete: assemble the parts in order into a File."""
     state = server_state(request)
     upload_id = request.path_params["upload_id"]
-    body = await _json_object(request, COMPLETE_KEYS)
+    body = await read_json_object(request, COMPLETE_KEYS)
     part_ids = _part_ids(body)
     md5 = body.get("md5")
     if md5 is not None and not isinstance(md5, str):

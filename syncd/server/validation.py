@@ -1,13 +1,18 @@
-"""Request checks shared by the Files and Uploads endpoints (purpose, expiry, JSON Lines).
+"""Request checks shared by the Files and Uploads endpoints (purpose, expiry, JSON Lines,
+which purposes download).
 
 Each check returns or raises an ``ApiError`` worded like the real API's, naming the
-parameter at fault.
+parameter at fault. Values a client sent are checked for their type before use, so a
+list where a number belongs is a 400, not a 500.
 """
 
 from __future__ import annotations
 
+import re
+
 from syncd.api import (
     BATCH_DEFAULT_EXPIRY_SECONDS,
+    DOWNLOADABLE_PURPOSES,
     EXPIRES_MAX_SECONDS,
     EXPIRES_MIN_SECONDS,
     JSONL_PURPOSES,
@@ -18,6 +23,7 @@ from syncd.server.form import JsonlChecker
 from syncd.server.store import IncomingBlob
 
 READ_CHUNK = 1024 * 1024
+DIGITS = re.compile(r"[0-9]{1,12}")
 
 
 def purpose_error(
@@ -39,24 +45,36 @@ def purpose_error(
     return None
 
 
-def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | None:
-    """The validated ``expires_after`` seconds, None when absent; ApiError when bad."""
+def _shown(value: object) -> str:
+    """A client's value for an error message: its repr, cut to 100 characters."""
+    text = repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def parse_expires_after(anchor: object, seconds: object) -> int | None:
+    """The validated ``expires_after`` seconds, None when absent; ApiError when bad.
+
+    Values come from a form (strings) or from JSON (any type): ``seconds`` must be an
+    integer (JSON) or plain decimal digits (form); floats, booleans, lists, ``"1_0"``
+    and ``" 3600"`` are refused.
+    """
     if anchor is None and seconds is None:
         return None
     if anchor != "created_at":
         raise invalid_request(
-            f"Invalid value for 'expires_after.anchor': {anchor!r}. Supported values are: "
-            "'created_at'.",
+            f"Invalid value for 'expires_after.anchor': {_shown(anchor)}. Supported values "
+            "are: 'created_at'.",
             param="expires_after.anchor",
             code="invalid_value",
         )
-    try:
-        value = int(seconds) if seconds is not None else None
-    except ValueError:
-        value = None
+    value: int | None = None
+    if isinstance(seconds, int) and not isinstance(seconds, bool):
+        value = seconds
+    elif isinstance(seconds, str) and DIGITS.fullmatch(seconds):
+        value = int(seconds)
     if value is None or not EXPIRES_MIN_SECONDS <= value <= EXPIRES_MAX_SECONDS:
         raise invalid_request(
-            f"Invalid 'expires_after.seconds': {seconds!r}. Expected an integer between "
+            f"Invalid 'expires_after.seconds': {_shown(seconds)}. Expected an integer between "
             f"{EXPIRES_MIN_SECONDS} and {EXPIRES_MAX_SECONDS}.",
             param="expires_after.seconds",
             code="invalid_value",
@@ -99,3 +117,10 @@ def default_expiry(purpose: str, expires_after: int | None) -> int | None:
     if expires_after is None and purpose == "batch":
         return BATCH_DEFAULT_EXPIRY_SECONDS
     return expires_after
+
+
+def download_refusal(purpose: str) -> ApiError | None:
+    """The real API's 400 for content of a purpose it does not let anyone download."""
+    if purpose in DOWNLOADABLE_PURPOSES:
+        return None
+    return invalid_request(f"Not allowed to download files of purpose: {purpose}")

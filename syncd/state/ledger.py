@@ -1,4 +1,4 @@
-"""The ledger: the only SQL in syncd. Facts about each mirrored path, and intents.
+"""The ledger: syncd's SQL (with ``vector_ledger``). Facts about each mirrored path, intents.
 
 One SQLite file per mirrored folder (WAL, mode 0600, ``synchronous=FULL`` because an
 intent must be on disk before its request leaves). Tables:
@@ -17,9 +17,12 @@ intent must be on disk before its request leaves). Tables:
   API, with the parts the server confirmed, so that a restart sends only the rest.
 - ``candidates``: remote files that may be syncd's but are kept because that cannot be
   proven (another writer may have made them): reported, never adopted or deleted.
-- ``meta``: the schema version and facts about the mirror (its folder's identity), the
-  ``heartbeat`` (the last sign of life of a process with uploads in flight) and the
-  measured ``server_clock`` offset.
+- ``meta``: the schema version and facts about the mirror: its folder's identity, the
+  remote it mirrors to (``syncd.sync.binding``; never the key), the ``heartbeat`` (the
+  last sign of life of a process with uploads in flight) and the measured
+  ``server_clock`` offset.
+- ``vector_stores``/``vector_attachments``: the vector store the mirror keeps and each
+  attachment's state (``syncd.state.vector_ledger``, which owns their SQL).
 
 Every ledger opened for writing is registered in the state home
 (``syncd.state.registry``); ``other_claims`` reads every other registered ledger,
@@ -29,16 +32,24 @@ The schema is declared once in ``syncd.state.schema``, which creates and migrate
 
 One process at a time: a lock file beside the ledger is held (``syncd.state.lock``) for
 the process lifetime and names its holder, so a second process gets ``LedgerLockedError``.
+Neither the ledger nor its lock is ever opened through a symbolic link: the lock with
+``O_NOFOLLOW``; the ledger is looked at with ``lstat`` first (a link, or SQLite's
+``-wal``/``-shm`` as one, is a ``ConfigError``) and created with ``O_EXCL|O_NOFOLLOW``.
+SQLite then opens it by name, which is safe because the state directory has been
+checked (``syncd.paths.check_state_dir``): nobody else can swap a link in between.
 Readers (``syncd status``) open read-only without the lock; WAL lets them read while the
 owner writes. One connection is shared by the executor's workers behind one lock.
-The API key is never stored here.
+The API key is never stored here: error texts are redacted (``syncd.log.redact_text``)
+before they are written, as a last line of defence behind the transport's scrubbing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -50,13 +61,18 @@ from typing import Any
 import structlog
 
 from syncd.api import RemoteFile
-from syncd.errors import LedgerLockedError, SyncdError
+from syncd.errors import ConfigError, LedgerLockedError, SyncdError
 from syncd.local.fingerprint import Fingerprint
+from syncd.log import redact_text
+from syncd.paths import check_state_dir
 from syncd.state.lock import FileLock, LockHeldError
 from syncd.state.registry import LedgerRegistry
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
+from syncd.state.vector_ledger import serving_versions
 
 BACKOFF_FIRST_SECONDS = 60.0
+# meta: the mirrored folder's absolute path, as the last sync or run of it named it.
+META_FOLDER = "folder"
 BACKOFF_MAX_SECONDS = 3600.0
 # The outcome of an upload intent closed without adopting a copy: it stored nothing, or
 # nothing it provably stored (an older attempt of the path, or kept candidates).
@@ -267,13 +283,15 @@ class Ledger:
         environment; None: neither registered nor aware of other ledgers, for tests).
         Upload intents a crash left open get their last sign of life (``alive_at``,
         from the heartbeat): holding the lock, this process is the first since.
+        ``ConfigError`` for an unsafe state directory or a link where a file belongs.
         """
         if isinstance(registry, _FromEnvironment):
             registry = LedgerRegistry.from_env(os.environ)
+        check_state_dir(path.parent, writing=True)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = _lock(path)
+        lock = lock_ledger(path)
         try:
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            _create_or_check(path)
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -293,12 +311,19 @@ class Ledger:
 
     @classmethod
     def open_readonly(cls, path: Path) -> Ledger:
-        """Open an existing ledger for reading while its owner may be writing it."""
-        if not path.is_file():
+        """Open an existing ledger for reading while its owner may be writing it (never
+        through a link; ``ConfigError`` for a state directory others may write)."""
+        check_state_dir(path.parent, writing=False)
+        try:
+            st = path.lstat()
+        except OSError:
+            raise SyncdError(f"no ledger at {path}") from None
+        _refuse_link(path, st)
+        if not stat.S_ISREG(st.st_mode):
             raise SyncdError(f"no ledger at {path}")
         try:
             conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
+                f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False
             )
             conn.execute("PRAGMA busy_timeout=5000")
             ledger = cls(conn, path, None)
@@ -392,14 +417,16 @@ class Ledger:
         return int(self._query("SELECT count(*) AS n FROM files WHERE file_id IS NOT NULL")[0]["n"])
 
     def known_file_ids(self) -> set[str]:
-        """Every remote id the ledger refers to: tracked rows, unfinished deletes and
-        candidates (kept or dismissed: never matched again)."""
+        """Every remote id the ledger refers to: tracked rows, unfinished deletes,
+        candidates (kept or dismissed: never matched again), and files attached to a
+        vector store (old versions kept until their successor is indexed among them)."""
         ids = {r["file_id"] for r in self._query("SELECT file_id FROM files")}
         ids |= {
             r["file_id"]
             for r in self._query("SELECT file_id FROM intents WHERE state = ?", (IntentState.OPEN,))
         }
         ids |= {r["file_id"] for r in self._query("SELECT file_id FROM candidates")}
+        ids |= {r["file_id"] for r in self._query("SELECT file_id FROM vector_attachments")}
         ids.discard(None)
         return ids
 
@@ -475,7 +502,7 @@ class Ledger:
                    next_attempt_at = ?, failed_sha256 = ?, failed_size = ?,
                    failed_mtime_ns = ?, failed_inode = ? WHERE path = ?""",
                 (
-                    reason,
+                    redact_text(reason),
                     ErrorKind.PERMANENT if permanent else ErrorKind.RETRYABLE,
                     attempts,
                     None if permanent else now + wait,
@@ -544,6 +571,8 @@ class Ledger:
     ) -> list[Intent]:
         """In one transaction: close the intent, point the path's row at ``remote`` and
         open delete intents for the version(s) it replaces. Returns those delete intents.
+        A replaced version attached to a vector store gets none: it stays (its attachment
+        refers to it) until ``syncd.sync.vectors`` has the new one indexed.
 
         ``stale`` means the file changed while it was uploaded: the row records the new
         remote id but no hash, so the next plan sees "changed" and uploads again.
@@ -554,6 +583,9 @@ class Ledger:
             old_row = old.fetchone()
             candidates: list[str | None] = [intent.replaces, old_row[0] if old_row else None]
             old_ids = {c for c in candidates if c is not None and c != remote.id}
+            # An old version a vector store may still be serving stays until the new one
+            # is indexed; its attachment row refers to it (syncd.state.vector_ledger).
+            old_ids -= serving_versions(conn, old_ids)
             _finish_intent(conn, intent_id, IntentState.DONE, now, "uploaded", file_id=remote.id)
             conn.execute("DELETE FROM files WHERE path = ?", (intent.path,))
             conn.execute(
@@ -763,7 +795,7 @@ class Ledger:
         with self._write() as conn:
             conn.execute(
                 "UPDATE passes SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
-                (now, result, summary, pass_id),
+                (now, result, redact_text(summary), pass_id),
             )
             conn.execute("DELETE FROM passes WHERE id <= ?", (pass_id - 1000,))
 
@@ -781,6 +813,27 @@ class Ledger:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
+    def forget_remote(self, reason: str, *, now: float) -> int:
+        """Forget all the ledger knows of its remote, in one transaction: every ``files``
+        row (the next pass uploads every file again), every open intent (closed as
+        failed with ``reason``), every upload in parts, the uploads closed as not stored
+        (their late copies would be the old remote's) and the candidates kept there. The
+        dirty queue and the passes stay. Returns how many remote copies were forgotten."""
+        with self._write() as conn:
+            copies = conn.execute(
+                "SELECT count(*) FROM files WHERE file_id IS NOT NULL"
+            ).fetchone()[0]
+            conn.execute("DELETE FROM files")
+            conn.execute(
+                "UPDATE intents SET state = ?, finished_at = ?, outcome = ? WHERE state = ?",
+                (IntentState.FAILED, now, reason, IntentState.OPEN),
+            )
+            conn.execute("UPDATE intents SET outcome = ? WHERE outcome = ?", (reason, NOT_STORED))
+            conn.execute("DELETE FROM candidates")
+            conn.execute("DELETE FROM multipart_parts")
+            conn.execute("DELETE FROM multipart_uploads")
+            return int(copies)
+
     def status(self) -> LedgerStatus:
         """Counts for ``syncd status``: mirrored, pending and failed paths."""
         counts = self._query(
@@ -795,9 +848,11 @@ class Ledger:
                FROM files""",
             (ErrorKind.RETRYABLE, ErrorKind.PERMANENT),
         )[0]
-        queued = self._query(
+        queued = self._query(  # each path once: not those counted as failing or open
             "SELECT count(*) AS n FROM dirty WHERE path NOT IN "
-            "(SELECT path FROM files WHERE error_kind IS NOT NULL)"
+            "(SELECT path FROM files WHERE error_kind IS NOT NULL) AND path NOT IN "
+            "(SELECT path FROM intents WHERE state = ?)",
+            (IntentState.OPEN,),
         )[0]["n"]
         problems = self._query(
             "SELECT * FROM files WHERE error_kind IS NOT NULL ORDER BY error_kind, path"
@@ -901,7 +956,7 @@ def _ids(conn: sqlite3.Connection, sql: str) -> set[str]:
         return set()
 
 
-def _lock(ledger: Path) -> FileLock:
+def lock_ledger(ledger: Path) -> FileLock:
     """The lock beside ``ledger``; LedgerLockedError naming the holder if it is taken."""
     try:
         return FileLock(ledger.with_name(ledger.name + ".lock"))
@@ -910,6 +965,39 @@ def _lock(ledger: Path) -> FileLock:
             f"ledger {ledger.with_suffix('')} is in use by another syncd process "
             f"({exc.holder or 'pid unknown'}); stop it first or use another --state"
         ) from None
+    except OSError as exc:
+        lock = ledger.with_name(ledger.name + ".lock")
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"the ledger's lock {lock} is a symbolic link; refused (remove it)"
+            ) from None
+        raise ConfigError(f"cannot open the ledger's lock {lock}: {exc.strerror}") from None
+
+
+def _refuse_link(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise ConfigError(
+            f"{path} is a symbolic link; syncd never opens its ledger through one "
+            "(remove the link, or name the real file with --state)"
+        )
+
+
+def _create_or_check(path: Path) -> None:
+    """Create the ledger file (0600, ``O_EXCL|O_NOFOLLOW``) or check the one there: a
+    regular file, not a link; nor may SQLite's side files be links."""
+    for side in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = side.lstat()
+        except FileNotFoundError:
+            continue
+        _refuse_link(side, st)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{side} is not a regular file; it cannot be a ledger")
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        pass  # checked above
 
 
 def _intent_by_id(conn: sqlite3.Connection, intent_id: int) -> Intent:
@@ -933,7 +1021,7 @@ def _finish_intent(
     conn.execute(
         """UPDATE intents SET state = ?, finished_at = ?, outcome = ?,
            file_id = coalesce(?, file_id) WHERE id = ?""",
-        (state, now, outcome, file_id, intent_id),
+        (state, now, redact_text(outcome), file_id, intent_id),
     )
 
 

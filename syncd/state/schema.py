@@ -13,7 +13,8 @@ not at all. It is imported only when a file needs creating or migrating (its imp
 costs about 0.17 s, which an up-to-date ledger, the common case, never pays).
 
 Versions: 1 the first schema; 2 resumable uploads (``multipart_*``); 3 this declared
-form (no change of tables, and ``meta`` is declared like the others); 4 what proves
+form (no change of tables, and ``meta`` is declared like the others); 4 vector stores
+(``vector_stores``, ``vector_attachments``: ``syncd.state.vector_ledger``); 5 what proves
 ownership after a lost answer or a crash: an upload intent's end (``gave_up_at``, or
 ``alive_at``, the last sign of life of the process that sent it, sealed at the next
 open) and its ``time_limit``; ``candidates``, remote files that may be syncd's but are
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 META_SCHEMA_VERSION = "schema_version"
 
 
@@ -163,6 +164,54 @@ TABLES: dict[str, TableSpec] = {
         {"upload_id": str, "part_index": int, "part_id": str, "bytes": int},
         pk=("upload_id", "part_index"),
         not_null=frozenset({"part_id", "bytes"}),
+    ),
+    # The vector store a mirror keeps (one row per configured store) and each attachment
+    # of one of its files to one store, with its state (syncd.state.vector_ledger).
+    "vector_stores": TableSpec(
+        {
+            "key": str,
+            "store_id": str,
+            "name": str,
+            "created_by_syncd": int,
+            "nonces": str,
+            "state": str,
+            "created_at": float,
+            "checked_at": float,
+            "status": str,
+            "last_error": str,
+        },
+        pk="key",
+        not_null=frozenset({"state"}),
+    ),
+    "vector_attachments": TableSpec(
+        {
+            "store_id": str,
+            "file_id": str,
+            "path": str,
+            "sha256": str,
+            "attributes": str,
+            "chunking": str,
+            "state": str,
+            "after_detach": str,
+            "batch_id": str,
+            "started_at": float,
+            "deadline": float,
+            "next_poll_at": float,
+            "polls": int,
+            "usage_bytes": int,
+            "last_error": str,
+            "error_kind": str,
+            "attempts": int,
+            "next_attempt_at": float,
+            "updated_at": float,
+        },
+        pk=("store_id", "file_id"),
+        not_null=frozenset({"path", "state", "attempts", "polls"}),
+        defaults={"attempts": 0, "polls": 0},
+        indexes={
+            "vector_attachments_file": ("file_id",),
+            "vector_attachments_path": ("path",),
+        },
     ),
 }
 

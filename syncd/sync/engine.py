@@ -17,7 +17,19 @@
 - Deletes run last, and not when a guard refused, nor when the folder changed identity
   during the pass. While a file is failing, the deletes of its content wait
   (``syncd.sync.holds``).
-- ``FatalError`` (bad key) stops new work; in-flight actions finish; deletes are skipped.
+- ``FatalError`` (bad key, wrong base URL, a full pass's listing failing) stops new
+  work; in-flight actions finish; deletes are skipped; no file is marked failed.
+- ``request_stop`` (Ctrl-C, SIGTERM) stops new requests at once: actions not started are
+  ``not_run``, no listing, reconcile, retry round or delete starts; the actions in flight
+  get ``stop_grace`` seconds to finish, and those still running then are ``abandoned``
+  (their intents are settled by the next pass). The pass is recorded ``interrupted``
+  with the counts of what it did.
+- ``request_stop`` also ends the remote's waits (pacing, rate-limit pauses, backoffs:
+  ``SupportsStop``), so a stop never waits out a long pacing delay; what was waiting is
+  ``not_run``. The remote's pacing during the pass is recorded (``PacingRecorder``).
+- A mirror with a vector store (``mirror.vector``) advances it after the pass
+  (``syncd.sync.vectors``: attach, poll, retire old versions); every File the engine
+  deletes is detached from the store first (``DetachFirstRemote``).
 - Every per-file error is recorded in the ledger (with backoff) and reported; it never
   stops the other files. What the pass could not finish is reported in the result
   (``requeued``, ``unfinished``); the queue of paths to look at again is not the
@@ -30,23 +42,29 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import structlog
 
 from syncd.api import RemoteFile
 from syncd.config import MirrorConfig
 from syncd.errors import (
+    AmbiguousError,
     FatalError,
     RemoteError,
+    RetryableError,
+    UnreachableError,
+    WrongEndpointError,
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
-from syncd.remote.protocol import FilesRemote, SupportsServerClock
+from syncd.remote.protocol import FilesRemote, SupportsServerClock, SupportsStop
 from syncd.state.ledger import Ledger
 from syncd.sync.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from syncd.sync.holds import FailedContent, held_back
 from syncd.sync.multipart import multipart_uploader
 from syncd.sync.ownership import DEFAULT_TIME_LIMIT
+from syncd.sync.pacing_log import PacingRecorder
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
 from syncd.sync.result import (
@@ -59,8 +77,10 @@ from syncd.sync.result import (
 from syncd.sync.server_clock import ServerClock
 from syncd.sync.steps import StepHook, no_step
 from syncd.sync.transfer import Transfers
+from syncd.sync.vectors import vector_sync_for
 
 AMBIGUOUS_ROUNDS = 3
+STOP_GRACE_SECONDS = 5.0  # after a stop request, how long actions in flight may finish
 HASH_ATTEMPTS = 3
 INTENT_RETENTION_SECONDS = 7 * 86400
 
@@ -80,6 +100,7 @@ class SyncEngine:
         clock: Callable[[], float] = time.time,
         step_hook: StepHook | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.mirror = mirror
         self.ledger = ledger
@@ -90,13 +111,26 @@ class SyncEngine:
         self.scanner = Scanner(
             mirror.folder, mirror.path_filter, follow_links_inside=mirror.follow_links
         )
+        self._stop = threading.Event()
+        self._last_pass_id: int | None = None
+        # The vector store the mirror keeps, if any; every File delete detaches it first.
+        self.vectors = vector_sync_for(
+            mirror.vector,
+            ledger,
+            remote,
+            clock=clock,
+            step=self.step,
+            concurrency=mirror.concurrency,
+            stop=self._stop,
+        )
+        deleting = self.vectors.deleting(remote) if self.vectors is not None else remote
         self.server_clock = ServerClock(ledger, remote, clock=clock)
-        self.reconciler = Reconciler(ledger, remote, clock=clock, offset=self.server_clock.offset)
+        self.reconciler = Reconciler(ledger, deleting, clock=clock, offset=self.server_clock.offset)
         self.heartbeat = Heartbeat(ledger, clock, heartbeat_seconds)
-        time_limit = (
-            remote.request_time_limit()
+        time_limit: Callable[[int], float] = (
+            remote.request_time_limit
             if isinstance(remote, SupportsServerClock)
-            else DEFAULT_TIME_LIMIT
+            else lambda size: DEFAULT_TIME_LIMIT
         )
         # Large files go through the Uploads API when the remote has it.
         self.multipart = multipart_uploader(
@@ -108,13 +142,19 @@ class SyncEngine:
             clock=clock,
             step=self.step,
         )
-        self._stop = threading.Event()
+        # A stop request (sticky): no new request from now on, in-flight ones get a grace.
+        self.stop_grace = stop_grace
+        self._interrupt = threading.Event()
+        self._interrupt_lock = threading.Lock()
+        self._interrupted: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._stop_deadline: float | None = None  # monotonic; set with the stop request
+        self._pacing: PacingRecorder | None = None
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
             mirror,
             ledger,
-            remote,
+            deleting,
             self.multipart,
             failed=self._failed,
             server_clock=self.server_clock,
@@ -124,13 +164,30 @@ class SyncEngine:
         )
 
     def request_stop(self) -> None:
-        """Ask the running pass to start no new action (in-flight ones finish).
+        """Stop: no new request from now on; in-flight actions get ``stop_grace`` seconds.
 
-        Safe from any thread (a signal handler's too). The actions not started are
-        counted as ``not_run`` and the pass is not ``in_sync``. The next ``run_pass``
-        starts afresh.
+        Safe from any thread (a signal handler's too), idempotent, and for good: a pass
+        that starts later stops at once too. The running pass counts the actions it did
+        not start as ``not_run`` and those it stopped waiting for as ``abandoned``, and is
+        recorded ``interrupted``.
         """
-        self._stop.set()
+        with self._interrupt_lock:
+            if self._interrupt.is_set():
+                return
+            self._stop_deadline = time.monotonic() + self.stop_grace
+            self._interrupt.set()
+            self._interrupted.set_result(None)  # wakes the pool's wait
+        if isinstance(self.remote, SupportsStop):
+            self.remote.interrupt_waits()  # requests waiting to be sent give up
+
+    def wait_for_stop(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a stop request; True if one came."""
+        return self._interrupt.wait(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._interrupt.is_set()
 
     # -- the pass ------------------------------------------------------------------------
 
@@ -141,6 +198,7 @@ class SyncEngine:
         dry_run: bool = False,
         check_remote: bool | None = None,
         retry_waiting: bool = False,
+        retry_failed: bool = False,
     ) -> PassResult:
         """One pass over the folder, or over ``only_paths`` (files or directories).
 
@@ -148,18 +206,34 @@ class SyncEngine:
         tracked file deleted remotely is uploaded again. ``dry_run`` plans and returns
         without any write call and without touching the ledger. ``retry_waiting`` tries
         files whose retry backoff is still running (a one-shot ``syncd sync`` does; the
-        daemon's passes honour the backoff). Raises ``FolderUnavailableError`` when the
-        folder is missing.
+        daemon's passes honour the backoff); ``retry_failed`` also tries files whose last
+        upload failed for good. Raises ``FolderUnavailableError`` when the folder is missing.
         """
         result = PassResult(started_at=self.clock(), dry_run=dry_run)
         self._stop.clear()
+        if isinstance(self.remote, SupportsStop) and not self.stopping:
+            self.remote.resume_waits()  # a fatal stop of the last pass is not for good
         self._failed.clear()
         self.transfers.new_pass()
         pass_id = None if dry_run else self.ledger.start_pass(now=result.started_at)
+        if pass_id is not None:
+            self._pacing = PacingRecorder(self.remote, self.ledger, result.started_at)
+        self._last_pass_id = pass_id
         try:
-            self._run(result, only_paths, dry_run, check_remote, retry_waiting)
+            self._run(
+                result,
+                only_paths,
+                dry_run,
+                check_remote,
+                retry_waiting=retry_waiting,
+                retry_failed=retry_failed,
+            )
         finally:
+            result.interrupted = self.stopping
             result.finished_at = self.clock()
+            if self._pacing is not None:
+                result.pacing = self._pacing.finish()
+                self._pacing = None
             if pass_id is not None:
                 self._record_pass(pass_id, result)
                 self.server_clock.save()
@@ -172,17 +246,24 @@ class SyncEngine:
         only_paths: Collection[str] | None,
         dry_run: bool,
         check_remote: bool | None,
-        retry_waiting: bool = False,
+        *,
+        retry_waiting: bool,
+        retry_failed: bool,
     ) -> None:
         try:
-            if not dry_run:
+            if not dry_run and not self.stopping:
                 self.reconcile_open_intents(result)
             root_identity = folder_identity(self.mirror.folder)
             the_plan, scan = self.make_plan(
-                only_paths, check_remote, result, retry_waiting=retry_waiting, dry_run=dry_run
+                only_paths,
+                check_remote,
+                result,
+                retry_waiting=retry_waiting,
+                retry_failed=retry_failed,
+                dry_run=dry_run,
             )
-        except FatalError as exc:  # the key is refused: nothing else can work
-            result.fatal = str(exc)
+        except FatalError as exc:  # key refused, wrong URL, server down: nothing can work
+            result.stop_fatal(str(exc), exc.cause)
             return
         result.plan = the_plan
         result.problems = scan.problems
@@ -193,7 +274,9 @@ class SyncEngine:
         self.reporter.pass_started(the_plan, scan)
         if not dry_run:
             self._execute(the_plan, result, root_identity)
-            self._sweep_uploads(result)
+            if not self.stopping:
+                self._sweep_uploads(result)
+                self._advance_vectors(result, full=only_paths is None, retry_waiting=retry_waiting)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
         """Settle intents a crash or a lost answer left open (before planning)."""
@@ -209,6 +292,7 @@ class SyncEngine:
         result: PassResult,
         *,
         retry_waiting: bool = False,
+        retry_failed: bool = False,
         dry_run: bool = True,
     ) -> tuple[Plan, ScanResult]:
         """Scan and plan. With the remote listing and not ``dry_run``, late copies of
@@ -220,7 +304,8 @@ class SyncEngine:
             rows = self.ledger.rows_for(only_paths)
             scan = self.scanner.scan_paths(only_paths, rows)
         listing = None
-        if check_remote if check_remote is not None else only_paths is None:
+        wanted = check_remote if check_remote is not None else only_paths is None
+        if wanted and not self.stopping:
             listing = self._remote_listing(result, sweep=not dry_run)
         options = PlanOptions(
             default_purpose=self.mirror.purpose,
@@ -232,17 +317,28 @@ class SyncEngine:
             uncertain=frozenset(scan.uncertain),
             busy=frozenset(i.path for i in self.ledger.open_intents()),
             retry_waiting=retry_waiting,
+            retry_failed=retry_failed,
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 
-    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile] | None:
+    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile]:
+        """Every remote file by id. A listing that fails stops the pass before anything
+        is uploaded (``FatalError``): a server that cannot list is down
+        (``UnreachableError``) or not a Files API at this URL (``WrongEndpointError``),
+        and uploading to it would only record a failure for every file."""
         try:
             listing = {f.id: f for f in self.remote.list_files()}
         except FatalError:
             raise
+        except (RetryableError, AmbiguousError) as exc:
+            raise UnreachableError(
+                f"cannot list the remote files ({exc}); nothing was uploaded, try again later"
+            ) from exc
         except RemoteError as exc:
-            result.warnings.append(f"cannot list remote files ({exc}); planning without it")
-            return None
+            raise WrongEndpointError(
+                f"cannot list the remote files ({exc}); is the base URL right?",
+                status=exc.status,
+            ) from exc
         if sweep:
             swept = self.reconciler.sweep_late_copies(listing.values())
             if swept.duplicates_deleted or swept.errors or swept.kept:
@@ -303,8 +399,8 @@ class SyncEngine:
         for _ in range(AMBIGUOUS_ROUNDS):
             outcomes = self._run_pool(transfers, self.transfers.transfer, result)
             ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
-            if not ambiguous or result.fatal:
-                return
+            if not ambiguous or result.fatal or self.stopping:
+                return  # a stop leaves lost answers to the next pass's reconcile
             transfers = self._settle_ambiguous(ambiguous, result)
             if not transfers:
                 return
@@ -319,23 +415,57 @@ class SyncEngine:
         work: Callable[[Action], Outcome],
         result: PassResult,
     ) -> list[Outcome]:
+        """Carry ``actions`` out on the worker threads; collect every outcome here.
+
+        After a stop request the actions not started are cancelled (``not_run``) and the
+        ones in flight are waited for until the grace runs out (then ``abandoned``; the
+        pool's threads are left to finish on their own).
+        """
         if not actions:
             return []
         outcomes: list[Outcome] = []
+        if self.stopping:
+            for action in actions:
+                self._finished(_not_started(action), result, outcomes)
+            return outcomes
         workers = min(self.mirror.concurrency, len(actions))
-        with concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker") as pool:
-            futures = {pool.submit(self._guarded, work, a): a for a in actions}
-            for future in concurrent.futures.as_completed(futures):
-                outcome = future.result()
-                outcomes.append(outcome)
-                result.add(outcome)
-                if outcome.status is OutcomeStatus.FATAL:
-                    self._stop.set()
-                    result.fatal = result.fatal or outcome.reason
-                self.reporter.action_finished(outcome)
+        pool = concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker")
+        futures = {pool.submit(self._guarded, work, a): a for a in actions}
+        pending = set(futures)
+        abandoned = False
+        try:
+            while pending:
+                deadline = self._stop_deadline
+                if deadline is not None:
+                    for future in [f for f in pending if f.cancel()]:
+                        pending.discard(future)
+                        self._finished(_not_started(futures[future]), result, outcomes)
+                waiting: set[concurrent.futures.Future[Any]] = set(pending)
+                if deadline is None:
+                    waiting.add(self._interrupted)
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, _ = concurrent.futures.wait(
+                    waiting, timeout, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in done & pending:
+                    pending.discard(future)
+                    outcome = future.result()
+                    self._finished(outcome, result, outcomes)
+                    if outcome.status is OutcomeStatus.FATAL:
+                        self._stop.set()
+                        result.stop_fatal(outcome.reason, outcome.fatal_cause)
+                if pending and deadline is not None and time.monotonic() >= deadline:
+                    abandoned = True
+                    for future in pending:
+                        self._finished(_abandoned(futures[future]), result, outcomes)
+                    pending.clear()
+        finally:
+            pool.shutdown(wait=not abandoned, cancel_futures=True)
         return outcomes
 
     def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:
+        if self.stopping:
+            return _not_started(action)
         if self._stop.is_set():
             return Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped by a fatal error")
         self.reporter.action_started(action)
@@ -353,7 +483,7 @@ class SyncEngine:
         try:
             report = self.reconciler.settle(intents)
         except FatalError as exc:
-            result.fatal = str(exc)
+            result.stop_fatal(str(exc), exc.cause)
             return []
         result.merge_reconcile(report)
         for outcome in ambiguous:
@@ -378,8 +508,53 @@ class SyncEngine:
                 self.mirror.folder, self.ledger.row, follow_links=self.mirror.follow_links
             )
         except FatalError as exc:
+            result.stop_fatal(str(exc), exc.cause)
+
+    # -- the vector store -------------------------------------------------------------
+
+    def vector_pass(self, *, retry_waiting: bool = False) -> PassResult | None:
+        """One vector store step without a Files pass (polls, deadlines, retries, as
+        ``vectors.next_due()`` says); None when the mirror keeps no store."""
+        if self.vectors is None or self.stopping:
+            return None
+        self._stop.clear()
+        result = PassResult(started_at=self.clock())
+        self._advance_vectors(result, full=False, retry_waiting=retry_waiting)
+        result.finished_at = self.clock()
+        return result
+
+    def amend_last_pass(self, result: PassResult) -> None:
+        """Record ``result`` as how the last pass ended: ``syncd sync`` does, once it has
+        waited for the vector store's indexing (``syncd status`` then shows that)."""
+        if self._last_pass_id is not None:
+            self._record_pass(self._last_pass_id, result)
+
+    def _advance_vectors(self, result: PassResult, *, full: bool, retry_waiting: bool) -> None:
+        if self.vectors is None or result.fatal:
+            return
+        try:
+            result.vectors = self.vectors.run(full=full, retry_waiting=retry_waiting)
+        except FatalError as exc:
             result.fatal = str(exc)
 
-    def _finished(self, outcome: Outcome, result: PassResult) -> None:
+    def _finished(
+        self, outcome: Outcome, result: PassResult, outcomes: list[Outcome] | None = None
+    ) -> None:
+        if outcomes is not None:
+            outcomes.append(outcome)
         result.add(outcome)
         self.reporter.action_finished(outcome)
+        if self._pacing is not None:
+            self._pacing.note()  # at most every few seconds, it writes the pacing state
+
+
+def _not_started(action: Action) -> Outcome:
+    return Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped before it started")
+
+
+def _abandoned(action: Action) -> Outcome:
+    return Outcome(
+        action,
+        OutcomeStatus.ABANDONED,
+        reason="still in flight when the stop's grace ran out; settled by the next pass",
+    )

@@ -19,7 +19,8 @@ taken while the file changed) means "changed". A row whose remote file is missin
 from the listing is re-uploaded (or forgotten if the local file is gone too). Only ids
 recorded in the ledger are ever deleted: remote files syncd did not create never
 appear in a plan. Failed content is skipped until it changes (permanent) or until its
-backoff has elapsed (retryable; ``PlanOptions.retry_waiting`` tries it at once).
+backoff has elapsed (retryable; ``PlanOptions.retry_waiting`` tries it at once;
+``retry_failed`` tries permanent failures again too).
 
 Mass-delete guard: with ``max_delete`` set, more deletes than that are refused; by
 default a plan deleting more than half of the tracked files, when more than
@@ -90,6 +91,9 @@ class PlanOptions:
     # Try retryable failures now even while their backoff runs: a one-shot `syncd sync`
     # is someone asking for an attempt now (the daemon's own passes honour the backoff).
     retry_waiting: bool = False
+    # Try permanent failures again although the content is unchanged (`sync
+    # --retry-failed`: the cause was outside the file, e.g. a server since fixed).
+    retry_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,9 @@ def _decide(
 
     if row is None:
         return act(ActionKind.UPLOAD, "new file")
-    failed = _failed_skip(local, row, now, retry_waiting=options.retry_waiting)
+    failed = _failed_skip(
+        local, row, now, retry_waiting=options.retry_waiting, retry_failed=options.retry_failed
+    )
     if row.file_id is None:
         return failed or act(ActionKind.UPLOAD, "retry after a failure")
     expired = row.expires_at is not None and row.expires_at <= now
@@ -244,10 +250,15 @@ def same_content(local: LocalFile, row: LedgerRow) -> bool:
 
 
 def _failed_skip(
-    local: LocalFile, row: LedgerRow, now: float, *, retry_waiting: bool = False
+    local: LocalFile,
+    row: LedgerRow,
+    now: float,
+    *,
+    retry_waiting: bool = False,
+    retry_failed: bool = False,
 ) -> Skip | None:
-    """Skip content that already failed: until it changes, or until its backoff ends
-    (unless ``retry_waiting``)."""
+    """Skip content that already failed: until it changes (unless ``retry_failed``), or
+    until its backoff ends (unless ``retry_waiting``)."""
     if row.error_kind is None or local.size != row.failed_size:
         return None
     same_failed = local.same_stat(row.failed_size, row.failed_mtime_ns, row.failed_inode) or (
@@ -256,7 +267,7 @@ def _failed_skip(
     if not same_failed:
         return None
     if row.error_kind == ErrorKind.PERMANENT:
-        return Skip.FAILED
+        return None if retry_failed else Skip.FAILED
     if row.next_attempt_at is not None and row.next_attempt_at > now and not retry_waiting:
         return Skip.BACKOFF
     return None

@@ -3,8 +3,9 @@
 ``LogReporter`` writes one structured log line per finished action (path, action,
 file_id, bytes, duration, attempt), which is what journald and cron want.
 ``ProgressReporter`` draws a rich progress bar (files and bytes) on stderr, but only
-once a pass has run for ``DELAY_SECONDS`` so quick passes stay quiet; failures are
-printed above the bar as one line each.
+once a pass has run for ``DELAY_SECONDS`` so quick passes stay quiet; while it is shown,
+failures are printed above the bar as one line each, and so is whatever else is written
+to ``sys.stderr`` (log lines, messages), instead of breaking the bar.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class ProgressReporter:
             console=self.console,
             transient=True,
             redirect_stdout=False,
-            redirect_stderr=False,
+            redirect_stderr=True,  # log lines go above the bar (LineSink writes sys.stderr)
         )
         self._task: TaskID | None = None
         self._timer: threading.Timer | None = None
@@ -126,6 +127,11 @@ class ProgressReporter:
                 self.progress.start()
                 self._shown = True
 
+    @property
+    def shown(self) -> bool:
+        """Whether the bar is on the screen now."""
+        return self._shown
+
     def action_started(self, action: Action) -> None:
         pass
 
@@ -139,7 +145,7 @@ class ProgressReporter:
                 advance=_transfer_bytes(outcome.action),
                 description=f"syncing {self._files_done}/{self._files_total} files",
             )
-        if outcome.status is OutcomeStatus.FAILED:
+        if outcome.status is OutcomeStatus.FAILED and self._shown:
             self.console.print(
                 f"[red]failed[/red] {escape(outcome.action.path)}: {escape(outcome.reason)}",
                 markup=True,
@@ -152,6 +158,8 @@ class ProgressReporter:
         with self._lock:
             if self._shown:
                 self.progress.stop()
+            if self._task is not None:
+                self.progress.remove_task(self._task)
             self._task = None
             self._shown = False
 

@@ -7,8 +7,9 @@ Everything that says "look at this path (again)" goes through a ``DirtyQueue``:
   batch, not one fsync per event), so that a crash loses none (``restore`` reads them
   back at the next start);
 - what a pass could not finish: the engine only *reports* it (``PassResult.requeued``:
-  still changing; ``unfinished``: busy, refused, held back) and ``settle`` queues it
-  again, in memory and on disk, and unqueues everything the pass did handle.
+  still changing; ``unfinished``: busy, refused, held back, not run because the pass
+  was stopped) and ``settle`` queues it again, in memory and on disk (so that it counts
+  as pending), and unqueues everything the pass did handle.
 
 ``syncd sync`` uses one without hints (only ``settle``: a full pass unqueues the
 daemon's leftovers); ``syncd run`` one per mirror. Thread-safe: hints arrive on the
@@ -109,8 +110,10 @@ class DirtyQueue:
             handled = set(hints) if hints is not None else set(self.ledger.dirty_paths())
             done = {hint for hint in handled if not _covers_any(hint, keep)}
             self.ledger.clear_dirty(done, queued_before=result.started_at)
-        if result.requeued:
-            self.ledger.mark_dirty(result.requeued, now=time.time())
+        # What the pass left undone stays queued on disk too, so that `syncd status`
+        # counts it as pending after a stop or a crash (and a restart looks at it first).
+        if result.requeued or result.unfinished:
+            self.ledger.mark_dirty(result.requeued | result.unfinished, now=time.time())
         now = self._clock()
         for path in result.requeued:
             self.aggregator.note(path, now)

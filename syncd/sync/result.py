@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from syncd.local.scan import ScanProblem, ScanResult
 from syncd.sync.plan import Action, ActionKind, Plan
 from syncd.sync.reconcile import ReconcileReport
+from syncd.sync.vector_report import VectorReport
 
 
 class OutcomeStatus(StrEnum):
@@ -25,6 +26,7 @@ class OutcomeStatus(StrEnum):
     CHANGED = "changed"  # the file changed while it was sent; nothing stored, queued again
     FATAL = "fatal"
     NOT_RUN = "not_run"
+    ABANDONED = "abandoned"  # still in flight when a stop's grace ran out; intent open
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Outcome:
     duration: float = 0.0
     intent_id: int | None = None
     stale: bool = False  # uploaded, but the file changed meanwhile: queued again
+    fatal_cause: str | None = None  # FATAL: the FatalError's cause ("key", "endpoint", ...)
 
 
 class Reporter(Protocol):
@@ -96,8 +99,13 @@ class PassResult:
     unfinished: set[str] = field(default_factory=set)  # not handled: stay in the dirty queue
     refusal: str | None = None
     fatal: str | None = None
+    fatal_cause: str | None = None  # FatalError.cause: what must change before a retry
+    interrupted: bool = False  # a stop was requested (Ctrl-C, SIGTERM) during the pass
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
+    # The remote's pacing in this pass, per route (``syncd.sync.pacing_log``).
+    pacing: list[dict[str, Any]] = field(default_factory=list)
+    vectors: VectorReport | None = None  # the vector store's step, when the mirror keeps one
 
     def add(self, outcome: Outcome) -> None:
         """Count one finished action (called from the engine's collecting thread)."""
@@ -107,9 +115,9 @@ class PassResult:
         elif status in (OutcomeStatus.VANISHED, OutcomeStatus.CHANGED):
             self._count(status.value)
             self.requeued.add(outcome.action.path)
-        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL):
-            if status is OutcomeStatus.NOT_RUN:
-                self._count("not_run")
+        elif status in (OutcomeStatus.NOT_RUN, OutcomeStatus.FATAL, OutcomeStatus.ABANDONED):
+            if status is not OutcomeStatus.FATAL:
+                self._count(status.value)
             self.unfinished.add(outcome.action.path)
         elif status is OutcomeStatus.REFRESHED:
             self._count("refreshed")
@@ -119,6 +127,11 @@ class PassResult:
                 self.bytes_uploaded += outcome.bytes
             if outcome.stale:
                 self.requeued.add(outcome.action.path)
+
+    def stop_fatal(self, reason: str, cause: str | None) -> None:
+        """The pass cannot go on (``FatalError``); the first reason is the one kept."""
+        if self.fatal is None:
+            self.fatal, self.fatal_cause = reason, cause
 
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -135,11 +148,16 @@ class PassResult:
         self.requeued = set(later.requeued)
         self.unfinished |= later.unfinished
         self.refusal = self.refusal or later.refusal
-        self.fatal = self.fatal or later.fatal
+        if later.fatal:
+            self.stop_fatal(later.fatal, later.fatal_cause)
+        self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
+        self.pacing = self.pacing or later.pacing
         self.finished_at = later.finished_at
         if later.reconciled is not None:
             self.merge_reconcile(later.reconciled)
+        if later.vectors is not None:
+            self.vectors = later.vectors  # the later step sees the store as it is now
 
     def merge_reconcile(self, report: ReconcileReport) -> None:
         if self.reconciled is None:
@@ -161,10 +179,13 @@ class PassResult:
             or any(p.error for p in self.problems)
             or self.refusal
             or self.fatal
+            or self.interrupted
             or self.deletes_skipped
             or self.counts.get("not_run")
+            or self.counts.get("abandoned")
             or self.requeued
             or (self.reconciled is not None and self.reconciled.errors)
+            or (self.vectors is not None and not self.vectors.exact)
         )
 
     @property
@@ -173,6 +194,8 @@ class PassResult:
             return "dry-run"
         if self.fatal:
             return "fatal"
+        if self.interrupted:
+            return "interrupted"
         if self.refusal:
             return "refused"
         return "ok" if self.in_sync else "incomplete"
@@ -206,8 +229,14 @@ class PassResult:
             "requeued": sorted(self.requeued),
             "refusal": self.refusal,
             "fatal": self.fatal,
+            "fatal_cause": self.fatal_cause,
+            "interrupted": self.interrupted,
             "deletes_skipped": self.deletes_skipped,
         }
+        if self.pacing:
+            data["pacing"] = self.pacing
+        if self.vectors is not None:
+            data["vector_store"] = self.vectors.to_json()
         if self.reconciled is not None:
             r = self.reconciled
             data["reconciled"] = {

@@ -21,6 +21,11 @@ STEPS = (
     "delete.sent",  # the remote file is deleted; the intent is still open
     "multipart.created",  # an Uploads API upload is made and remembered; no part sent
     "multipart.part_sent",  # one more part is confirmed and recorded (STEP:N: the Nth)
+    "vector.store_intent",  # the intent to create a vector store is committed; not sent
+    "vector.attach_intent",  # attach intents (one file or a batch) committed; not sent
+    "vector.attached",  # the store took the file(s); the outcome is not recorded yet
+    "vector.detach_intent",  # a detach intent is committed; the request is not sent yet
+    "vector.detached",  # the store let the file go; the row is not updated yet
 )
 
 

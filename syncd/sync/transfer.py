@@ -35,7 +35,14 @@ import structlog
 
 from syncd.api import JSONL_PURPOSES, RemoteFile
 from syncd.config import MirrorConfig
-from syncd.errors import AmbiguousError, FatalError, FileChangedError, RemoteError, Verdict
+from syncd.errors import (
+    AmbiguousError,
+    FatalError,
+    FileChangedError,
+    RemoteError,
+    StoppedError,
+    Verdict,
+)
 from syncd.local.fingerprint import Fingerprint
 from syncd.local.scan import current_fingerprint
 from syncd.local.validate import check_jsonl, check_name, check_size
@@ -66,12 +73,13 @@ class Transfers:
         *,
         failed: FailedContent,
         server_clock: ServerClock | None = None,
-        time_limit: float = DEFAULT_TIME_LIMIT,
+        time_limit: Callable[[int], float] = lambda size: DEFAULT_TIME_LIMIT,
         clock: Callable[[], float] = time.time,
         step: StepHook = no_step,
     ) -> None:
-        """``time_limit`` is recorded in every upload intent: how long after the process's
-        last sign of life its request could still be received."""
+        """``time_limit(size)`` is recorded in every upload intent: how long after the
+        process's last sign of life its request of ``size`` bytes could still be received
+        (the request's own deadline)."""
         self.mirror = mirror
         self.server_clock = server_clock
         self.time_limit = time_limit
@@ -139,7 +147,7 @@ class Transfers:
             expires_after=action.expires_after,
             replaces=action.replaces,
             now=started,
-            time_limit=self.time_limit,
+            time_limit=self.time_limit(fp.size),
         )
         self.step("upload.intent", action.path)
         attempt = (action.row.attempts if action.row else 0) + 1
@@ -157,7 +165,12 @@ class Transfers:
             )
         except FatalError as exc:
             self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
-            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt)
+            return Outcome(
+                action, OutcomeStatus.FATAL, reason=str(exc), attempt=attempt, fatal_cause=exc.cause
+            )
+        except StoppedError as exc:  # a stop while it waited to be sent: nothing stored
+            self.ledger.abandon_intent(intent_id, str(exc), now=self.clock())
+            return Outcome(action, OutcomeStatus.NOT_RUN, reason=str(exc))
         except RemoteError as exc:
             if exc.verdict is Verdict.RETRYABLE and self._moved(full, fp):
                 # The client stops a body whose file changed size mid-way, so the server
@@ -208,8 +221,8 @@ class Transfers:
                 action.path, full, action.path, purpose, action.expires_after, fp.size, fp.sha256
             )
             return self.multipart.upload(job)
-        # Exactly the bytes the intent records: a file whose size moved since it was
-        # hashed is cut short (nothing stored), never stored under another size.
+        # Exactly the recorded size: a file that grew or shrank since it was hashed is
+        # never stored whole, so a lost answer's copy has the size its intent says.
         return self.remote.upload(full, action.path, purpose, action.expires_after, size=fp.size)
 
     # -- deletes -------------------------------------------------------------------------
@@ -236,7 +249,10 @@ class Transfers:
             self.remote.delete(file_id)
             self.step("delete.sent", action.path)
         except FatalError as exc:
-            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc))
+            return Outcome(action, OutcomeStatus.FATAL, reason=str(exc), fatal_cause=exc.cause)
+        except StoppedError as exc:  # a stop while it waited to be sent: nothing deleted
+            self.ledger.abandon_intent(intent.id, str(exc), now=self.clock())
+            return Outcome(action, OutcomeStatus.NOT_RUN, reason=str(exc), file_id=file_id)
         except RemoteError as exc:
             return Outcome(action, OutcomeStatus.FAILED, reason=str(exc), file_id=file_id)
         self.ledger.complete_delete(intent.id, now=self.clock())

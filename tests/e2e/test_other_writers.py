@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from serverproc import REPO_ROOT, ServerProcess, clean_env
 from synccli import list_remote, run_syncd, upload_directly, write
@@ -49,10 +48,8 @@ class Mirror:
 
 
 def content(server: ServerProcess, file_id: str) -> bytes:
-    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        response = h.get(f"files/{file_id}/content")
-        response.raise_for_status()
-        return response.content
+    """What the server stored (read from its store: user_data cannot be downloaded)."""
+    return server.stored_content(file_id)
 
 
 def creating(server: ServerProcess) -> bool:

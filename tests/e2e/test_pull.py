@@ -14,6 +14,10 @@ from synccli import list_remote, local_files, run_syncd, write, write_counts
 from syncd.paths import find_ledgers
 from syncd.state.ledger import Ledger
 
+# The mechanics of a restore need files whose content the API serves: the folder is
+# mirrored with purpose vision (downloadable, and any bytes) against the strict server.
+DOWNLOADABLE = ("--purpose", "vision")
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
@@ -33,7 +37,7 @@ def state(tmp_path: Path) -> Path:
 @pytest.fixture
 def mirrored(server: ServerProcess, folder: Path, state: Path) -> dict[str, bytes]:
     """The folder mirrored once; returns its content (path -> bytes)."""
-    result = run_syncd(server, "sync", folder, "--state", state)
+    result = run_syncd(server, "sync", folder, "--state", state, *DOWNLOADABLE)
     assert result.returncode == 0, result.stderr
     return local_files(folder)
 
@@ -84,7 +88,7 @@ def test_sync_after_restore_uploads_and_deletes_nothing(
     shutil.rmtree(folder)
     assert pull(server, folder, "--folder", folder, "--state", state).returncode == 0
     server.reset_stats()
-    result = run_syncd(server, "sync", folder, "--state", state)
+    result = run_syncd(server, "sync", folder, "--state", state, *DOWNLOADABLE)
     assert result.returncode == 0, result.stderr
     assert write_counts(server) == {"create": 0, "delete": 0}
 
@@ -301,3 +305,27 @@ def test_listing_is_not_needed_for_a_ledger_pull(
     counts = server.stats()["counts"]
     assert counts.get("list", 0) == 0
     assert counts.get("content", 0) == len(mirrored) == len(list_remote(server))
+
+
+def test_pull_into_a_folder_a_daemon_mirrors_is_refused(
+    server: ServerProcess, folder: Path, state: Path, mirrored: dict[str, bytes]
+) -> None:
+    """While `syncd run` mirrors the folder, a pull into it is refused (the daemon would
+    delete the remote copies of what is not back yet); once stopped, the pull works."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_run_support import DaemonProcess
+
+    (folder / "a.txt").unlink()
+    before = write_counts(server)
+    with DaemonProcess(server, folder, state, *DOWNLOADABLE, "--max-delete", "0").start_ready():
+        refused = pull(server, folder, "--folder", folder, "--state", state)
+        assert refused.returncode == 1
+        assert "being mirrored" in refused.stderr and "stop it first" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (folder / "a.txt").exists()
+    assert write_counts(server)["delete"] == before["delete"]  # the guard held the delete
+    done = pull(server, folder, "--folder", folder, "--state", state)
+    assert done.returncode == 0, done.stderr
+    assert local_files(folder) == mirrored

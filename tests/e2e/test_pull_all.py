@@ -13,8 +13,13 @@ from synccli import list_remote, local_files, run_syncd, upload_directly, write
 BOUNDARY = "syncd-test-boundary"
 
 
+# These tests are about names and DEST, so their files have a purpose the API serves
+# (vision takes any bytes); the strict server refuses user_data downloads.
+PURPOSE = "vision"
+
+
 def upload_raw_name(
-    server: ServerProcess, name: bytes, content: bytes, purpose: str = "user_data"
+    server: ServerProcess, name: bytes, content: bytes, purpose: str = PURPOSE
 ) -> str:
     """Upload with ``name`` put into Content-Disposition byte for byte (httpx and the SDK
     would escape control characters; a hostile client need not). Returns the id."""
@@ -108,8 +113,8 @@ def test_hostile_names_never_escape_dest(server: ServerProcess, sandbox: Path) -
 
 def test_second_pull_all_downloads_nothing(server: ServerProcess, sandbox: Path) -> None:
     """Files already pulled (same size and mtime) are not downloaded again."""
-    upload_directly(server, "one.txt", b"one")
-    upload_directly(server, "dir/two.txt", b"two")
+    upload_directly(server, "one.txt", b"one", PURPOSE)
+    upload_directly(server, "dir/two.txt", b"two", PURPOSE)
     first = pull_all(server, sandbox)
     assert first.returncode == 0
     assert local_files(sandbox) == {"one.txt": b"one", "dir/two.txt": b"two"}
@@ -124,7 +129,7 @@ def test_existing_different_file_is_kept_and_remote_gets_id_suffix(
     server: ServerProcess, sandbox: Path
 ) -> None:
     """A user's own file at a remote file's name stays; the remote one lands beside it."""
-    file_id = upload_directly(server, "notes.txt", b"remote version")
+    file_id = upload_directly(server, "notes.txt", b"remote version", PURPOSE)
     write(sandbox, "notes.txt", "my local notes")
     result = pull_all(server, sandbox)
     assert result.returncode == 0
@@ -140,8 +145,8 @@ def test_symlink_planted_in_dest_is_not_followed(
     outside = tmp_path / "outside"
     outside.mkdir()
     (sandbox / "docs").symlink_to(outside)
-    upload_directly(server, "docs/secret.txt", b"s")
-    upload_directly(server, "fine.txt", b"f")
+    upload_directly(server, "docs/secret.txt", b"s", PURPOSE)
+    upload_directly(server, "fine.txt", b"f", PURPOSE)
     result = pull_all(server, sandbox)
     assert result.returncode == 1
     assert "docs in the destination is a symbolic link; not followed" in result.stderr
@@ -151,9 +156,10 @@ def test_symlink_planted_in_dest_is_not_followed(
 
 def test_purpose_filter(server: ServerProcess, sandbox: Path) -> None:
     """--purpose pulls only that purpose's files."""
-    upload_directly(server, "user.txt", b"u")
-    upload_raw_name(server, b"batch.jsonl", b'{"a": 1}\n', purpose="evals")
-    result = pull_all(server, sandbox, "--purpose", "evals")
+    line = b'{"custom_id": "1", "method": "POST", "url": "/v1/embeddings", "body": {}}\n'
+    upload_directly(server, "image.png", b"u", PURPOSE)
+    upload_raw_name(server, b"batch.jsonl", line, purpose="batch")
+    result = pull_all(server, sandbox, "--purpose", "batch")
     assert result.returncode == 0
-    assert local_files(sandbox) == {"batch.jsonl": b'{"a": 1}\n'}
+    assert local_files(sandbox) == {"batch.jsonl": line}
     assert len(list_remote(server)) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from test_run_support import (
     local_contents,
     remote_contents,
     remote_names,
+    run_command,
     wait_for,
     write,
     write_counts,
@@ -61,8 +63,12 @@ def test_atomic_save_is_one_upload_of_the_final_name(server: ServerProcess, tmp_
         before = write_counts(server)
         temp = write(folder, "doc.txt.tmp", "new content, saved atomically")
         os.replace(temp, folder / "doc.txt")
+        # Between the new version's upload and the old one's delete both are listed
+        # (a replace uploads first): wait until only the new one is left.
         wait_for(
-            lambda: remote_contents(server) == {"doc.txt": b"new content, saved atomically"},
+            lambda: (
+                remote_listing_contents(server) == [("doc.txt", b"new content, saved atomically")]
+            ),
             what="the saved content",
         )
         after = write_counts(server)
@@ -177,3 +183,38 @@ def test_second_signal_exits_at_once(
         daemon.send(signal.SIGTERM)
         daemon.wait_event("stopping")
         assert daemon.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+
+
+def test_stop_mid_first_pass_leaves_the_rest_pending(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """SIGTERM during the first reconcile: `syncd status` counts every file not mirrored
+    as pending, and the last pass as interrupted."""
+    server = server_factory(faults={"latency_ms": 300, "routes": ["create"]})
+    folder, state = tmp_path / "data", tmp_path / "state"
+    for n in range(60):
+        write(folder, f"f{n:02}.txt", f"file {n}")
+    daemon = DaemonProcess(server, folder, state)
+    with daemon.start():
+        wait_for(lambda: server.stats()["counts"].get("create", 0) >= 8, what="uploads begin")
+        assert daemon.stop(signal.SIGTERM, timeout=15) == 0
+    code, stdout, stderr = run_command("status", folder, "--state", state, "--json")
+    assert code == 0, stderr
+    status = json.loads(stdout)
+    mirrored = len(list_remote(server))
+    assert status["mirrored"] == mirrored < 60
+    assert status["pending"] == 60 - mirrored
+    assert status["last_pass"]["result"] == "interrupted"
+
+
+def remote_listing_contents(server: ServerProcess) -> list[tuple[str, bytes | None]]:
+    """(filename, content) of every listed file, duplicates kept; None for a file
+    deleted between the listing and the read."""
+    found: list[tuple[str, bytes | None]] = []
+    for item in list_remote(server):
+        try:
+            content: bytes | None = server.stored_content(item["id"])
+        except FileNotFoundError:
+            content = None
+        found.append((item["filename"], content))
+    return sorted(found, key=lambda pair: (pair[0], pair[1] or b""))

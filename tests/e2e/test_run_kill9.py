@@ -10,7 +10,6 @@ import signal
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 from serverproc import ServerProcess
 from test_run_support import DaemonProcess, list_remote, local_contents, wait_for, write
@@ -72,7 +71,4 @@ def test_kill9_during_first_mirror_then_restart_is_exact(
 
 
 def server_content(server: ServerProcess, file_id: str) -> bytes:
-    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        response = h.get(f"files/{file_id}/content")
-        response.raise_for_status()
-        return response.content
+    return server.stored_content(file_id)  # from the store: the API refuses user_data

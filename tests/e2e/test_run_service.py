@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +12,8 @@ import pytest
 from serverproc import ServerProcess
 from test_run_support import (
     DaemonProcess,
+    Messages,
+    open_notify_socket,
     remote_names,
     run_command,
     wait_for,
@@ -71,10 +70,23 @@ def test_missing_mirrored_folder_at_start_is_not_created(
         assert remote_names(server) == ["a.txt"]
 
 
+def test_a_missing_folder_is_an_error_unless_asked_to_create_it(tmp_path: Path) -> None:
+    """`syncd run --local ./dtaa` (a typo): exit 2 naming the folder and --create-folder,
+    nothing created, no server started."""
+    folder = tmp_path / "dtaa"
+    code, _stdout, stderr = run_command("run", folder, "--local", "--state", tmp_path / "st")
+    assert code == 2
+    assert stderr.count("\n") == 1 and f"folder {folder} does not exist" in stderr
+    assert "--create-folder" in stderr
+    assert not folder.exists() and not (tmp_path / "st" / "local-server").exists()
+
+
 def test_local_creates_a_new_folder_and_mirrors_it(tmp_path: Path) -> None:
-    """`syncd run --local ./data` on a fresh checkout creates ./data and mirrors into it."""
+    """`syncd run --local --create-folder ./data` on a fresh checkout creates ./data and
+    mirrors into it."""
     folder = tmp_path / "fresh" / "data"
-    with (daemon := DaemonProcess(None, folder, tmp_path / "state", "--local")).start_ready():
+    args = ("--local", "--create-folder")
+    with (daemon := DaemonProcess(None, folder, tmp_path / "state", *args)).start_ready():
         assert folder.is_dir()
         assert daemon.events("folder_created")
         write(folder, "hello.txt", "hello")
@@ -147,36 +159,8 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(
 @pytest.fixture
 def notify_socket() -> Iterator[tuple[socket.socket, str]]:
     """A datagram socket standing in for systemd's NOTIFY_SOCKET (short path under /tmp)."""
-    directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.2)
-    try:
-        yield sock, path
-    finally:
-        sock.close()
-        shutil.rmtree(directory)
-
-
-class Messages:
-    """Every sd_notify datagram received so far, as lists of KEY=value lines."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.received: list[list[str]] = []
-
-    def wait_for(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for message in self.received:
-                if predicate(message):
-                    return message
-            try:
-                self.received.append(self.sock.recv(4096).decode().split("\n"))
-            except TimeoutError:
-                continue
-        raise AssertionError(f"no {what} in {self.received[-20:]}")
+    with open_notify_socket() as pair:
+        yield pair
 
 
 def test_sd_notify_ready_status_watchdog_stopping(
@@ -197,6 +181,49 @@ def test_sd_notify_ready_status_watchdog_stopping(
         assert daemon.stop() == 0
         messages.wait_for(lambda m: m == ["STOPPING=1"], "STOPPING=1")
     assert sum(m == ["WATCHDOG=1"] for m in messages.received) >= 2
+
+
+def test_paced_first_mirror_shows_in_status_and_a_stop_does_not_wait_for_it(
+    server: ServerProcess, tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """At 20 uploads a minute a first mirror of 12 files is paced for half a minute:
+    STATUS= and `syncd status` say so while it runs; SIGTERM ends the waits at once
+    (a graceful exit 0, not the forced one after the grace period), and the next sync
+    finishes the job without a duplicate."""
+    sock, path = notify_socket
+    folder = tmp_path / "data"
+    state = tmp_path / "state"
+    for n in range(12):
+        write(folder, f"f{n:02}.txt", f"file {n}")
+    messages = Messages(sock)
+    paced = "uploads paced at 20/min (configured)"
+    daemon = DaemonProcess(
+        server, folder, state, "--max-uploads-per-minute", "20", env={"NOTIFY_SOCKET": path}
+    )
+    with daemon.start():
+        status = messages.wait_for(lambda m: any(paced in x for x in m), "paced STATUS=")
+        assert f"STATUS=starting: full reconcile of 1 folder(s); {paced}" in status
+
+        def status_says_paced() -> bool:
+            code, stdout, _ = run_command("status", folder, "--state", state)
+            return code == 0 and f"pacing:    {paced} since" in stdout
+
+        wait_for(status_says_paced, what="syncd status naming the pacing")
+        assert daemon.stop() == 0
+    assert daemon.events("stopped")
+    assert not daemon.events("stop_forced")
+    assert write_counts(server)["create"] < 12
+    code, _stdout, stderr = run_command(
+        "sync",
+        folder,
+        "--state",
+        state,
+        "--base-url",
+        server.base_url,
+        env={"OPENAI_API_KEY": server.client_key},
+    )
+    assert code == 0, stderr
+    assert remote_names(server) == sorted(f"f{n:02}.txt" for n in range(12))
 
 
 @pytest.mark.parametrize(
@@ -220,6 +247,7 @@ def test_config_mistake_is_one_line_and_exit_2(tmp_path: Path, toml: str, expect
 
 def test_missing_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """Without any API key (and without --local) the daemon refuses to start, exit 2."""
+    (tmp_path / "data").mkdir()
     code, _stdout, stderr = run_command("run", tmp_path / "data", "--state", tmp_path / "st")
     assert code == 2
     assert stderr.startswith("syncd: no API key") and stderr.count("\n") == 1

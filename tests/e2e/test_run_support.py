@@ -13,12 +13,17 @@ Every wait polls with a deadline; nothing sleeps a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -62,12 +67,9 @@ def remote_names(server: ServerProcess) -> list[str]:
 def remote_contents(server: ServerProcess) -> dict[str, bytes]:
     """filename -> content of every remote file; fails on a duplicate filename."""
     out: dict[str, bytes] = {}
-    with httpx.Client(base_url=server.base_url + "/", headers=server.headers(), timeout=30) as h:
-        for item in list_remote(server):
-            assert item["filename"] not in out, f"duplicate remote file {item['filename']!r}"
-            response = h.get(f"files/{item['id']}/content")
-            response.raise_for_status()
-            out[item["filename"]] = response.content
+    for item in list_remote(server):
+        assert item["filename"] not in out, f"duplicate remote file {item['filename']!r}"
+        out[item["filename"]] = server.stored_content(item["id"])  # the API refuses user_data
     return out
 
 
@@ -245,3 +247,38 @@ def run_command(*args: str | Path, env: dict[str, str] | None = None) -> Sequenc
         check=False,
     )
     return result.returncode, result.stdout, result.stderr
+
+
+@contextlib.contextmanager
+def open_notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET (short path under /tmp)."""
+    directory = tempfile.mkdtemp(prefix="sdn-", dir="/tmp")
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(directory)
+
+
+class Messages:
+    """Every sd_notify datagram received so far, as lists of KEY=value lines."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.received: list[list[str]] = []
+
+    def wait_for(self, predicate: Callable[[list[str]], bool], what: str) -> list[str]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for message in self.received:
+                if predicate(message):
+                    return message
+            try:
+                self.received.append(self.sock.recv(4096).decode().split("\n"))
+            except TimeoutError:
+                continue
+        raise AssertionError(f"no {what} in {self.received[-20:]}")

@@ -17,6 +17,11 @@ from synccli import run_syncd, upload_directly, write
 from syncd.paths import find_ledgers
 from syncd.state.ledger import Ledger
 
+# Content checks need files whose content the API serves: the folder is mirrored with
+# purpose vision (any bytes) against the strict server. Refused purposes:
+# test_restore_purposes.py.
+DOWNLOADABLE = ("--purpose", "vision")
+
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
@@ -32,7 +37,7 @@ def folder(tmp_path: Path) -> Path:
 def state(server: ServerProcess, folder: Path, tmp_path: Path) -> Path:
     """The folder mirrored once; returns the state directory."""
     state = tmp_path / "state"
-    result = run_syncd(server, "sync", folder, "--state", state)
+    result = run_syncd(server, "sync", folder, "--state", state, *DOWNLOADABLE)
     assert result.returncode == 0, result.stderr
     return state
 
@@ -197,3 +202,25 @@ def test_missing_folder_says_how_to_restore(
     assert result.returncode == 2
     assert f"syncd pull {folder} --folder {folder}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_full_verify_compares_name_purpose_and_expiry(
+    server: ServerProcess, folder: Path, state: Path
+) -> None:
+    """A remote file whose name, purpose and expiry no longer match the ledger's is one
+    remote-metadata difference naming all three (full mode; --quick stays size-only)."""
+    file_id = file_id_of(state, "a.txt")
+    expires = int(time.time()) + 7200
+    with sqlite3.connect(server.data_dir / "files.db") as db:
+        db.execute(
+            "UPDATE files SET filename = 'b.txt', purpose = 'batch', expires_at = ? WHERE id = ?",
+            (expires, file_id),
+        )
+    document = verify_json(server, folder, state)
+    assert document["_exit"] == 1
+    assert kinds(document) == {("remote-metadata", "a.txt")}
+    detail = document["differences"][0]["detail"]
+    assert "named 'b.txt'" in detail
+    assert "purpose batch" in detail
+    assert f"expires at {expires}" in detail
+    assert verify(server, folder, state, "--quick").returncode == 0

@@ -36,12 +36,12 @@ def test_upload_retrieve_download_delete_round_trip(server: ServerProcess, tmp_p
     data = b"line one\nline two\n" * 100
     source = write(tmp_path / "folder" / "notes" / "a.txt", data)
     with client(server) as remote:
-        uploaded = remote.upload(source, "notes/a.txt", "user_data")
+        uploaded = remote.upload(source, "notes/a.txt", "vision")  # one the API lets download
         assert uploaded.id.startswith("file-")
         assert (uploaded.filename, uploaded.bytes, uploaded.purpose) == (
             "notes/a.txt",
             len(data),
-            "user_data",
+            "vision",
         )
         assert remote.retrieve(uploaded.id) == uploaded
         out = io.BytesIO()
@@ -127,7 +127,7 @@ def test_download_into_a_file_and_of_a_missing_id(server: ServerProcess, tmp_pat
     data = bytes(range(256)) * 4096
     source = write(tmp_path / "bin.dat", data)
     with client(server) as remote:
-        uploaded = remote.upload(source, "bin.dat", "user_data")
+        uploaded = remote.upload(source, "bin.dat", "vision")  # downloadable
         with open(tmp_path / "copy.dat", "wb") as out:
             assert remote.download(uploaded.id, out) == len(data)
         assert (tmp_path / "copy.dat").read_bytes() == data
@@ -159,10 +159,10 @@ def test_wrong_key_is_fatal_at_once_without_retry(server_factory: object, tmp_pa
     with client(srv, key=wrong) as remote:
         with pytest.raises(FatalError) as info:
             remote.upload(source, "a.txt", "user_data")
-        assert srv.stats()["total"] == 1
+        assert srv.stats()["unauthenticated"] == 1  # 401s are counted, not recorded
         with pytest.raises(FatalError):
             list(remote.list_files())
-        assert srv.stats()["total"] == 2
+        assert srv.stats()["unauthenticated"] == 2
     assert info.value.status == 401
     assert "key" in str(info.value)
     assert wrong not in str(info.value)

@@ -48,7 +48,7 @@ def test_reads_and_deletes_retry_injected_5xx_then_succeed(
     """With half of GET/DELETE answered 5xx, list/retrieve/download/delete still succeed."""
     sources = make_files(tmp_path / "src", 6, size=5000)
     with client(server, max_attempts=12) as remote:
-        ids = [remote.upload(p, p.name, "user_data").id for p in sources]
+        ids = [remote.upload(p, p.name, "vision").id for p in sources]  # downloadable
         server.set_faults(
             {
                 "seed": 3,

@@ -32,7 +32,7 @@ def status(field):
 source, target, warm = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 settings = RemoteSettings(base_url=os.environ["PROBE_BASE_URL"], api_key=os.environ["PROBE_KEY"])
 with HttpFilesRemote(settings) as remote:
-    small = remote.upload(warm, "warm.bin", "user_data")  # imports, pools, first buffers
+    small = remote.upload(warm, "warm.bin", "vision")  # imports, pools, first buffers
     with open(target, "wb") as out:
         remote.download(small.id, out)
     try:
@@ -40,7 +40,7 @@ with HttpFilesRemote(settings) as remote:
     except OSError:
         pass
     baseline = status("VmHWM")
-    uploaded = remote.upload(source, "big.bin", "user_data")
+    uploaded = remote.upload(source, "big.bin", "vision")  # a purpose that downloads
     after_upload = status("VmHWM")
     with open(target, "wb") as out:
         written = remote.download(uploaded.id, out)

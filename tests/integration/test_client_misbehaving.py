@@ -1,115 +1,26 @@
 """HttpFilesRemote against small real HTTP servers on loopback that misbehave on purpose.
 
 `syncd serve` is faithful to the API; these servers are not: they repeat pages, lie about
-sizes, drop connections, stall, and echo keys. Each is a stdlib ``ThreadingHTTPServer``
-scripted per test, talked to over real HTTP (httpx is never mocked).
+sizes, drop connections, stall, and echo keys. Each is a ``tests/oddserver.OddServer``
+scripted per test (the ``odd_server`` fixture), talked to over real HTTP (httpx is never
+mocked).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from oddserver import KEY, Handler, Request, file_json
 from structlog.testing import capture_logs
 
-from syncd.errors import AmbiguousError, FatalError, PermanentError, RetryableError
+from syncd.errors import AmbiguousError, FatalError, PermanentError, ProtocolError, RetryableError
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
-
-KEY = "sk-odd-server-key-0123456789"
-
-
-class Request:
-    """What the client sent, as the server saw it."""
-
-    def __init__(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
-        self.method = handler.command
-        self.path = handler.path
-        self.headers = {k.lower(): v for k, v in handler.headers.items()}
-        self.body = body
-        self.at = time.monotonic()
-
-
-Behaviour = Callable[["Handler", Request, int], None]
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: OddServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def read_body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("content-length") or 0))
-
-    def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def drop(self) -> None:
-        """Close the connection without an answer."""
-        self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_any(self, read_body: bool = True) -> None:
-        body = self.read_body() if read_body and self.command == "POST" else None
-        request = Request(self, body)
-        with self.server.lock:
-            self.server.requests.append(request)
-            count = len(self.server.requests)
-        self.server.behaviour(self, request, count)
-
-    def do_GET(self) -> None:
-        self.handle_any()
-
-    def do_DELETE(self) -> None:
-        self.handle_any()
-
-    def do_POST(self) -> None:
-        self.handle_any(read_body=self.server.read_post_body)
-
-
-class OddServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, behaviour: Behaviour, read_post_body: bool = True) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.behaviour = behaviour
-        self.read_post_body = read_post_body
-        self.requests: list[Request] = []
-        self.lock = threading.Lock()
-        self.base_url = f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-@pytest.fixture
-def odd_server() -> Iterator[Callable[..., OddServer]]:
-    servers: list[OddServer] = []
-
-    def start(behaviour: Behaviour, read_post_body: bool = True) -> OddServer:
-        server = OddServer(behaviour, read_post_body)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def client(base_url: str, **settings: Any) -> HttpFilesRemote:
@@ -120,18 +31,6 @@ def client(base_url: str, **settings: Any) -> HttpFilesRemote:
     )
 
 
-def file_json(file_id: str, size: int = 5, filename: str = "a.txt") -> dict[str, Any]:
-    return {
-        "id": file_id,
-        "object": "file",
-        "bytes": size,
-        "created_at": 1_700_000_000,
-        "filename": filename,
-        "purpose": "user_data",
-        "status": "processed",
-    }
-
-
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     path = tmp_path / "a.txt"
@@ -140,7 +39,7 @@ def source(tmp_path: Path) -> Path:
 
 
 def test_a_server_repeating_a_page_stops_the_listing_with_an_error(odd_server: Any) -> None:
-    """A list that keeps answering the same page raises PermanentError, not a loop."""
+    """A list that keeps answering the same page raises ProtocolError, not a loop."""
 
     def same_page(h: Handler, r: Request, n: int) -> None:
         data = [file_json("file-a"), file_json("file-b")]
@@ -149,7 +48,7 @@ def test_a_server_repeating_a_page_stops_the_listing_with_an_error(odd_server: A
     server = odd_server(same_page)
     with (
         client(server.base_url, page_size=2) as remote,
-        pytest.raises(PermanentError, match="repeated"),
+        pytest.raises(ProtocolError, match="repeated"),
     ):
         list(remote.list_files())
     assert len(server.requests) == 2
@@ -157,13 +56,13 @@ def test_a_server_repeating_a_page_stops_the_listing_with_an_error(odd_server: A
 
 
 def test_has_more_with_an_empty_page_is_an_error(odd_server: Any) -> None:
-    """has_more true on an empty page would loop for ever: PermanentError instead."""
+    """has_more true on an empty page would loop for ever: ProtocolError instead."""
 
     def empty(h: Handler, r: Request, n: int) -> None:
         h.answer(200, {"object": "list", "data": [], "has_more": True})
 
     server = odd_server(empty)
-    with client(server.base_url) as remote, pytest.raises(PermanentError, match="empty"):
+    with client(server.base_url) as remote, pytest.raises(ProtocolError, match="empty"):
         list(remote.list_files())
 
 

@@ -66,7 +66,7 @@ def test_parts_from_offsets_complete_into_the_file(
 ) -> None:
     """Windows of the file sent as parts and completed with the md5 give the same bytes."""
     api = api_of(remote)
-    upload = api.create_upload("dir/big.bin", "assistants", len(CONTENT), mime_type="x/y")
+    upload = api.create_upload("dir/big.bin", "vision", len(CONTENT), mime_type="x/y")
     part_ids = send_parts(api, upload.id, big, 3000)
     done = api.complete_upload(upload.id, part_ids, hashlib.md5(CONTENT).hexdigest())
     assert done.bytes == len(CONTENT) and done.filename == "dir/big.bin"
@@ -81,7 +81,7 @@ def test_download_with_a_wrong_expected_size_fails(
     server: ServerProcess, remote: HttpFilesRemote, big: Path
 ) -> None:
     """download(expected_bytes=) checks the count against the size it was given."""
-    file_id = remote.upload(big, "big.bin", "assistants").id
+    file_id = remote.upload(big, "big.bin", "vision").id  # downloadable
     with open(big.with_name("back"), "wb") as f, pytest.raises(PermanentError, match="9999"):
         remote.download(file_id, f, expected_bytes=9999)
 

@@ -26,7 +26,7 @@ def test_embedded_server_serves_over_http_and_keeps_its_store(tmp_path: Path) ->
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=server.base_url, api_key="nope", max_retries=0).files.list()
     assert not any(t.name == "syncd-embedded-server" for t in threading.enumerate())
-    with EmbeddedServer(store) as again:
+    with EmbeddedServer(store, allow_all_downloads=True) as again:
         client = openai.OpenAI(base_url=again.base_url, api_key="any", max_retries=0)
         assert client.files.content(file_id).read() == b"hello"
 
@@ -80,12 +80,15 @@ def test_serve_refuses_a_store_in_use_in_one_line(server: ServerProcess) -> None
         ([], {"SYNCD_SERVE_FAULTS": '{"error_rate": 3}'}, "error_rate"),
         (["--faults", "@/nonexistent/faults.json"], None, "cannot read"),
         (["--port", "70000"], None, "--port"),
+        (["--header-timeout", "0"], None, "--header-timeout"),
+        (["--idle-timeout", "-1"], None, "--idle-timeout"),
+        (["--max-connections", "0"], None, "--max-connections"),
     ],
 )
 def test_serve_reports_bad_options_in_one_line(
     tmp_path: Path, args: list[str], env: dict[str, str] | None, message: str
 ) -> None:
-    """Bad fault configurations and ports are one `syncd:` line and exit code 2."""
+    """Bad fault configurations, ports and limits are one `syncd:` line and exit code 2."""
     result = run_serve("--data", str(tmp_path / "s"), *args, env=env)
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.startswith("syncd: ")

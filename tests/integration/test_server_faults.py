@@ -117,19 +117,24 @@ def test_fault_config_is_read_replaced_and_validated(server: ServerProcess) -> N
     assert server.get_faults()["error_rate"] == 0.25
 
 
-def test_stats_record_every_request_including_refused_ones(server: ServerProcess) -> None:
-    """Stats list each API request with status and times (401s too), and reset empties them."""
+def test_stats_record_authenticated_requests_and_count_refused_keys(
+    server: ServerProcess,
+) -> None:
+    """Stats list each authenticated request with status and times; a 401 is only counted
+    (strangers cannot fill the records); reset empties both."""
     assert httpx.get(f"{server.base_url}/files").status_code == 401
     assert post_file(server).status_code == 200
+    assert list_files(server).status_code == 200
     stats = server.stats()
     assert [(r["method"], r["route"], r["status"]) for r in stats["requests"]] == [
-        ("GET", "list", 401),
         ("POST", "create", 200),
+        ("GET", "list", 200),
     ]
     assert all(r["started"] <= r["finished"] for r in stats["requests"])
     assert stats["counts"] == {"list": 1, "create": 1}
+    assert stats["unauthenticated"] == 1
     server.reset_stats()
-    assert server.stats()["requests"] == []
+    assert server.stats()["requests"] == [] and server.stats()["unauthenticated"] == 0
 
 
 def test_admin_endpoints_need_the_key(server_factory: Any) -> None:

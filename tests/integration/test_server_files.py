@@ -166,7 +166,7 @@ def test_list_parameters_are_validated(server: ServerProcess) -> None:
 def test_content_is_exact_bytes_with_length(server: ServerProcess) -> None:
     """/content returns the stored bytes unchanged, as octet-stream with Content-Length."""
     payload = hashlib.sha256(b"seed").digest() * 5000 + b"\x00\r\n\xff"
-    file_id = created_id(upload(server, payload, filename="bin.dat"))
+    file_id = created_id(upload(server, payload, filename="bin.dat", purpose="vision"))
     response = httpx.get(f"{server.base_url}/files/{file_id}/content", headers=server.headers())
     assert response.status_code == 200
     assert response.content == payload
@@ -250,8 +250,7 @@ def test_files_survive_restart_and_crash(server: ServerProcess) -> None:
     listed = {f["id"] for f in list_page(server)["data"]}
     assert listed == set(contents)
     for file_id, content in contents.items():
-        url = f"{server.base_url}/files/{file_id}/content"
-        assert httpx.get(url, headers=server.headers()).content == content
+        assert server.stored_content(file_id) == content
 
 
 def test_leftovers_of_an_interrupted_upload_are_cleaned_at_start(server: ServerProcess) -> None:
@@ -287,8 +286,7 @@ def test_concurrent_uploads_all_land_with_distinct_ids(server: ServerProcess) ->
     assert len(set(results.values())) == 50
     assert {f["id"] for f in list_page(server)["data"]} == set(results.values())
     for i in (0, 17, 49):
-        url = f"{server.base_url}/files/{results[i]}/content"
-        assert httpx.get(url, headers=server.headers()).content == b"%04d" % i * 1000
+        assert server.stored_content(results[i]) == b"%04d" % i * 1000
 
 
 def test_empty_file_is_refused_for_any_purpose(server: ServerProcess) -> None:

@@ -38,7 +38,7 @@ def test_100_mib_upload_and_download_keep_server_memory_flat(
         response = http.post(
             f"{server.base_url}/files",
             headers=server.headers(),
-            data={"purpose": "user_data"},
+            data={"purpose": "vision"},  # a purpose the real API lets one download
             files={"file": ("big.bin", handle)},
         )
         assert response.status_code == 200, response.text

@@ -1,6 +1,7 @@
 """The official `openai` SDK against a real `syncd serve`: the five calls and their errors.
 
-Every JSON answer is also validated against the published spec's schemas.
+Every JSON answer is also validated (tests/apispec.py): our schemas, the SDK's own models,
+and the published spec where it is beside the clone.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ def test_create_retrieve_content_delete_roundtrip(server: ServerProcess) -> None
     """create -> retrieve -> content -> delete with the SDK; every answer matches the spec."""
     client = sdk(server)
     payload = bytes(range(256)) * 40
-    raw = client.files.with_raw_response.create(
-        file=("docs/blob.bin", payload), purpose="user_data"
-    )
+    raw = client.files.with_raw_response.create(file=("docs/blob.bin", payload), purpose="vision")
     created = raw_json(raw)
     validate("OpenAIFile", created)
     assert created["id"].startswith("file-") and len(created["id"]) == len("file-") + 24
     assert created["bytes"] == len(payload)
     assert created["filename"] == "docs/blob.bin"
-    assert created["purpose"] == "user_data"
+    assert created["purpose"] == "vision"
     assert created["status"] == "processed"
     assert raw.parse().id == created["id"]
 

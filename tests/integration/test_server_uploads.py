@@ -72,7 +72,7 @@ def test_parts_sent_in_parallel_assemble_in_the_given_order(server: ServerProces
     validate("Upload", done)
     assert done["status"] == "completed"
     assert done["file"]["bytes"] == len(whole) and done["file"]["filename"] == "big.bin"
-    assert client.files.content(done["file"]["id"]).read() == whole
+    assert server.stored_content(done["file"]["id"]) == whole
     assert [f.id for f in client.files.list()] == [done["file"]["id"]]
     assert list((server.data_dir / "uploads").iterdir()) == []  # parts are gone
 
@@ -86,7 +86,7 @@ def test_sdk_chunked_helper_works_end_to_end(server: ServerProcess, tmp_path: Pa
         file=source, mime_type="text/jsonl", purpose="fine-tune", part_size=5000
     )
     assert upload.status == "completed" and upload.file is not None
-    assert client.files.content(upload.file.id).read() == source.read_bytes()
+    assert server.stored_content(upload.file.id) == source.read_bytes()
     assert server.stats()["counts"]["upload_part"] > 3
 
 
@@ -195,7 +195,7 @@ def test_plain_form_field_data_is_accepted(server: ServerProcess) -> None:
     assert response.status_code == 200, response.text
     done = client.uploads.complete(upload["id"], part_ids=[response.json()["id"]])
     assert done.file is not None
-    assert client.files.content(done.file.id).read() == b"hello"
+    assert server.stored_content(done.file.id) == b"hello"
 
 
 def test_uploads_survive_a_restart(server: ServerProcess) -> None:
@@ -208,7 +208,7 @@ def test_uploads_survive_a_restart(server: ServerProcess) -> None:
     second = add_part(client, upload["id"], b"def")
     done = client.uploads.complete(upload["id"], part_ids=[first, second])
     assert done.file is not None
-    assert client.files.content(done.file.id).read() == b"abcdef"
+    assert server.stored_content(done.file.id) == b"abcdef"
 
 
 def test_an_upload_past_its_hour_is_expired(server: ServerProcess) -> None:

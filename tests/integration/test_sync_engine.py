@@ -4,6 +4,7 @@ retry backoff. A thin wrapper around the real HTTP remote runs a hook at an exac
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -416,7 +417,7 @@ def test_bad_key_stops_the_pass(
     server.reset_stats()
     result = engine.run_pass(check_remote=False)  # now the uploads are refused
     assert result.fatal and result.counts == {"not_run": 3}  # 2 workers, 5 files
-    assert server.stats()["counts"]["create"] <= 2  # no new work after the first 401
+    assert server.stats()["unauthenticated"] <= 2  # no new work after the first 401
     assert ledger.open_intents() == []
 
 
@@ -494,3 +495,67 @@ def test_folder_swapped_during_a_pass_holds_deletes_back(
         "keep.txt",
         "new.txt",
     ]
+
+
+def test_a_file_that_grows_before_its_lost_answer_leaves_no_copy_of_another_size(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """The upload sends exactly the size its intent records: a file that grew after it was
+    hashed is never stored whole, so lost answers cannot leave a copy reconcile misses."""
+    write(folder, "a.txt", "small")
+    remote = make_remote(server)
+    grown = {"done": False}
+
+    def grow(name: str) -> None:
+        if not grown["done"]:
+            grown["done"] = True
+            with open(folder / "a.txt", "a") as handle:
+                handle.write(" and then much larger")
+
+    remote.before = grow
+    server.set_faults({"lost_answer_rate": 1.0, "routes": ["create"]})
+    engine = engine_for(folder, ledger, remote)
+    first = engine.run_pass()
+    assert first.counts.get("changed") == 1 and first.requeued == {"a.txt"}
+    assert list_remote(server) == []  # the cut-short body stored nothing
+    server.set_faults(None)
+    assert engine.run_pass(only_paths=first.requeued).in_sync
+    assert remote_files(server) == {"a.txt": b"small and then much larger"}
+
+
+def test_stop_abandons_what_is_still_in_flight_after_the_grace(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """A stop while uploads hang: the pass returns once the grace is over, counting the
+    hanging uploads as abandoned (intents left open) and the rest as not run."""
+    for i in range(6):
+        write(folder, f"f{i}.txt", f"file {i}")
+    remote = make_remote(server)
+    release = threading.Event()
+    engine = engine_for(folder, ledger, remote, concurrency=2)
+    engine.stop_grace = 0.3
+    started: list[str] = []
+
+    def hang(filename: str) -> None:
+        started.append(filename)
+        if len(started) == 2:
+            engine.request_stop()
+        release.wait(30)
+
+    remote.before = hang
+    began = time.monotonic()
+    result = engine.run_pass()
+    took = time.monotonic() - began
+    try:
+        assert took < 10
+        assert result.interrupted and result.verdict == "interrupted" and not result.in_sync
+        assert result.counts == {"abandoned": 2, "not_run": 4}
+        assert len(ledger.open_intents()) == 2
+        later = engine.run_pass()  # the stop is for good: a later pass starts nothing
+        assert later.interrupted and later.counts == {"not_run": 4}
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while ledger.open_intents():  # the abandoned uploads end on their own
+        assert time.monotonic() < deadline, "the abandoned uploads never ended"
+        time.sleep(0.05)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from syncd.cli import COMMANDS, _wanted_commands
+import pytest
+
+from syncd.cli import COMMANDS, _wanted_commands, main
 
 
 def test_cli_imports_only_the_named_subcommand() -> None:
@@ -11,3 +13,12 @@ def test_cli_imports_only_the_named_subcommand() -> None:
     assert _wanted_commands(["-v", "sync", "FOLDER"]) == ("sync",)
     assert _wanted_commands(["--help"]) == COMMANDS
     assert _wanted_commands(["nonsense"]) == COMMANDS
+
+
+def test_syncd_alone_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`syncd` with no arguments prints the commands with what each does, exit 2."""
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert f"\n    {command} " in out
+    assert "--create-folder" in out

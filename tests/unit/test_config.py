@@ -108,3 +108,14 @@ def test_bad_max_file_bytes_env(tmp_path: Path) -> None:
     """SYNCD_MAX_FILE_BYTES must be a positive number."""
     with pytest.raises(ConfigError, match="SYNCD_MAX_FILE_BYTES"):
         mirror_for_folder(None, tmp_path, {"SYNCD_MAX_FILE_BYTES": "lots"})
+
+
+def test_pull_temp_files_are_never_mirrored_even_with_no_ignore_globs(tmp_path: Path) -> None:
+    """`ignore = []` mirrors editor temp files, but never syncd pull's own .syncd-*.part."""
+    from syncd.config import MirrorConfig
+
+    mirror = MirrorConfig(folder=tmp_path, ignore=())
+    assert mirror.path_filter.accepts("notes.swp")
+    assert not mirror.path_filter.accepts(".syncd-0a1b2c3d4e5f.part")
+    assert not mirror.path_filter.accepts("sub/.syncd-0a1b2c3d4e5f.part")
+    assert mirror.path_filter.accepts("download.part")

@@ -12,6 +12,8 @@ from syncd.daemon.folder_guard import folder_problem
 from syncd.daemon.keepalive import Heartbeat
 from syncd.daemon.signals import SignalRelay
 from syncd.daemon.status import MirrorStatus, status_line
+from syncd.remote.protocol import PacingStatus
+from syncd.testing import FakeClock
 
 FOLDER = "/srv/data"
 HOME = (10, 100)  # (device, inode) recorded in the ledger
@@ -78,14 +80,6 @@ def test_status_line_puts_pauses_and_refusals_first() -> None:
     )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_heartbeat_busy_loop_without_progress_is_unhealthy() -> None:
     """Busy and silent past the stall limit: unhealthy; idle or progressing: healthy."""
     clock = FakeClock()
@@ -133,3 +127,12 @@ def test_signal_relay_first_stop_signal_calls_on_stop() -> None:
         assert done.wait(10)
     assert stopped == [signal.SIGTERM]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_status_line_says_when_uploads_are_paced() -> None:
+    """A route holding requests back is named with its rate and where it comes from;
+    one that is not pacing now is left out."""
+    paced = PacingStatus("create", 10.0, "server limit", waiting=3, paced_since=1.0)
+    idle = PacingStatus("list", 2.0, "server limit")
+    line = status_line([MirrorStatus("/a", 3, 2, 0)], pacing=[paced, idle])
+    assert line == "mirrored 3 files, 2 pending, 0 failed; uploads paced at 600/min (server limit)"

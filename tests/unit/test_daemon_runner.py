@@ -18,16 +18,7 @@ from syncd.daemon.mirror import MirrorRunner
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.settings import RemoteSettings
 from syncd.state.ledger import Ledger
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from syncd.testing import FakeClock
 
 
 @pytest.fixture
@@ -38,7 +29,7 @@ def remote(server: ServerProcess) -> Iterator[HttpFilesRemote]:
 
 
 def make_runner(
-    tmp_path: Path, remote: HttpFilesRemote, clock: Clock, debounce: float = 0.5
+    tmp_path: Path, remote: HttpFilesRemote, clock: FakeClock, debounce: float = 0.5
 ) -> MirrorRunner:
     folder = tmp_path / "data"
     folder.mkdir(exist_ok=True)
@@ -63,7 +54,7 @@ def test_file_still_being_written_is_deferred_not_uploaded(
     tmp_path: Path, remote: HttpFilesRemote
 ) -> None:
     """A released hint whose file was modified within the debounce waits for quiet."""
-    clock = Clock()
+    clock = FakeClock()
     runner = make_runner(tmp_path, remote, clock)
     try:
         assert runner.step() is not None  # the first full pass, on an empty folder
@@ -87,7 +78,7 @@ def test_retryable_failure_is_scheduled_and_shown(
     tmp_path: Path, remote: HttpFilesRemote, server: ServerProcess
 ) -> None:
     """A file that failed with a 5xx shows as retrying, with its backoff as the next wake."""
-    clock = Clock()
+    clock = FakeClock()
     runner = make_runner(tmp_path, remote, clock)
     try:
         (runner.folder / "a.txt").write_text("a")
@@ -115,7 +106,7 @@ def test_delete_skipped_for_a_failed_upload_is_retried_soon(
 ) -> None:
     """A delete held back while a rename's new name fails to upload is looked at again
     shortly (not at the next rescan), and still waits while the new name does."""
-    clock = Clock()
+    clock = FakeClock()
     runner = make_runner(tmp_path, remote, clock)
     try:
         (runner.folder / "old.txt").write_text("old")

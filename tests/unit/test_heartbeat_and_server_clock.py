@@ -62,7 +62,7 @@ class DatedRemote(MemoryRemote):
     def date_samples(self) -> list[tuple[float, float, int]]:
         return list(self.samples)
 
-    def request_time_limit(self) -> float:
+    def request_time_limit(self, size: int) -> float:
         return 600.0
 
 

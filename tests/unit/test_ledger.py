@@ -334,7 +334,7 @@ def test_a_version_3_ledger_with_a_crashed_upload_migrates_and_gets_an_end(
     with Ledger.open_readonly(path) as old:  # `syncd status` before the first new sync
         assert old.status().unresolved == 0 and old.open_intents()[0].alive_at is None
     with Ledger.open(path) as led:
-        assert led.schema_version() == SCHEMA_VERSION == 4
+        assert led.schema_version() == SCHEMA_VERSION == 5
         [intent] = led.open_intents()
         assert (intent.alive_at, intent.gave_up_at, intent.time_limit) == (1000.0, None, None)
         assert led.candidates() == [] and led.status().unresolved == 0
@@ -394,3 +394,26 @@ def test_candidates_are_kept_dismissed_and_go_with_their_delete(ledger: Ledger) 
     ledger.complete_delete(delete.id, now=3.0)
     assert ledger.candidates(dismissed=True)[0].file_id == "file-2"
     assert len(ledger.candidates(dismissed=True)) == 1
+
+
+def test_forgetting_the_remote_forgets_its_candidates_and_not_stored_uploads(
+    ledger: Ledger,
+) -> None:
+    """--switch-remote: kept candidates and uploads closed as not stored belong to the old
+    remote; the late-copy sweep must not judge the new remote's files by them."""
+    from syncd.state.ledger import NOT_STORED, CandidateRow
+
+    ledger.record_candidates([CandidateRow("file-1", "a.txt", "a.txt", 5, 100, "u", "r", 1.0)])
+    intent = ledger.begin_upload(
+        "a.txt",
+        FP,
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=1.0,
+    )
+    ledger.abandon_intent(intent, NOT_STORED, now=2.0)
+    ledger.forget_remote("switched remote", now=3.0)
+    assert ledger.candidates(dismissed=True) == []
+    assert ledger.closed_uploads(NOT_STORED, since=0.0) == []

@@ -230,3 +230,11 @@ def test_retry_waiting_tries_a_backed_off_file_now_but_not_a_permanent_failure()
     assert [a.kind for a in retried.actions] == [A.REPLACE]
     refused = plan(local, {"a.txt": failed("permanent")}, None, now=NOW, options=options)
     assert refused.actions == () and refused.skipped == (("a.txt", S.FAILED),)
+
+
+def test_retry_failed_tries_a_permanent_failure_of_unchanged_content() -> None:
+    """`sync --retry-failed` plans an upload for content that failed for good."""
+    local = {"a.txt": lf(size=4, mtime=200)}
+    options = PlanOptions(retry_failed=True)
+    retried = plan(local, {"a.txt": failed("permanent")}, None, now=NOW, options=options)
+    assert [a.kind for a in retried.actions] == [A.REPLACE] and retried.skipped == ()

@@ -327,7 +327,7 @@ class FaultyRemote:
     def date_samples(self) -> list[tuple[float, float, int]]:
         return list(self._dates)
 
-    def request_time_limit(self) -> float:
+    def request_time_limit(self, size: int) -> float:
         return 600.0
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from syncd.errors import ConfigError
@@ -56,6 +58,22 @@ def test_rate_limit_window_slides() -> None:
     assert not injector.decide("GET", "list", now=110.5).rate_limited
 
 
+@pytest.mark.parametrize(
+    ("indexing", "message"),
+    [
+        ({"failure_rate": 2}, "'failure_rate' must be a number"),
+        ({"failure_code": "oops"}, "'indexing.failure_code' must be one of"),
+        ({"fail_names": "x"}, "'indexing.fail_names' must be a list"),
+        ({"stall": 1}, "unknown indexing key(s) stall"),
+        ([], "'indexing' must be an object"),
+    ],
+)
+def test_indexing_fault_config_is_checked(indexing: object, message: str) -> None:
+    """A bad `indexing` fault configuration is one ConfigError naming the key."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_faults({"indexing": indexing})
+
+
 def test_seeded_faults_repeat() -> None:
     """The same seed gives the same sequence of injected errors."""
     config = parse_faults({"seed": 3, "error_rate": 0.5, "error_statuses": [500, 503]})
@@ -87,6 +105,19 @@ def test_lost_answers_only_touch_posts() -> None:
         ("POST", "/v1/uploads/upload_1/complete", "upload_complete"),
         ("POST", "/v1/uploads/upload_1/cancel", "upload_cancel"),
         ("PUT", "/v1/files", "other"),
+        ("POST", "/v1/vector_stores", "vs_create"),
+        ("GET", "/v1/vector_stores", "vs_list"),
+        ("GET", "/v1/vector_stores/vs_1", "vs_retrieve"),
+        ("DELETE", "/v1/vector_stores/vs_1", "vs_delete"),
+        ("POST", "/v1/vector_stores/vs_1/files", "vs_file_create"),
+        ("GET", "/v1/vector_stores/vs_1/files", "vs_file_list"),
+        ("GET", "/v1/vector_stores/vs_1/files/file-1", "vs_file_retrieve"),
+        ("POST", "/v1/vector_stores/vs_1/files/file-1", "vs_file_update"),
+        ("DELETE", "/v1/vector_stores/vs_1/files/file-1", "vs_file_delete"),
+        ("POST", "/v1/vector_stores/vs_1/file_batches", "vs_batch_create"),
+        ("GET", "/v1/vector_stores/vs_1/file_batches/vsfb_1", "vs_batch_retrieve"),
+        ("POST", "/v1/vector_stores/vs_1/file_batches/vsfb_1/cancel", "vs_batch_cancel"),
+        ("GET", "/v1/vector_stores/vs_1/file_batches/vsfb_1/files", "vs_batch_files"),
     ],
 )
 def test_route_names(method: str, path: str, name: str) -> None:

@@ -125,16 +125,57 @@ def test_unit_has_the_daemon_contract(unit: Path) -> None:
 
 
 def test_template_reads_the_instance_config_and_state() -> None:
-    """syncd@NAME reads /etc/syncd/NAME.toml and keeps its ledger in /var/lib/syncd/NAME."""
+    """syncd@NAME reads /etc/syncd/NAME.toml, keeps its ledger in /var/lib/syncd-NAME."""
     plain, template = UNITS
     assert f"ExecStart={INSTALLED_BINARY} run --config /etc/syncd/syncd.toml" in plain.read_text()
     text = template.read_text()
     assert f"ExecStart={INSTALLED_BINARY} run --config /etc/syncd/%i.toml" in text
-    assert "\nStateDirectory=syncd/%i\n" in text
+    assert "\nStateDirectory=syncd-%i\n" in text
+
+
+def test_state_directories_do_not_nest() -> None:
+    """Each unit has its own state directory and user: nested ones fail 238/STATE_DIRECTORY.
+
+    systemd 252 refuses to start syncd.service once an instance made /var/lib/syncd/NAME
+    (and the other way round); without User= all of them share the dynamic user "syncd".
+    """
+    plain, template = (set(service_lines(unit)) for unit in UNITS)
+    assert {"StateDirectory=syncd", "User=syncd"} <= plain
+    assert {"StateDirectory=syncd-%i", "User=syncd-%i"} <= template
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_bounds_memory_and_tasks(unit: Path) -> None:
+    """MemoryMax= and TasksMax= are set, each under a comment saying how to size it."""
+    lines = service_lines(unit)
+    for setting in ("MemoryMax=512M", "TasksMax=512"):
+        assert setting in lines, setting
+        comment = lines[lines.index(setting) - 1]
+        assert comment.startswith("#"), f"{setting} needs its sizing comment"
+    text = unit.read_text()
+    assert "0.4 KiB per file watched" in text  # the memory rule of thumb
+    assert "64 x 6" in text  # the task count: workers x (itself, 4 parts, the md5)
+
+
+def shell_blocks(doc: Path) -> str:
+    """The text of every ```sh block in a Markdown file."""
+    return "\n".join(re.findall(r"^```sh\n(.*?)^```", doc.read_text(), re.S | re.M))
+
+
+def test_install_docs_match_the_units() -> None:
+    """The documented install puts syncd where ExecStart= looks; no step says --prefix."""
+    link = f"ln -sf /opt/syncd/bin/syncd {INSTALLED_BINARY}"
+    for doc in (REPO / "README.md", REPO / "docs" / "systemd.md"):
+        steps = shell_blocks(doc)
+        assert link in steps, doc.name
+        assert "umask 022 && /usr/bin/python3 -m venv /opt/syncd" in steps, doc.name
+        assert "--prefix" not in steps, doc.name  # Debian: /usr/local/local/bin, 203/EXEC
+    guide = (REPO / "docs" / "systemd.md").read_text()
+    assert "-p DynamicUser=yes -p User=syncd -p StateDirectory=syncd" in guide
 
 
 def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
-    """Apart from the %i lines, both units carry identical settings (no drift)."""
+    """Apart from the %i lines and the user's name, both units carry identical settings."""
     plain, template = UNITS
 
     def settings(unit: Path) -> list[str]:
@@ -145,7 +186,7 @@ def test_template_has_the_same_sandbox_as_the_plain_unit() -> None:
             and not line.startswith("#")
             and "%i" not in line
             and "syncd.toml" not in line
-            and not line.startswith("StateDirectory=")
+            and not line.startswith(("StateDirectory=", "User="))
         ]
 
     assert settings(plain) == settings(template)

@@ -84,3 +84,48 @@ def test_unreadable_file_raises_oserror(tmp_path: Path) -> None:
     """A file that cannot be read is an OSError for the caller, not a validation reason."""
     with pytest.raises(OSError):
         validate_file(tmp_path / "gone.jsonl", "gone.jsonl", 5, "fine-tune", Limits())
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "nested too deeply"),
+        (b'{"a": ' + b"7" * 5000 + b"}\n", "too many digits"),
+        (b'{"a": 1}\n[' * 1 + b"{" * 2000 + b"\n", "line 2"),
+    ],
+)
+def test_a_line_that_cannot_be_judged_is_a_reason_not_a_crash(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    """JSON nested 100,000 deep or a 5,000-digit integer (RecursionError / ValueError in
+    the parser) gives one reason naming the line; check_jsonl never raises for content."""
+    problem = check(tmp_path, "x.jsonl", content, "fine-tune")
+    assert problem is not None and reason in problem
+
+
+def test_a_line_longer_than_the_limit_is_a_reason_read_no_further(tmp_path: Path) -> None:
+    """A 33 MiB line is not parsed (it would take a few times its size in memory): the
+    reason says how long a line may be."""
+    from syncd.local.validate import MAX_LINE_BYTES
+
+    path = tmp_path / "long.jsonl"
+    with open(path, "wb") as out:
+        out.write(b'{"ok": 1}\n{"a": "')
+        out.write(b"x" * (MAX_LINE_BYTES + 1024 * 1024))
+        out.write(b'"}\n')
+    assert check_jsonl(path, "fine-tune", DEFAULT) == "line 2 is longer than 32 MiB"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_check_jsonl_never_raises_on_random_bytes(tmp_path: Path, seed: int) -> None:
+    """Whatever bytes a .jsonl holds, the answer is None or one reason, never an exception."""
+    import random
+
+    rng = random.Random(seed)
+    alphabet = b'{}[]":,0123456789eE.-+ \\\nnulltruefalse\xff\x00ab'
+    content = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 3000)))
+    path = tmp_path / "random.jsonl"
+    path.write_bytes(content)
+    for purpose in JSONL_PURPOSES:
+        result = check_jsonl(path, purpose, DEFAULT)
+        assert result is None or isinstance(result, str)
