@@ -22,12 +22,14 @@ with SIGTERM and reports:
 - orphan: a remote file that neither a ledger row nor an open intent refers to (the
   server only holds syncd's files, apart from a few foreign ones planted at the start,
   which must be left untouched);
+- kept: a remote file the ledger keeps as possibly syncd's (``syncd candidates``); with
+  no other writer and no replayed request nothing is ambiguous, so it must be 0 too;
 - extra: a remote file for a path deleted locally (a delete that never happened);
 - the memory curve (time, RSS) and the request and fault counts.
 
 Everything runs on loopback in a temporary directory, kept when something is off
 (``--keep DIR`` works in DIR and keeps it); every wait has a deadline. Exit code 0
-when lost, duplicate, orphan and extra are all 0 and no foreign file was touched.
+when lost, duplicate, orphan, kept and extra are all 0 and no foreign file was touched.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class SoakResult:
     lost: list[str] = field(default_factory=list)
     duplicate: list[str] = field(default_factory=list)
     orphan: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # possibly syncd's, kept (candidates)
     extra: list[str] = field(default_factory=list)  # deleted locally, still remote
     open_intents: list[str] = field(default_factory=list)  # left for the next start
     foreign_touched: list[str] = field(default_factory=list)
@@ -91,7 +94,12 @@ class SoakResult:
     @property
     def ok(self) -> bool:
         return not (
-            self.lost or self.duplicate or self.orphan or self.extra or self.foreign_touched
+            self.lost
+            or self.duplicate
+            or self.orphan
+            or self.kept
+            or self.extra
+            or self.foreign_touched
         )
 
 
@@ -256,7 +264,10 @@ def matches_by_size(server: ServerProcess, folder: Path) -> bool:
 def final_check(server: ServerProcess, folder: Path, ledger_file: Path, result: SoakResult) -> None:
     listing = remote_listing(server)
     foreign_ids = {f["id"]: f["filename"] for f in listing if f["filename"] in FOREIGN}
-    ours = [f for f in listing if f["id"] not in foreign_ids]
+    with Ledger.open_readonly(ledger_file) as ledger:
+        kept = {c.file_id for c in ledger.candidates()}
+    result.kept = sorted(f"{f['filename']} ({f['id']})" for f in listing if f["id"] in kept)
+    ours = [f for f in listing if f["id"] not in foreign_ids and f["id"] not in kept]
     result.foreign_touched = sorted(set(FOREIGN) - set(foreign_ids.values()))
     by_name: dict[str, list[dict[str, Any]]] = {}
     for item in ours:
@@ -320,7 +331,12 @@ def soak(args: argparse.Namespace, workdir: Path, command: str) -> SoakResult:
         server.reset_stats()
         server.set_faults(faults_for(args.fault_rate, args.seed))
         daemon = DaemonProcess(
-            server, folder, ledger_file, debounce=args.debounce, log_path=workdir / "run.log"
+            server,
+            folder,
+            ledger_file,
+            debounce=args.debounce,
+            log_path=workdir / "run.log",
+            env={"XDG_STATE_HOME": str(workdir / "xdg")},  # its own registry of ledgers
         )
         with daemon:
             daemon.start()
@@ -391,7 +407,8 @@ def report(result: SoakResult) -> str:
         + ("never (timed out)" if quiet is None else f"{quiet} s"),
         f"files: {result.local_files} local, {result.remote_files} remote (syncd's)",
         f"lost: {len(result.lost)}   duplicate: {len(result.duplicate)}   "
-        f"orphan: {len(result.orphan)}   extra (deleted locally, still remote): "
+        f"orphan: {len(result.orphan)}   kept as possibly ours: {len(result.kept)}   "
+        f"extra (deleted locally, still remote): "
         f"{len(result.extra)}   foreign touched: {len(result.foreign_touched)}",
         f"daemon exit code on SIGTERM: {result.daemon_exit}; open intents left for the next "
         f"start: {len(result.open_intents)}",
@@ -400,6 +417,7 @@ def report(result: SoakResult) -> str:
         ("lost", result.lost),
         ("duplicate", result.duplicate),
         ("orphan", result.orphan),
+        ("kept", result.kept),
         ("extra", result.extra),
         ("open intents", result.open_intents),
     ):

@@ -20,7 +20,7 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.log import configure_logging, protect_standard_streams, redact_text
 from syncd.restore.names import printable
 
-COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
+COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls", "candidates")
 
 
 def _wanted_commands(argv: Sequence[str]) -> tuple[str, ...]:

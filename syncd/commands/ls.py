@@ -2,13 +2,16 @@
 
 Columns: file id, bytes, created (UTC), purpose, owner mark, filename, and the local
 path the file mirrors. The mark is ``*`` for a file the ledger tracks (the current copy
-of a path), ``~`` for an old copy the ledger still intends to delete, and blank for a
-file syncd did not make for this ledger (it never touches those). The ledger is the one
-of ``--folder``, the one ``--state`` names, or every ledger in the state directory.
+of a path), ``~`` for an old copy the ledger still intends to delete, ``?`` for a file
+that may be syncd's but could not be proven so ("possibly ours, not deleted": see
+``syncd candidates``), and blank for a file syncd did not make for this ledger (it never
+touches those). The ledger is the one of ``--folder``, the one ``--state`` names, or
+every ledger of this host (the state directory's and those registered in it).
 Everything the server sent (ids, purposes, filenames) and every local path is shown
 with control characters escaped (``printable``), so a name cannot move the cursor or
 recolour the terminal. ``--json`` prints a list of objects with the same fields
-(``owned``: true, ``"pending-delete"`` or false), escaped as JSON escapes.
+(``owned``: true, ``"pending-delete"``, ``"possibly-ours"`` or false), escaped as JSON
+escapes.
 
 ``--vector-store [ID]`` lists a vector store's files instead (the ledger's store, or ID):
 file id, status, usage, ``*`` for a file this ledger attached (by its owner tag) with
@@ -25,6 +28,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +42,70 @@ from syncd.remote.vector_stores import SupportsVectorStores
 from syncd.restore.names import printable
 from syncd.restore.pull import state_dir
 from syncd.state.ledger import IntentKind, Ledger
+from syncd.state.registry import LedgerRegistry
 from syncd.state.vector_ledger import VectorLedger
+
+
+class Held(StrEnum):
+    """How a ledger holds a remote id (``owned`` in the JSON)."""
+
+    CURRENT = "current"  # the current copy of a path
+    PENDING_DELETE = "pending-delete"  # an old copy still to be deleted
+    POSSIBLY_OURS = "possibly-ours"  # kept: possibly syncd's, not deleted
+
+
+MARKS = {Held.CURRENT: "*", Held.PENDING_DELETE: "~", Held.POSSIBLY_OURS: "?"}
 
 
 @dataclass(frozen=True)
 class Owner:
-    """Who holds a remote id: which ledger and path, and whether it is the current copy."""
+    """Who holds a remote id: which ledger and path, and how."""
 
     ledger: Path
     path: str
-    current: bool
+    held: Held
+
+    @property
+    def current(self) -> bool:
+        return self.held is Held.CURRENT
 
 
 def owners(ledger_files: list[Path]) -> dict[str, Owner]:
-    """Remote id -> owner, over every given ledger (read-only, without their locks)."""
+    """Remote id -> owner, over every given ledger (read-only, without their locks); a
+    ledger's claim beats another's doubt."""
     found: dict[str, Owner] = {}
+    ledgers: list[Ledger] = []
+    readable: list[Path] = []
     for ledger_file in ledger_files:
-        with Ledger.open_readonly(ledger_file) as ledger:
+        try:
+            ledgers.append(Ledger.open_readonly(ledger_file))
+        except SyncdError as exc:
+            if len(ledger_files) == 1:
+                raise
+            print(f"syncd: skipping {ledger_file}: {exc}", file=sys.stderr)
+            continue
+        readable.append(ledger_file)
+    ledger_files = readable
+    try:
+        for ledger_file, ledger in zip(ledger_files, ledgers, strict=True):
+            for candidate in ledger.candidates():
+                found[candidate.file_id] = Owner(ledger_file, candidate.path, Held.POSSIBLY_OURS)
+        for ledger_file, ledger in zip(ledger_files, ledgers, strict=True):
             for intent in ledger.open_intents():
                 if intent.kind is IntentKind.DELETE and intent.file_id:
-                    found[intent.file_id] = Owner(ledger_file, intent.path, current=False)
+                    found[intent.file_id] = Owner(ledger_file, intent.path, Held.PENDING_DELETE)
             for attached in VectorLedger(ledger).attachments().values():
                 # An old version a vector store still serves: deleted once its successor
                 # is indexed (a current copy's row, below, wins).
-                found.setdefault(attached.file_id, Owner(ledger_file, attached.path, False))
+                found.setdefault(
+                    attached.file_id, Owner(ledger_file, attached.path, Held.PENDING_DELETE)
+                )
             for path, row in ledger.rows().items():
                 if row.file_id:
-                    found[row.file_id] = Owner(ledger_file, path, current=True)
+                    found[row.file_id] = Owner(ledger_file, path, Held.CURRENT)
+    finally:
+        for ledger in ledgers:
+            ledger.close()
     return found
 
 
@@ -77,7 +118,10 @@ def choose_ledgers(args: argparse.Namespace, env: Mapping[str, str]) -> list[Pat
     state = args.state
     if state is not None and state.name.endswith(LEDGER_SUFFIX) and not state.is_file():
         raise ConfigError(f"no ledger at {state}")
-    return find_ledgers(args.state, env)
+    found = find_ledgers(args.state, env)
+    if state is None:  # every ledger of this host, wherever its --state put it
+        found = sorted({p.resolve() for p in found} | set(LedgerRegistry.from_env(env).ledgers()))
+    return found
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -121,10 +165,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         for remote_file in listing:
             print(_line(remote_file, owned.get(remote_file.id), several))
-    mine = sum(1 for f in listing if f.id in owned)
+    mine = sum(1 for f in listing if f.id in owned and owned[f.id].held is not Held.POSSIBLY_OURS)
+    doubt = sum(1 for f in listing if f.id in owned and owned[f.id].held is Held.POSSIBLY_OURS)
     print(
         f"syncd: {len(listing)} remote files, {mine} owned by "
-        f"{len(ledger_files)} ledger{'s' if len(ledger_files) != 1 else ''}",
+        f"{len(ledger_files)} ledger{'s' if len(ledger_files) != 1 else ''}"
+        + (f", {doubt} possibly ours (kept, not deleted)" if doubt else ""),
         file=sys.stderr,
     )
     return 0
@@ -141,18 +187,20 @@ def _entry(remote_file: RemoteFile, owner: Owner | None) -> dict[str, Any]:
         "created_at": remote_file.created_at,
         "purpose": remote_file.purpose,
         "filename": remote_file.filename,
-        "owned": (True if owner.current else "pending-delete") if owner else False,
+        "owned": (True if owner.current else owner.held.value) if owner else False,
         "path": owner.path if owner else None,
         "ledger": str(owner.ledger) if owner else None,
     }
 
 
 def _line(remote_file: RemoteFile, owner: Owner | None, several: bool) -> str:
-    mark = " " if owner is None else ("*" if owner.current else "~")
+    mark = " " if owner is None else MARKS[owner.held]
     where = ""
     if owner is not None:
         prefix = f"{printable(owner.ledger.stem)}:" if several else ""
         where = f"  -> {prefix}{printable(owner.path)}"
+        if owner.held is Held.POSSIBLY_OURS:
+            where += " (possibly ours, not deleted)"
     return (
         f"{printable(remote_file.id):30} {remote_file.bytes:>12} {_created(remote_file)} "
         f"{printable(remote_file.purpose):10} {mark} {printable(remote_file.filename)}{where}"

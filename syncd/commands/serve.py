@@ -26,6 +26,7 @@ import structlog
 
 from syncd.api import MAX_FILE_BYTES
 from syncd.errors import ConfigError
+from syncd.server import clock
 from syncd.server.connection import ServerLimits
 from syncd.server.embedded import ServeOptions, default_data_dir, serve_forever
 from syncd.server.faults import load_faults
@@ -72,6 +73,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--faults",
         default=None,
         help=f"fault injection for tests: JSON or @file (also ${FAULTS_ENV}); off by default",
+    )
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="for tests: run the server's clock this many seconds ahead (negative: behind) "
+        "of this host's, for created_at, expiry and the Date header",
     )
     parser.add_argument(
         "--allow-all-downloads",
@@ -178,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
     )
     data_dir: Path = (args.data or default_data_dir()).expanduser().resolve()
     log = structlog.get_logger(__name__)
+    clock.set_offset(args.clock_offset)
 
     def ready(base_url: str) -> None:
         print(f"syncd serve: listening on {base_url} (store: {data_dir})", flush=True)

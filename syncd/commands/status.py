@@ -5,7 +5,8 @@ mirrored / pending / failed counts, bytes, the last pass, whether its uploads we
 are being) paced under the server's rate limit and at what rate (``syncd.sync.pacing_log``
 records that), and each failed file with its reason; for a mirror with a vector store, per store its
 files completed / in progress / failed, its usage and expiry as last seen, and each failed
-attachment with its reason. Without FOLDER, the state
+attachment with its reason; and how many remote files are kept as possibly syncd's
+(not deleted: see ``syncd candidates``). Without FOLDER, the state
 directory must hold exactly one ledger. Paths and reasons (which may quote a server)
 are shown with control characters escaped.
 """
@@ -135,6 +136,7 @@ def status_json(
         "queued": status.queued,
         "unfinished_actions": status.open_intents,
         "failed": status.failed,
+        "possibly_ours": status.unresolved,
         "last_pass": last_pass,
         "problems": [
             {
@@ -213,6 +215,12 @@ def print_status(data: dict[str, Any]) -> None:
         file=out,
     )
     print(f"failed:    {data['failed']}", file=out)
+    if data["possibly_ours"]:
+        print(
+            f"possibly ours: {data['possibly_ours']} remote files kept, not deleted "
+            "(syncd could not prove they are its own; `syncd candidates` lists them)",
+            file=out,
+        )
     last = data["last_pass"]
     if last is None:
         print("last pass: none yet", file=out)

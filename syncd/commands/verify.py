@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from syncd.commands._display import TransferDisplay
@@ -41,7 +41,8 @@ from syncd.restore.verify import (
     size_only,
     sort_differences,
 )
-from syncd.state.ledger import IntentKind, Ledger
+from syncd.state.ledger import IntentKind, Ledger, read_claims
+from syncd.state.registry import LedgerRegistry
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             for i in ledger.open_intents()
             if i.kind is IntentKind.DELETE and i.file_id
         }
+        kept = {c.file_id for c in ledger.candidates(dismissed=True)}
+    not_ours = kept | others_files(ledger_file, env)
     display = TransferDisplay(sys.stderr, verb="verifying")
     scan = scanner.scan(rows if args.quick else {})
     with open_remote(args, ledger_file.parent, pool_size=args.concurrency + 2) as remote:
@@ -146,8 +149,16 @@ def run(args: argparse.Namespace) -> int:
         path_filter=mirror.path_filter,
         pending_deletes=pending,
         local_hashes=local_hashes,
+        not_ours=not_ours,
         check_metadata=not args.quick,
     )
+    possibly = sum(1 for f in listing if f.id in kept)
+    if possibly:
+        print(
+            f"syncd: {possibly} remote files kept as possibly syncd's, not counted "
+            "(see `syncd candidates`)",
+            file=sys.stderr,
+        )
     return report(
         sort_differences(found),
         args,
@@ -155,6 +166,17 @@ def run(args: argparse.Namespace) -> int:
         remote_files=len(listing),
         by_size=sorted(by_size, key=lambda u: u.path),
     )
+
+
+def others_files(ledger_file: Path, env: Mapping[str, str]) -> set[str]:
+    """The remote ids every other ledger of this host records or keeps."""
+    me = ledger_file.resolve()
+    ids: set[str] = set()
+    for other in LedgerRegistry.from_env(env).ledgers():
+        if other != me:
+            claims = read_claims(other)
+            ids |= claims.file_ids | claims.doubtful
+    return ids
 
 
 def report(

@@ -341,6 +341,15 @@ class HttpFilesRemote:
     def resume_waits(self) -> None:
         self.transport.resume_waits()
 
+    def date_samples(self) -> list[tuple[float, float, int]]:
+        """What the answers' ``Date`` headers said (``SupportsServerClock``)."""
+        return self.transport.date_samples()
+
+    def request_time_limit(self, size: int) -> float:
+        """How long an upload of ``size`` bytes may run before it is given up (its
+        deadline; ``SupportsServerClock``)."""
+        return self.settings.upload_deadline(size)
+
     def uploads_api(self) -> UploadsApi:
         """The Uploads API over this remote's connections, gate and retry policy."""
         from syncd.remote.uploads_http import HttpUploadsApi  # it builds on this module

@@ -46,6 +46,13 @@ add parts, complete, cancel). ``syncd.sync.multipart`` drives it. Its contract:
   longer has the upload pending (expired, cancelled, unknown): start a new one.
 - ``cancel_upload`` of an upload that is already finished or gone returns normally.
 
+The server's clock (optional). A remote that implements ``SupportsServerClock`` reports
+what its answers said of the server's clock -- ``date_samples()``: the last few
+``(sent, received, date)`` triples, local unix times around an answer and the whole
+seconds of its ``Date`` header -- and ``request_time_limit()``, how long a request may
+run, for a body of a given size, before the client gives up (``syncd.sync.server_clock``
+and the ownership windows use both).
+
 Pacing and stopping (``SupportsPacing``, ``SupportsStop``; the HTTP remote has both,
 ``syncd.remote.pacing``). A remote may hold requests back to stay under the server's
 rate limit; ``pacing_status()`` says, per route, at what rate and since when, for the
@@ -119,6 +126,15 @@ class SupportsUploadsApi(Protocol):
     """A remote that can also send large files through the Uploads API."""
 
     def uploads_api(self) -> UploadsApi: ...
+
+
+@runtime_checkable
+class SupportsServerClock(Protocol):
+    """A remote that reports its answers' ``Date`` and its requests' time limit."""
+
+    def date_samples(self) -> list[tuple[float, float, int]]: ...
+
+    def request_time_limit(self, size: int) -> float: ...
 
 
 # The routes' names for people: "uploads paced at 600/min".

@@ -44,6 +44,10 @@ the server provably did not carry it out (``send_creating``):
   came (read timeout, reset, protocol error), or the answer was a 5xx (the local server
   injects exactly that: file stored, then 502), or a 2xx whose body is not the File.
   The caller reconciles by listing the remote files.
+
+Every answer's ``Date`` header is kept with the local times the request left and the
+answer came (the last ``DATE_SAMPLES``; ``date_samples()``): what bounds the offset of
+the server's clock, which reconciliation needs to read ``created_at``.
 """
 
 from __future__ import annotations
@@ -51,7 +55,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -85,6 +93,7 @@ from syncd.restore.names import printable
 T = TypeVar("T")
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _KEY_LIKE = re.compile(r"\b(sk-|key-)\S+")
+DATE_SAMPLES = 32
 MAX_MESSAGE_CHARS = 300
 # Headers that described the body as it travelled, not the decoded bytes kept here.
 _TRANSFER_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
@@ -149,6 +158,8 @@ class Transport:
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             follow_redirects=False,
         )
+        self._dates: deque[tuple[float, float, int]] = deque(maxlen=DATE_SAMPLES)
+        self._dates_lock = threading.Lock()
         install_deadlines(self._client)
 
     @property
@@ -161,6 +172,28 @@ class Transport:
     def build(self, method: str, path: str, **kwargs: Any) -> httpx.Request:
         """A request for ``path`` (relative to the base URL); see ``httpx.build_request``."""
         return self._client.build_request(method, path, **kwargs)
+
+    def date_samples(self) -> list[tuple[float, float, int]]:
+        """The last answers' ``(sent, received, Date)``: local unix times and the
+        header's whole seconds (oldest first)."""
+        with self._dates_lock:
+            return list(self._dates)
+
+    def _exchange(self, request: httpx.Request) -> httpx.Response:
+        """``httpx.Client.send`` (streamed: the caller reads the body), noting the answer's
+        ``Date`` against the local times the request left and its head came back."""
+        sent = time.time()
+        response = self._client.send(request, stream=True)
+        received = time.time()
+        date = response.headers.get("date")
+        if date:
+            try:
+                stamp = int(parsedate_to_datetime(date).timestamp())
+            except (TypeError, ValueError, OverflowError, IndexError):
+                return response  # a malformed Date says nothing
+            with self._dates_lock:
+                self._dates.append((sent, received, stamp))
+        return response
 
     def retry(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` under the retry policy (``operation`` names it in the log)."""
@@ -203,7 +236,7 @@ class Transport:
         ticket = self._admit(request)
         with request_deadline(deadline or self.settings.answer_deadline):
             try:
-                response = self._client.send(request, stream=True)
+                response = self._exchange(request)
                 self.pacer.observe(ticket, response.status_code, response.headers)
                 if response.status_code >= 300:
                     raise self.status_error(response, what)
@@ -223,7 +256,7 @@ class Transport:
         ticket = self._admit(request)
         with request_deadline(deadline):
             try:
-                response = self._client.send(request, stream=True)
+                response = self._exchange(request)
             except httpx.TransportError as exc:
                 raise self.transport_error(exc, what, ambiguous=False) from exc
             self.pacer.observe(ticket, response.status_code, response.headers)
@@ -248,7 +281,7 @@ class Transport:
         ticket = self._admit(request)
         with request_deadline(deadline):
             try:
-                response = self._client.send(request, stream=True)
+                response = self._exchange(request)
                 self.pacer.observe(ticket, response.status_code, response.headers)
                 if response.status_code >= 300:
                     error = self.status_error(response, what)

@@ -7,7 +7,9 @@ Three sides, compared in two steps:
    the folder or changed in it, remote copies that are gone or have the wrong size, and
    extra remote files: an old version whose delete is still pending, or a second
    remote file carrying a mirrored path's name that is not the ledger's (a duplicate
-   upload). Remote files with other names are not syncd's business and are ignored.
+   upload) -- unless it is ``not_ours``: another ledger of this host records it, or this
+   one keeps it as possibly its own (reported apart, see ``syncd candidates``). Remote
+   files with other names are not syncd's business and are ignored.
 2. ``check_remote_content`` (the default; skipped by ``--quick``): download every
    tracked remote file whose purpose the API serves, hashing it as it streams (nothing
    is written to disk), and compare with the ledger's SHA-256. Local files are hashed
@@ -33,7 +35,7 @@ with its mirror exactly when there are none.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,11 +100,14 @@ def compare(
     path_filter: PathFilter,
     pending_deletes: Mapping[str, str],
     local_hashes: Mapping[str, str] | None = None,
+    not_ours: Collection[str] = frozenset(),
     check_metadata: bool = False,
 ) -> list[Difference]:
     """Every difference visible without downloading (see the module docstring).
 
     ``pending_deletes`` maps remote ids the ledger intends to delete to their paths.
+    ``not_ours``: ids that are no duplicate of this ledger's (another ledger's files,
+    this one's kept candidates).
     ``local_hashes`` (full mode) are fresh hashes of local files; without them a local
     file's hash is the scan's, which trusts the ledger when the stat is unchanged.
     ``check_metadata`` (full mode) also compares names, purposes and expiry.
@@ -135,7 +140,7 @@ def compare(
         if row.sha256 is None:
             detail = "the ledger has no hash of the mirrored version; run `syncd sync`"
             found.append(Difference(DiffKind.NO_HASH, path, detail, row.file_id))
-    found += _compare_remote(mirrored, listing, pending_deletes)
+    found += _compare_remote(mirrored, listing, pending_deletes, not_ours)
     if check_metadata:
         found += _compare_metadata(mirrored, listing)
     return found
@@ -176,6 +181,7 @@ def _compare_remote(
     mirrored: Mapping[str, LedgerRow],
     listing: Sequence[RemoteFile],
     pending_deletes: Mapping[str, str],
+    not_ours: Collection[str],
 ) -> list[Difference]:
     found: list[Difference] = []
     by_id = {remote.id: remote for remote in listing}
@@ -196,7 +202,7 @@ def _compare_remote(
         if row.remote_filename:
             names[row.remote_filename] = path
     for remote in listing:
-        if remote.id in owned:
+        if remote.id in owned or (remote.id in not_ours and remote.id not in pending_deletes):
             continue
         if remote.id in pending_deletes:
             detail = f"old version {remote.id}, still to be deleted (the next sync does it)"

@@ -222,4 +222,5 @@ def build_config(app: ASGIApp, limits: ServerLimits) -> uvicorn.Config:
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         limit_concurrency=None,
         server_header=False,
+        date_header=False,  # the Gate dates answers by the server's clock
     )

@@ -23,6 +23,10 @@ answer is a 408 and the connection is closed. The statistics keep the last
 
 ``/_syncd/*`` (statistics and fault control for tests) needs the same key as the API and
 is never recorded, limited nor faulted.
+
+Every answer carries a ``Date`` header from the server's clock (``syncd.server.clock``,
+which ``--clock-offset`` shifts); uvicorn's own, cached once a second from the host's
+clock, is turned off.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from syncd.server import clock
 from syncd.server.envelope import ApiError, request_timeout
 from syncd.server.faults import NO_FAULT, FaultDecision, FaultInjector, retry_after_headers
 from syncd.server.ratelimit import RateLimiter, rate_limited
@@ -244,6 +250,18 @@ async def _drain(receive: Receive) -> None:
             return
 
 
+def _dated(send: Send) -> Send:
+    """``send`` adding a ``Date`` header, from the server's clock, to the answer."""
+
+    async def dated_send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            date = formatdate(clock.now(), usegmt=True).encode("latin-1")
+            message = {**message, "headers": [*message.get("headers", []), (b"date", date)]}
+        await send(message)
+
+    return dated_send
+
+
 async def _refuse(error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
     """Drain the body (within its deadline), then answer ``error``; past the deadline the
     same answer closes the connection."""
@@ -290,6 +308,7 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _dated(send)
         receive = BodyDeadline(receive, self.body_timeouts)
         path: str = scope["path"]
         refusal = check_key(scope, self.api_key)

@@ -33,7 +33,6 @@ import secrets
 import sqlite3
 import string
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from syncd.errors import StoreLockedError
+from syncd.server import clock
 from syncd.state.lock import FileLock, LockHeldError
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -265,7 +265,7 @@ class FileStore:
         target = self.blobs / file_id
         incoming.move_to(target)
         _fsync_dir(self.blobs)
-        now = int(time.time())
+        now = int(clock.now())
         expires_at = now + expires_after if expires_after is not None else None
         try:
             with self.transaction() as db:
@@ -301,7 +301,7 @@ class FileStore:
         with self._lock:
             row = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM files WHERE id = ? AND {self._LIVE}",  # noqa: S608
-                (file_id, int(time.time())),
+                (file_id, int(clock.now())),
             ).fetchone()
         return self._record(row) if row else None
 
@@ -324,7 +324,7 @@ class FileStore:
         """One page of live files and whether more follow it."""
         direction = "DESC" if order == "desc" else "ASC"
         clauses = [self._LIVE]
-        params: list[Any] = [int(time.time())]
+        params: list[Any] = [int(clock.now())]
         if purpose is not None:
             clauses.append("purpose = ?")
             params.append(purpose)
@@ -348,7 +348,7 @@ class FileStore:
         with self.transaction() as db:
             cursor = db.execute(
                 f"UPDATE files SET deleted_at = ? WHERE id = ? AND {self._LIVE}",  # noqa: S608
-                (int(time.time()), file_id, int(time.time())),
+                (int(clock.now()), file_id, int(clock.now())),
             )
             deleted = cursor.rowcount > 0
         if deleted:
@@ -369,7 +369,7 @@ class FileStore:
 
     def purge_expired(self) -> int:
         """Remove the content of expired files and forget old tombstones; returns a count."""
-        now = int(time.time())
+        now = int(clock.now())
         with self.transaction() as db:
             expired = [
                 row[0]

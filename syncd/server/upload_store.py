@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from syncd.api import UPLOAD_LIFETIME_SECONDS
+from syncd.server import clock
 from syncd.server.store import DIR_MODE, FileStore, IncomingBlob, make_private_dir, new_id
 
 _SCHEMA = """
@@ -65,7 +65,7 @@ class UploadRecord:
 
     def current_status(self, now: float | None = None) -> str:
         """``expired`` once a pending upload is past its hour, else the stored status."""
-        now = time.time() if now is None else now
+        now = clock.now() if now is None else now
         if self.status in ("pending", "completing") and now >= self.expires_at:
             return "expired"
         return "pending" if self.status == "completing" else self.status
@@ -133,7 +133,7 @@ class UploadStore:
             db.execute(
                 "UPDATE uploads SET status = 'expired'"
                 " WHERE status = 'pending' AND expires_at <= ?",
-                (int(time.time()),),
+                (int(clock.now()),),
             )
         folders = [d.name for d in self.root.iterdir() if d.is_dir()]
         if not folders:
@@ -162,7 +162,7 @@ class UploadStore:
         expires_after: int | None,
     ) -> UploadRecord:
         self.purge_finished()
-        now = int(time.time())
+        now = int(clock.now())
         record = UploadRecord(
             id=new_id("upload_"),
             filename=filename,
@@ -215,19 +215,30 @@ class UploadStore:
     def add_part(self, upload_id: str, incoming: IncomingBlob) -> PartRecord | None:
         """Land a received part; None (and the part dropped) if the upload is not pending."""
         incoming.finish()
-        part = PartRecord(new_id("part_"), upload_id, incoming.size, int(time.time()))
+        part = PartRecord(new_id("part_"), upload_id, incoming.size, int(clock.now()))
         target = self.part_path(part)
         try:
             incoming.move_to(target)
         except FileNotFoundError:  # the upload's folder went: it was finished meanwhile
             incoming.discard()
             return None
+        with self.files.transaction() as db:
+            row = db.execute(
+                "SELECT status, expires_at FROM uploads WHERE id = ?", (upload_id,)
+            ).fetchone()
+            if row is not None and row[0] == "pending" and row[1] > clock.now():
+                db.execute(
+                    "INSERT INTO upload_parts (id, upload_id, bytes, created_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (part.id, part.upload_id, part.bytes, part.created_at),
+                )
+                return part
         try:
             with self.files.transaction() as db:
                 row = db.execute(
                     "SELECT status, expires_at FROM uploads WHERE id = ?", (upload_id,)
                 ).fetchone()
-                if row is not None and row[0] == "pending" and row[1] > time.time():
+                if row is not None and row[0] == "pending" and row[1] > clock.now():
                     db.execute(
                         "INSERT INTO upload_parts (id, upload_id, bytes, created_at)"
                         " VALUES (?, ?, ?, ?)",

@@ -15,10 +15,18 @@ intent must be on disk before its request leaves). Tables:
 - ``passes``: one row per pass, for ``syncd status``.
 - ``multipart_uploads``/``multipart_parts``: large files being sent through the Uploads
   API, with the parts the server confirmed, so that a restart sends only the rest.
-- ``meta``: the schema version and facts about the mirror: its folder's identity, and
-  the remote it mirrors to (``syncd.sync.binding``; never the key).
+- ``candidates``: remote files that may be syncd's but are kept because that cannot be
+  proven (another writer may have made them): reported, never adopted or deleted.
+- ``meta``: the schema version and facts about the mirror: its folder's identity, the
+  remote it mirrors to (``syncd.sync.binding``; never the key), the ``heartbeat`` (the
+  last sign of life of a process with uploads in flight) and the measured
+  ``server_clock`` offset.
 - ``vector_stores``/``vector_attachments``: the vector store the mirror keeps and each
   attachment's state (``syncd.state.vector_ledger``, which owns their SQL).
+
+Every ledger opened for writing is registered in the state home
+(``syncd.state.registry``); ``other_claims`` reads every other registered ledger,
+read-only and without its lock, for what it has recorded or may have uploaded.
 
 The schema is declared once in ``syncd.state.schema``, which creates and migrates it.
 
@@ -50,12 +58,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from syncd.api import RemoteFile
 from syncd.errors import ConfigError, LedgerLockedError, SyncdError
 from syncd.local.fingerprint import Fingerprint
 from syncd.log import redact_text
 from syncd.paths import check_state_dir
 from syncd.state.lock import FileLock, LockHeldError
+from syncd.state.registry import LedgerRegistry
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
 from syncd.state.vector_ledger import serving_versions
 
@@ -63,6 +74,12 @@ BACKOFF_FIRST_SECONDS = 60.0
 # meta: the mirrored folder's absolute path, as the last sync or run of it named it.
 META_FOLDER = "folder"
 BACKOFF_MAX_SECONDS = 3600.0
+# The outcome of an upload intent closed without adopting a copy: it stored nothing, or
+# nothing it provably stored (an older attempt of the path, or kept candidates).
+NOT_STORED = "superseded or not stored"
+META_HEARTBEAT = "heartbeat"
+
+log = structlog.get_logger(__name__)
 
 
 class IntentKind(StrEnum):
@@ -128,6 +145,65 @@ class Intent:
     file_id: str | None = None
     finished_at: float | None = None
     outcome: str | None = None
+    gave_up_at: float | None = None  # an upload that ended ambiguous: when the client gave up
+    alive_at: float | None = None  # one a crash left open: its process's last sign of life
+    time_limit: float | None = None  # how long after that it could still be received
+
+
+class CandidateState(StrEnum):
+    UNRESOLVED = "unresolved"  # possibly syncd's: kept and reported
+    DISMISSED = "dismissed"  # the user said it is not syncd's
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    """One row of ``candidates``: a remote file that may be syncd's, kept (see the
+    module docstring)."""
+
+    file_id: str
+    path: str
+    filename: str | None
+    bytes: int | None
+    created_at: int | None
+    purpose: str | None
+    reason: str | None
+    found_at: float
+    state: str = CandidateState.UNRESOLVED
+
+
+@dataclass(frozen=True)
+class ForeignUpload:
+    """An upload of another ledger of this host whose outcome is open or was not
+    adopted: what it sent and its window's ends (see ``syncd.sync.ownership``)."""
+
+    ledger: Path
+    filename: str
+    size: int
+    started_at: float
+    gave_up_at: float | None
+    alive_at: float | None
+    time_limit: float | None
+
+
+@dataclass
+class Claims:
+    """What other ledgers of this host say about remote files."""
+
+    file_ids: set[str] = field(default_factory=set)  # theirs: never a candidate of ours
+    doubtful: set[str] = field(default_factory=set)  # their kept candidates
+    uploads: list[ForeignUpload] = field(default_factory=list)
+
+    def merge(self, other: Claims) -> None:
+        self.file_ids |= other.file_ids
+        self.doubtful |= other.doubtful
+        self.uploads += other.uploads
+
+
+class _FromEnvironment:
+    """``Ledger.open``'s default registry: the state home of ``os.environ``."""
+
+
+FROM_ENVIRONMENT = _FromEnvironment()
 
 
 @dataclass(frozen=True)
@@ -158,6 +234,7 @@ _MULTIPART_FIELDS = tuple(f.name for f in fields(MultipartRecord) if f.name != "
 _ROW_FIELDS = tuple(f.name for f in fields(LedgerRow))
 _ROWS_SQL = f"SELECT {', '.join(_ROW_FIELDS)} FROM files"  # noqa: S608 - field names
 _INTENT_FIELDS = tuple(f.name for f in fields(Intent))
+_CANDIDATE_FIELDS = tuple(f.name for f in fields(CandidateRow))
 # What ``refresh`` clears: the record of the last failure.
 _FAILURE_COLUMNS = (
     "last_error",
@@ -178,8 +255,15 @@ def backoff_seconds(attempts: int) -> float:
 class Ledger:
     """The ledger of one mirrored folder. Thread-safe: every access holds one lock."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, lock: FileLock | None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        lock: FileLock | None,
+        registry: LedgerRegistry | None = None,
+    ) -> None:
         self.path = path
+        self.registry = registry
         self._conn = conn
         self._lock = threading.RLock()
         self._file_lock = lock
@@ -187,9 +271,22 @@ class Ledger:
     # -- opening and closing -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Ledger:
+    def open(
+        cls,
+        path: Path,
+        *,
+        registry: LedgerRegistry | _FromEnvironment | None = FROM_ENVIRONMENT,
+    ) -> Ledger:
         """Open (creating if needed) and lock the ledger at ``path``, migrating it.
-        ``ConfigError`` for an unsafe state directory or a link where a file belongs."""
+
+        The ledger is registered in ``registry`` (by default the state home of the
+        environment; None: neither registered nor aware of other ledgers, for tests).
+        Upload intents a crash left open get their last sign of life (``alive_at``,
+        from the heartbeat): holding the lock, this process is the first since.
+        ``ConfigError`` for an unsafe state directory or a link where a file belongs.
+        """
+        if isinstance(registry, _FromEnvironment):
+            registry = LedgerRegistry.from_env(os.environ)
         check_state_dir(path.parent, writing=True)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = lock_ledger(path)
@@ -199,8 +296,11 @@ class Ledger:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
-            ledger = cls(conn, path, lock)
+            ledger = cls(conn, path, lock, registry)
             ledger._migrate()
+            ledger._seal_crashed_uploads()
+            if registry is not None:
+                registry.register(path)
         except sqlite3.DatabaseError as exc:
             lock.release()
             raise SyncdError(f"ledger {path} is unreadable: {exc}") from None
@@ -257,6 +357,19 @@ class Ledger:
             if version < SCHEMA_VERSION:
                 ensure_schema(conn, version)
 
+    def _seal_crashed_uploads(self) -> None:
+        """Give every upload intent left open by a dead process (no ``gave_up_at``) its
+        last sign of life: the heartbeat, or its own start if later."""
+        with self._write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (META_HEARTBEAT,))
+            found = row.fetchone()
+            heartbeat = float(found[0]) if found else None
+            conn.execute(
+                """UPDATE intents SET alive_at = max(started_at, coalesce(?, started_at))
+                   WHERE state = ? AND kind = ? AND gave_up_at IS NULL AND alive_at IS NULL""",
+                (heartbeat, IntentState.OPEN, IntentKind.UPLOAD),
+            )
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; everything inside commits together or not at all."""
@@ -304,14 +417,15 @@ class Ledger:
         return int(self._query("SELECT count(*) AS n FROM files WHERE file_id IS NOT NULL")[0]["n"])
 
     def known_file_ids(self) -> set[str]:
-        """Every remote id the ledger refers to: tracked rows, unfinished deletes, and
-        files attached to a vector store (old versions kept until their successor is
-        indexed among them)."""
+        """Every remote id the ledger refers to: tracked rows, unfinished deletes,
+        candidates (kept or dismissed: never matched again), and files attached to a
+        vector store (old versions kept until their successor is indexed among them)."""
         ids = {r["file_id"] for r in self._query("SELECT file_id FROM files")}
         ids |= {
             r["file_id"]
             for r in self._query("SELECT file_id FROM intents WHERE state = ?", (IntentState.OPEN,))
         }
+        ids |= {r["file_id"] for r in self._query("SELECT file_id FROM candidates")}
         ids |= {r["file_id"] for r in self._query("SELECT file_id FROM vector_attachments")}
         ids.discard(None)
         return ids
@@ -415,13 +529,16 @@ class Ledger:
         expires_after: int | None,
         replaces: str | None,
         now: float,
+        time_limit: float | None = None,
     ) -> int:
-        """Commit the intent to upload this content, before the request is sent."""
+        """Commit the intent to upload this content, before the request is sent.
+        ``time_limit``: how long after the sending process's last sign of life the
+        request could still be received (see ``syncd.sync.ownership``)."""
         with self._write() as conn:
             cursor = conn.execute(
                 """INSERT INTO intents (kind, path, filename, purpose, expires_after, sha256,
-                   size, mtime_ns, inode, replaces, started_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   size, mtime_ns, inode, replaces, started_at, time_limit)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     IntentKind.UPLOAD,
                     path,
@@ -434,9 +551,20 @@ class Ledger:
                     fingerprint.inode,
                     replaces,
                     now,
+                    time_limit,
                 ),
             )
             return int(cursor.lastrowid or 0)
+
+    def record_gave_up(self, intent_id: int, *, now: float) -> None:
+        """The upload's answer was lost: the client gave up at ``now`` (the end of the
+        window in which it can have stored a file). The intent stays open."""
+        with self._write() as conn:
+            conn.execute("UPDATE intents SET gave_up_at = ? WHERE id = ?", (now, intent_id))
+
+    def heartbeat(self, *, now: float) -> None:
+        """Record a sign of life while uploads are in flight (one small write)."""
+        self.set_meta(META_HEARTBEAT, repr(now))
 
     def complete_upload(
         self, intent_id: int, remote: RemoteFile, *, stale: bool, now: float
@@ -486,13 +614,15 @@ class Ledger:
             return _insert_delete(conn, path, file_id, now)
 
     def complete_delete(self, intent_id: int, *, now: float) -> None:
-        """The remote file is gone: close the intent; drop the row if it still names it."""
+        """The remote file is gone: close the intent; drop the row if it still names it,
+        and the candidate it was, if any."""
         with self._write() as conn:
             intent = _intent_by_id(conn, intent_id)
             _finish_intent(conn, intent_id, IntentState.DONE, now, "deleted")
             conn.execute(
                 "DELETE FROM files WHERE path = ? AND file_id = ?", (intent.path, intent.file_id)
             )
+            conn.execute("DELETE FROM candidates WHERE file_id = ?", (intent.file_id,))
 
     def abandon_intent(self, intent_id: int, reason: str, *, now: float) -> None:
         """Close an intent that provably left nothing behind (or was already handled)."""
@@ -522,6 +652,60 @@ class Ledger:
                 "DELETE FROM intents WHERE state != ? AND finished_at < ?",
                 (IntentState.OPEN, older_than),
             )
+
+    # -- candidates: possibly syncd's, kept --------------------------------------------
+
+    def record_candidates(self, rows: Sequence[CandidateRow]) -> None:
+        """Remember files kept as possibly syncd's (a file already recorded keeps its row)."""
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                f"INSERT OR IGNORE INTO candidates ({', '.join(_CANDIDATE_FIELDS)}) "  # noqa: S608
+                f"VALUES ({', '.join('?' * len(_CANDIDATE_FIELDS))})",
+                [tuple(getattr(row, name) for name in _CANDIDATE_FIELDS) for row in rows],
+            )
+
+    def candidates(self, *, dismissed: bool = False) -> list[CandidateRow]:
+        """The unresolved candidates (and the dismissed ones too with ``dismissed``)."""
+        sql = "SELECT * FROM candidates"
+        params: tuple[str, ...] = ()
+        if not dismissed:
+            sql += " WHERE state = ?"
+            params = (CandidateState.UNRESOLVED,)
+        try:
+            rows = self._query(sql + " ORDER BY path, created_at, file_id", params)
+        except sqlite3.OperationalError:  # a ledger of version 3 or older, read-only
+            return []
+        return [CandidateRow(**{name: r[name] for name in _CANDIDATE_FIELDS}) for r in rows]
+
+    def dismiss_candidate(self, file_id: str) -> None:
+        """The user says the file is not syncd's: keep it known (never matched again)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE candidates SET state = ? WHERE file_id = ?",
+                (CandidateState.DISMISSED, file_id),
+            )
+
+    def forget_candidates(self, file_ids: Iterable[str]) -> None:
+        """Forget candidates that are gone from the remote (or that another ledger of
+        this host now records as its own)."""
+        with self._write() as conn:
+            conn.executemany("DELETE FROM candidates WHERE file_id = ?", [(i,) for i in file_ids])
+
+    # -- other ledgers of this host ------------------------------------------------------
+
+    def other_claims(self, *, since: float = 0.0) -> Claims:
+        """What every other ledger of the registry records or may have uploaded (its
+        uploads started at or after ``since``); unreadable ledgers are skipped."""
+        claims = Claims()
+        if self.registry is None:
+            return claims
+        me = self.path.resolve()
+        for other in self.registry.ledgers():
+            if other != me:
+                claims.merge(read_claims(other, since=since))
+        return claims
 
     # -- resumable uploads (Uploads API) ---------------------------------------------
 
@@ -632,8 +816,9 @@ class Ledger:
     def forget_remote(self, reason: str, *, now: float) -> int:
         """Forget all the ledger knows of its remote, in one transaction: every ``files``
         row (the next pass uploads every file again), every open intent (closed as
-        failed with ``reason``) and every upload in parts. The dirty queue and the
-        passes stay. Returns how many remote copies were forgotten."""
+        failed with ``reason``), every upload in parts, the uploads closed as not stored
+        (their late copies would be the old remote's) and the candidates kept there. The
+        dirty queue and the passes stay. Returns how many remote copies were forgotten."""
         with self._write() as conn:
             copies = conn.execute(
                 "SELECT count(*) FROM files WHERE file_id IS NOT NULL"
@@ -643,6 +828,8 @@ class Ledger:
                 "UPDATE intents SET state = ?, finished_at = ?, outcome = ? WHERE state = ?",
                 (IntentState.FAILED, now, reason, IntentState.OPEN),
             )
+            conn.execute("UPDATE intents SET outcome = ? WHERE outcome = ?", (reason, NOT_STORED))
+            conn.execute("DELETE FROM candidates")
             conn.execute("DELETE FROM multipart_parts")
             conn.execute("DELETE FROM multipart_uploads")
             return int(copies)
@@ -677,6 +864,7 @@ class Ledger:
             failed=int(counts["failed"] or 0),
             queued=int(queued),
             open_intents=len(self.open_intents()),
+            unresolved=len(self.candidates()),
             problem_rows=[_row(r) for r in problems],
             last_pass=self.last_pass(),
         )
@@ -690,6 +878,7 @@ class LedgerStatus:
     failed: int  # permanent failures, waiting for the file to change
     queued: int  # dirty paths not yet handled
     open_intents: int
+    unresolved: int  # remote files possibly syncd's, kept (``candidates``)
     problem_rows: list[LedgerRow]
     last_pass: dict[str, Any] | None
 
@@ -702,11 +891,69 @@ def _row(data: Any) -> LedgerRow:
     return LedgerRow(**{name: data[name] for name in _ROW_FIELDS})
 
 
-def _intent(data: Any) -> Intent:
-    values = {name: data[name] for name in _INTENT_FIELDS}
+def _intent(data: dict[str, Any]) -> Intent:
+    # .get: a ledger of version 3 or older read without migrating lacks the newer columns
+    values: dict[str, Any] = {name: data.get(name) for name in _INTENT_FIELDS}
     values["kind"] = IntentKind(values["kind"])
     values["state"] = IntentState(values["state"])
     return Intent(**values)
+
+
+def read_claims(path: Path, *, since: float = 0.0) -> Claims:
+    """What the ledger at ``path`` records (read-only, without its lock; any schema
+    version): its file ids, its kept candidates, and its upload intents started at or
+    after ``since`` whose outcome is open or that adopted nothing. A ledger that cannot
+    be read yields nothing (said at debug level)."""
+    claims = Claims()
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        log.debug("other_ledger_unreadable", ledger=str(path), error=str(exc))
+        return claims
+    try:
+        conn.row_factory = sqlite3.Row
+        claims.file_ids = _ids(conn, "SELECT file_id FROM files WHERE file_id IS NOT NULL")
+        claims.file_ids |= _ids(conn, "SELECT file_id FROM intents WHERE file_id IS NOT NULL")
+        claims.doubtful = _ids(conn, "SELECT file_id FROM candidates")
+        found = conn.execute("SELECT value FROM meta WHERE key = ?", (META_HEARTBEAT,))
+        beat = found.fetchone()
+        heartbeat = float(beat[0]) if beat else None
+        rows = conn.execute(
+            """SELECT * FROM intents WHERE kind = ? AND started_at >= ?
+               AND (state = ? OR outcome = ?)""",
+            (IntentKind.UPLOAD, since, IntentState.OPEN, NOT_STORED),
+        ).fetchall()
+        for row in rows:
+            data = dict(row)
+            is_open = data["state"] == IntentState.OPEN
+            gave_up = data.get("gave_up_at")
+            alive = data.get("alive_at")
+            if gave_up is None and alive is None:
+                # Open and unsealed: its process may be sending it right now.
+                alive = heartbeat if is_open else data.get("finished_at")
+            claims.uploads.append(
+                ForeignUpload(
+                    ledger=path,
+                    filename=str(data.get("filename") or data["path"]),
+                    size=int(data.get("size") or 0),
+                    started_at=float(data["started_at"]),
+                    gave_up_at=gave_up,
+                    alive_at=alive,
+                    time_limit=data.get("time_limit"),
+                )
+            )
+    except sqlite3.Error as exc:
+        log.debug("other_ledger_unreadable", ledger=str(path), error=str(exc))
+    finally:
+        conn.close()
+    return claims
+
+
+def _ids(conn: sqlite3.Connection, sql: str) -> set[str]:
+    try:
+        return {str(r[0]) for r in conn.execute(sql)}
+    except sqlite3.OperationalError:  # an older ledger without that table
+        return set()
 
 
 def lock_ledger(ledger: Path) -> FileLock:

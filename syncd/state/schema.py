@@ -14,7 +14,11 @@ costs about 0.17 s, which an up-to-date ledger, the common case, never pays).
 
 Versions: 1 the first schema; 2 resumable uploads (``multipart_*``); 3 this declared
 form (no change of tables, and ``meta`` is declared like the others); 4 vector stores
-(``vector_stores``, ``vector_attachments``: ``syncd.state.vector_ledger``).
+(``vector_stores``, ``vector_attachments``: ``syncd.state.vector_ledger``); 5 what proves
+ownership after a lost answer or a crash: an upload intent's end (``gave_up_at``, or
+``alive_at``, the last sign of life of the process that sent it, sealed at the next
+open) and its ``time_limit``; ``candidates``, remote files that may be syncd's but are
+kept because that cannot be proven.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 META_SCHEMA_VERSION = "schema_version"
 
 
@@ -93,6 +97,12 @@ TABLES: dict[str, TableSpec] = {
             "started_at": float,
             "finished_at": float,
             "outcome": str,
+            # An upload's window (``syncd.sync.ownership``): when the client gave up on
+            # it (an ambiguous end), or the process's last sign of life (a crash), and
+            # how long after that the request could still have been received.
+            "gave_up_at": float,
+            "alive_at": float,
+            "time_limit": float,
         },
         pk="id",
         not_null=frozenset({"kind", "path", "state", "started_at"}),
@@ -129,6 +139,26 @@ TABLES: dict[str, TableSpec] = {
             | {"expires_at"}
         ),
         indexes={"multipart_uploads_path": ("path",)},
+    ),
+    # Remote files that may be syncd's (in the window of an upload of ours whose answer
+    # was lost) but are kept, because another writer may have made them: never adopted,
+    # never deleted unless the user asks (``syncd candidates --delete``). ``dismissed``:
+    # the user said it is not syncd's.
+    "candidates": TableSpec(
+        {
+            "file_id": str,
+            "path": str,
+            "filename": str,
+            "bytes": int,
+            "created_at": int,
+            "purpose": str,
+            "reason": str,
+            "found_at": float,
+            "state": str,
+        },
+        pk="file_id",
+        not_null=frozenset({"path", "found_at", "state"}),
+        defaults={"state": "unresolved"},
     ),
     "multipart_parts": TableSpec(
         {"upload_id": str, "part_index": int, "part_id": str, "bytes": int},

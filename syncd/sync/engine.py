@@ -7,8 +7,11 @@
   after the new one is committed (the delete intent is part of that commit, so a crash
   cannot orphan it).
 - ``AmbiguousError`` (the answer was lost): once the transfers are done, all ambiguous
-  intents of the pass are reconciled with one listing per purpose; paths whose upload
-  provably stored nothing are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
+  intents of the pass are reconciled with one listing per purpose; paths for which no
+  copy could be adopted are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
+- While uploads are in flight a ``Heartbeat`` records signs of life in the ledger (the
+  end of a crashed upload's window); the server's clock offset (``ServerClock``) is
+  measured from answers and uploads and kept in the ledger after each pass.
 - A full pass's remote listing is also swept for late copies of uploads reconciled as
   not stored (``Reconciler.sweep_late_copies``), except in a dry run.
 - Deletes run last, and not when a guard refused, nor when the folder changed identity
@@ -55,10 +58,12 @@ from syncd.errors import (
 )
 from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
-from syncd.remote.protocol import FilesRemote, SupportsStop
+from syncd.remote.protocol import FilesRemote, SupportsServerClock, SupportsStop
 from syncd.state.ledger import Ledger
+from syncd.sync.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from syncd.sync.holds import FailedContent, held_back
 from syncd.sync.multipart import multipart_uploader
+from syncd.sync.ownership import DEFAULT_TIME_LIMIT
 from syncd.sync.pacing_log import PacingRecorder
 from syncd.sync.plan import Action, ActionKind, Plan, PlanOptions, Skip, plan
 from syncd.sync.reconcile import Reconciler
@@ -69,6 +74,7 @@ from syncd.sync.result import (
     PassResult,
     Reporter,
 )
+from syncd.sync.server_clock import ServerClock
 from syncd.sync.steps import StepHook, no_step
 from syncd.sync.transfer import Transfers
 from syncd.sync.vectors import vector_sync_for
@@ -93,6 +99,7 @@ class SyncEngine:
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         step_hook: StepHook | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
         stop_grace: float = STOP_GRACE_SECONDS,
     ) -> None:
         self.mirror = mirror
@@ -117,7 +124,14 @@ class SyncEngine:
             stop=self._stop,
         )
         deleting = self.vectors.deleting(remote) if self.vectors is not None else remote
-        self.reconciler = Reconciler(ledger, deleting, clock=clock)
+        self.server_clock = ServerClock(ledger, remote, clock=clock)
+        self.reconciler = Reconciler(ledger, deleting, clock=clock, offset=self.server_clock.offset)
+        self.heartbeat = Heartbeat(ledger, clock, heartbeat_seconds)
+        time_limit: Callable[[int], float] = (
+            remote.request_time_limit
+            if isinstance(remote, SupportsServerClock)
+            else lambda size: DEFAULT_TIME_LIMIT
+        )
         # Large files go through the Uploads API when the remote has it.
         self.multipart = multipart_uploader(
             remote,
@@ -143,6 +157,8 @@ class SyncEngine:
             deleting,
             self.multipart,
             failed=self._failed,
+            server_clock=self.server_clock,
+            time_limit=time_limit,
             clock=clock,
             step=self.step,
         )
@@ -220,6 +236,7 @@ class SyncEngine:
                 self._pacing = None
             if pass_id is not None:
                 self._record_pass(pass_id, result)
+                self.server_clock.save()
         self.reporter.pass_finished(result)
         return result
 
@@ -324,7 +341,7 @@ class SyncEngine:
             ) from exc
         if sweep:
             swept = self.reconciler.sweep_late_copies(listing.values())
-            if swept.duplicates_deleted or swept.errors:
+            if swept.duplicates_deleted or swept.errors or swept.kept:
                 result.merge_reconcile(swept)
             for file_id in swept.duplicates_deleted:
                 listing.pop(file_id, None)
@@ -349,19 +366,9 @@ class SyncEngine:
 
     def _execute(self, the_plan: Plan, result: PassResult, root_identity: Identity | None) -> None:
         transfers = the_plan.of_kind(ActionKind.UPLOAD, ActionKind.REPLACE)
-        for _ in range(AMBIGUOUS_ROUNDS):
-            outcomes = self._run_pool(transfers, self.transfers.transfer, result)
-            ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
-            if not ambiguous or result.fatal or self.stopping:
-                break  # a stop leaves lost answers to the next pass's reconcile
-            transfers = self._settle_ambiguous(ambiguous, result)
-            if not transfers:
-                break
-        else:
-            for action in transfers:  # lost answers every round: try again next pass
-                sent = self.transfers.sent(action.path)
-                reason = "the server's answer was lost repeatedly"
-                self._finished(self.transfers.fail(action, sent, reason), result)
+        if transfers:
+            with self.heartbeat:
+                self._transfer_rounds(transfers, result)
         for outcome in self.transfers.fix_ledger(
             the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET)
         ):
@@ -385,6 +392,22 @@ class SyncEngine:
             waiting = {a.path for a in held}
             deletes = [a for a in deletes if a.path not in waiting]
         self._run_pool(deletes, self.transfers.delete, result)
+
+    def _transfer_rounds(self, transfers: list[Action], result: PassResult) -> None:
+        """Uploads and replaces, then reconciling lost answers and uploading again what
+        no copy was adopted for, at most ``AMBIGUOUS_ROUNDS`` times."""
+        for _ in range(AMBIGUOUS_ROUNDS):
+            outcomes = self._run_pool(transfers, self.transfers.transfer, result)
+            ambiguous = [o for o in outcomes if o.status is OutcomeStatus.AMBIGUOUS]
+            if not ambiguous or result.fatal or self.stopping:
+                return  # a stop leaves lost answers to the next pass's reconcile
+            transfers = self._settle_ambiguous(ambiguous, result)
+            if not transfers:
+                return
+        for action in transfers:  # lost answers every round: try again next pass
+            sent = self.transfers.sent(action.path)
+            reason = "the server's answer was lost repeatedly"
+            self._finished(self.transfers.fail(action, sent, reason), result)
 
     def _run_pool(
         self,

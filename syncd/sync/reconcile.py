@@ -1,53 +1,86 @@
 """Settle intents whose outcome is unknown: after a lost answer, or a crash.
 
-The Files API has no idempotency key, so the only way to learn whether an upload whose
-answer was lost stored a file is to list the remote files and match. For each path with
-open upload intents (oldest first):
+The Files API has no idempotency key and no metadata, so the only way to learn whether
+an upload whose answer was lost stored a file is to list the remote files and prove,
+from what syncd knows, which of them its request made. The rules are the pure
+functions of ``syncd.sync.ownership``; this module gathers the facts and acts.
 
-- a remote file *matches* an intent when its filename is the name sent (or the name as
-  the wire carries it, or its last part: some servers keep only the basename -- unless
-  that last part is exactly the name of another path of ours, e.g. ``x.txt`` beside
-  ``d/x.txt``), its
-  ``bytes`` equal the intent's size, it was created no earlier than the intent's start
-  minus ``CLOCK_SKEW_MARGIN``, and the ledger does not already know its id;
-- the newest intent adopts the newest file matching it: the ledger row and the delete
-  intent for the replaced version commit together, exactly as after a normal upload --
-  unless that file might hold other content: a match that an earlier upload of the
-  path with the same size and another hash could have stored (an older open intent, or
-  one closed as not stored, late) is never adopted;
-- every other file matching any of the path's intents is provably a copy syncd made
-  (one request per intent, never retried blind), so it is deleted;
-- an intent nothing matches stored nothing: it is closed, and the next plan uploads
-  the path again.
+For each path with open upload intents (oldest first), a listed file is a *candidate*
+when
 
-The copies' delete intents are committed before the adoption closes the upload intents,
-so that nothing stopping reconciliation half-way can leave a copy unreferenced. Open
-delete intents are simply carried out again (deleting a missing file succeeds). A copy
-the server stores *after* an intent was closed as not stored (its request was still
-being carried out) is removed by ``sweep_late_copies``, which every full pass runs on its
-listing. Files that match no intent are never touched. Listing is done once per purpose, newest
-first, stopping at the oldest intent's start minus the margin.
+- its filename is the name sent (or the name as the wire carries it, or its last part:
+  some servers keep only the basename -- unless that last part is exactly the name of
+  another path of ours, e.g. ``x.txt`` beside ``d/x.txt``, or the server is known to
+  keep directories), its ``bytes`` are the intent's size;
+- its ``created_at`` lies in the window of one of the path's attempts (the open intents,
+  and the earlier ones closed as not stored): from the request's start to the moment
+  the client gave up, or after a crash to the process's last sign of life, in server
+  time (the measured clock offset, ``syncd.sync.server_clock``);
+- no ledger of this host records its id: this one (tracked rows, pending deletes, kept
+  candidates) nor any other (``Ledger.other_claims``, read only when a candidate exists).
+
+A candidate is *foreign-possible* when an upload of another ledger of this host whose
+outcome is open (or that adopted nothing) has a window holding it, or that ledger keeps
+it as a candidate. For purposes that download (``DOWNLOADABLE_PURPOSES``) every
+candidate's SHA-256 is checked first; one of no attempt's content is not syncd's.
+
+Then ``ownership.judge`` decides. The candidates are syncd's own copies when each can
+be a different attempt's (a request stores at most one file); then the newest intent
+adopts the newest whose content is surely its own (the ledger row and the delete
+intent of the version it replaces commit together, exactly as after a normal upload)
+and the others are deleted. Every other candidate -- more of them than the attempts
+could have made, one another ledger may have made, one after its sender's last sign
+of life -- is kept and recorded in ``candidates`` (``syncd status`` counts them, ``syncd
+ls`` marks them, ``syncd candidates --delete ID`` removes one when the user asks):
+ambiguity is never resolved by deleting. An intent nothing was adopted for is closed
+as not stored and the next plan uploads the path again.
+
+The copies' delete intents and the kept candidates are committed before the upload
+intents close, so that nothing stopping reconciliation half-way can leave a copy
+unreferenced. Open delete intents are simply carried out again (deleting a missing
+file succeeds). A copy that becomes visible only after its intent was closed as not
+stored is judged the same way by ``sweep_late_copies``, which every full pass runs on
+its listing (nothing may adopt then: a provable copy is deleted, others kept). Files
+that match no attempt are never touched. Listing is done once per purpose, newest
+first, stopping below the oldest window.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO, cast
 
 import structlog
 
-from syncd.api import RemoteFile, wire_filename
+from syncd.api import DOWNLOADABLE_PURPOSES, RemoteFile, wire_filename
 from syncd.errors import FatalError, RemoteError
 from syncd.remote.protocol import FilesRemote
-from syncd.state.ledger import Intent, IntentKind, IntentState, Ledger
+from syncd.restore.destination import HashingWriter
+from syncd.state.ledger import (
+    NOT_STORED,
+    CandidateRow,
+    Claims,
+    Intent,
+    IntentKind,
+    IntentState,
+    Ledger,
+)
+from syncd.sync.ownership import (
+    DEFAULT_TIME_LIMIT,
+    UNMEASURED,
+    Attempt,
+    Candidate,
+    Offset,
+    Verdict,
+    Window,
+    judge,
+    request_window,
+)
 
-CLOCK_SKEW_MARGIN = 120.0
-# How long after reconciliation found nothing a late copy may still appear (a request
-# the server went on carrying out after its client died or gave up on it).
-LATE_COPY_WINDOW = 900.0
-NOT_STORED = "superseded or not stored"  # the outcome of upload intents that stored nothing
+__all__ = ["NOT_STORED", "ReconcileReport", "Reconciler", "filename_matches"]
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +91,7 @@ class ReconcileReport:
     duplicates_deleted: list[str] = field(default_factory=list)
     deletes_finished: int = 0
     not_stored: list[str] = field(default_factory=list)  # paths whose upload must be redone
+    kept: list[str] = field(default_factory=list)  # candidates kept: possibly ours
     errors: list[str] = field(default_factory=list)  # left open; retried at the next start
 
 
@@ -73,31 +107,35 @@ def exact_names(sent: str) -> set[str]:
     return {sent, wire_filename(sent)}
 
 
-def matches(
-    intent: Intent,
-    remote: RemoteFile,
-    known: set[str],
-    taken: Collection[str] | None = frozenset(),
-) -> bool:
-    """Whether ``remote`` could be the file this upload intent stored.
+def name_matches(intent: Intent, remote: RemoteFile, taken: Collection[str] | None) -> bool:
+    """Whether ``remote`` bears a name this upload intent's request may have stored.
 
     ``taken`` holds names that are exactly the names of *other* paths of this mirror: a
     remote file bearing one of them is that path's, so it is never matched by its last
     part alone (``x.txt`` is not ``d/x.txt``'s upload when ``x.txt`` is ours too).
     ``None`` matches whole names only (the server is known to keep directories).
     """
-    if (
-        remote.id in known
-        or remote.bytes != intent.size
-        or remote.created_at < intent.started_at - CLOCK_SKEW_MARGIN
-    ):
-        return False
     sent = intent.filename or intent.path
     if remote.filename in exact_names(sent):
         return True
     if taken is None:
         return False
     return remote.filename not in taken and filename_matches(remote.filename, sent)
+
+
+def window_of(intent: Intent, offset: Offset) -> Window:
+    """The window of an upload intent (``ownership.request_window``). One closed before
+    windows were recorded ends when it was closed."""
+    gave_up = intent.gave_up_at
+    if gave_up is None and intent.alive_at is None and intent.state is not IntentState.OPEN:
+        gave_up = intent.finished_at
+    return request_window(
+        intent.started_at,
+        offset,
+        gave_up=gave_up,
+        alive=intent.alive_at,
+        time_limit=intent.time_limit or DEFAULT_TIME_LIMIT,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,56 +146,67 @@ class OurNames:
     last_part_ok: bool  # False once the server is known to keep directories in names
 
     def taken_for(self, path: str) -> set[str] | None:
-        """``matches``'s ``taken`` for an intent of ``path``."""
+        """``name_matches``'s ``taken`` for an intent of ``path``."""
         if not self.last_part_ok:
             return None
         return {name for name, owner in self.owners.items() if owner != path}
 
 
-def _within_late_window(intent: Intent, remote: RemoteFile) -> bool:
-    """Whether ``intent`` may still have stored ``remote``: always while it is open; for a
-    closed one, only up to ``LATE_COPY_WINDOW`` after it was closed."""
-    if intent.state is IntentState.OPEN:
-        return True
-    return remote.created_at <= (intent.finished_at or intent.started_at) + LATE_COPY_WINDOW
-
-
 class Reconciler:
-    """Settles open intents of one ledger against one remote."""
+    """Settles open intents of one ledger against one remote.
+
+    ``offset`` gives the current estimate of the server's clock offset (the engine's
+    ``ServerClock``); without it nothing is assumed measured (``UNMEASURED``).
+    """
 
     def __init__(
-        self, ledger: Ledger, remote: FilesRemote, *, clock: Callable[[], float] = time.time
+        self,
+        ledger: Ledger,
+        remote: FilesRemote,
+        *,
+        clock: Callable[[], float] = time.time,
+        offset: Callable[[], Offset] = lambda: UNMEASURED,
     ) -> None:
         self.ledger = ledger
         self.remote = remote
         self.clock = clock
+        self.offset = offset
+        self._claims: Claims | None = None  # other ledgers', read once per settle or sweep
+
+    # -- settling after a lost answer or a crash --------------------------------------
 
     def settle(self, intents: Iterable[Intent]) -> ReconcileReport:
         """Settle these open intents. Raises FatalError; other remote errors leave the
         affected intents open and are listed in ``report.errors``."""
         report = ReconcileReport()
+        self._claims = None
         uploads: list[Intent] = []
         for intent in intents:
             if intent.kind is IntentKind.DELETE:
                 self.finish_delete(intent, report)
             else:
                 uploads.append(intent)
+        if not uploads:
+            return report
+        offset = self.offset()
         by_purpose: dict[str, list[Intent]] = defaultdict(list)
         for intent in uploads:
             by_purpose[intent.purpose or ""].append(intent)
         unstored: dict[str, list[Intent]] = defaultdict(list)
-        if uploads:
-            for closed in self.ledger.closed_uploads(NOT_STORED, since=0.0):
-                unstored[closed.path].append(closed)
+        for closed in self.ledger.closed_uploads(NOT_STORED, since=0.0):
+            unstored[closed.path].append(closed)
         for purpose, group in sorted(by_purpose.items()):
+            # Unmeasured, the server may be behind by any amount: list everything.
+            oldest = min(window_of(i, offset).low for i in group) if offset.measured else 0
             try:
-                listing = self._recent_files(purpose or None, group)
+                listing = self._recent_files(purpose or None, oldest)
             except FatalError:
                 raise
             except RemoteError as exc:
                 report.errors.append(f"listing {purpose} files to reconcile: {exc}")
                 continue
-            self._settle_uploads(group, listing, report, unstored)
+            offset = self.offset()  # the listing's answers measured the server's clock too
+            self._settle_uploads(group, listing, report, unstored, offset)
         return report
 
     def finish_delete(self, intent: Intent, report: ReconcileReport) -> bool:
@@ -176,8 +225,7 @@ class Reconciler:
         report.deletes_finished += 1
         return True
 
-    def _recent_files(self, purpose: str | None, group: list[Intent]) -> list[RemoteFile]:
-        oldest = min(i.started_at for i in group) - CLOCK_SKEW_MARGIN
+    def _recent_files(self, purpose: str | None, oldest: float) -> list[RemoteFile]:
         found: list[RemoteFile] = []
         for remote in self.remote.list_files(purpose=purpose, order="desc"):
             if remote.created_at < oldest:
@@ -191,48 +239,32 @@ class Reconciler:
         listing: list[RemoteFile],
         report: ReconcileReport,
         unstored: dict[str, list[Intent]],
+        offset: Offset,
     ) -> None:
         by_path: dict[str, list[Intent]] = defaultdict(list)
         for intent in sorted(group, key=lambda i: i.id):
             by_path[intent.path].append(intent)
         names = self._our_names(group)
+        by_id = {r.id: r for r in listing}
         for path, intents in sorted(by_path.items()):
-            known = self.ledger.known_file_ids()
-            taken = names.taken_for(path)
             newest = intents[-1]
-            mine = sorted(
-                (r for r in listing if matches(newest, r, known, taken)),
-                key=lambda r: (r.created_at, r.id),
-            )
-            # A match that an earlier upload of other content (same size) of this path
-            # could have stored -- an older open intent, or a late copy of one closed as
-            # not stored -- has doubtful content: it is deleted, never adopted.
-            rivals = [
-                i
-                for i in [*intents[:-1], *unstored.get(path, [])]
-                if i.size == newest.size
-                and (i.sha256 is None or newest.sha256 is None or i.sha256 != newest.sha256)
-            ]
-            doubtful = {
-                r.id
-                for r in mine
-                for rival in rivals
-                if matches(rival, r, known, taken) and _within_late_window(rival, r)
-            }
-            safe = [r for r in mine if r.id not in doubtful]
-            adopted = safe[-1] if safe else None
-            copies = sorted(
-                {
-                    r.id
-                    for r in listing
-                    if (adopted is None or r.id != adopted.id)
-                    and any(matches(i, r, known, taken) for i in intents)
-                }
-            )
-            # Write-ahead: the copies' delete intents commit before the upload intents
-            # close, so nothing that stops us half-way (a crash, a refused key) can leave
-            # a copy that no open intent refers to.
-            pending = [self.ledger.begin_delete(path, c, now=self.clock()) for c in copies]
+            attempts = [*unstored.get(path, []), *intents]
+            try:
+                known = self.ledger.known_file_ids()
+                verdict = self._judge(
+                    attempts, listing, known, names.taken_for(path), offset, adopter=newest
+                )
+            except FatalError:
+                raise
+            except RemoteError as exc:  # a content check failed: try again later
+                report.errors.append(f"{path}: checking a candidate's content: {exc}")
+                continue
+            adopted = by_id[verdict.adopt] if verdict.adopt is not None else None
+            # Write-ahead: the copies' delete intents and the kept candidates commit
+            # before the upload intents close, so nothing that stops us half-way (a
+            # crash, a refused key) can leave a copy that nothing in the ledger names.
+            pending = [self.ledger.begin_delete(path, c, now=self.clock()) for c in verdict.delete]
+            self._keep(path, verdict, by_id, report)
             now = self.clock()
             replaced: list[Intent] = []
             for intent in intents:
@@ -253,50 +285,182 @@ class Reconciler:
             for delete in replaced:
                 self.finish_delete(delete, report)
 
-    def sweep_late_copies(self, listing: Iterable[RemoteFile]) -> ReconcileReport:
-        """Delete copies stored after reconciliation had found that nothing was.
+    # -- the facts, and the verdict ---------------------------------------------------
 
-        A request can still be carried out after its client gave up on it (the process
-        was killed while the server was storing the file; a proxy finished it later).
-        Its copy then appears after ``settle`` closed the intent as not stored and the
-        path was uploaded again: a duplicate no intent refers to. A full pass hands its
-        remote listing here: a file the ledger does not know that matches an upload intent
-        closed as not stored, created no later than ``LATE_COPY_WINDOW`` after that
-        decision, is that request's copy (provably syncd's) and is deleted, a delete
-        intent first. Paths with open intents are left to ``settle``. Raises FatalError.
+    def _judge(
+        self,
+        attempts: Sequence[Intent],
+        listing: Iterable[RemoteFile],
+        known: Collection[str],
+        taken: Collection[str] | None,
+        offset: Offset,
+        *,
+        adopter: Intent | None,
+    ) -> Verdict:
+        """The verdict of ``ownership.judge`` on the listed files that could be these
+        attempts' (of one path), ``known`` ids left out. Raises RemoteError when a
+        content check fails."""
+        windows = {i.id: window_of(i, offset) for i in attempts}
+        files = [
+            r
+            for r in listing
+            if r.id not in known
+            and any(
+                r.bytes == i.size
+                and windows[i.id].holds(r.created_at)
+                and name_matches(i, r, taken)
+                for i in attempts
+            )
+        ]
+        if not files:
+            return Verdict()
+        claims = self._other_claims()
+        files = [r for r in files if r.id not in claims.file_ids]
+        proof = any((i.purpose or "") in DOWNLOADABLE_PURPOSES for i in attempts)
+        candidates = [
+            Candidate(
+                r.id,
+                r.bytes,
+                r.created_at,
+                foreign=self._foreign_possible(r, claims, offset),
+                sha256=self._content_sha256(r) if proof else None,
+            )
+            for r in files
+        ]
+        return judge(
+            [Attempt(i.id, i.size or 0, i.sha256, windows[i.id]) for i in attempts],
+            candidates,
+            adopter=adopter.id if adopter is not None else None,
+            proof=proof,
+        )
+
+    def _other_claims(self) -> Claims:
+        if self._claims is None:
+            self._claims = self.ledger.other_claims()
+        return self._claims
+
+    @staticmethod
+    def _foreign_possible(remote: RemoteFile, claims: Claims, offset: Offset) -> bool:
+        """Another ledger of this host keeps it as a candidate, or an upload of theirs
+        whose outcome is open (or that adopted nothing) may have stored it."""
+        if remote.id in claims.doubtful:
+            return True
+        return any(
+            upload.size == remote.bytes
+            and filename_matches(remote.filename, upload.filename)
+            and request_window(
+                upload.started_at,
+                offset,
+                gave_up=upload.gave_up_at,
+                alive=upload.alive_at,
+                time_limit=upload.time_limit or DEFAULT_TIME_LIMIT,
+            ).holds(remote.created_at)
+            for upload in claims.uploads
+        )
+
+    def _content_sha256(self, remote: RemoteFile) -> str:
+        """The SHA-256 of a candidate's content (only for purposes that download)."""
+        sink = HashingWriter(None)
+        self.remote.download(remote.id, cast(BinaryIO, sink), expected_bytes=remote.bytes)
+        return sink.hexdigest()
+
+    def _keep(
+        self,
+        path: str,
+        verdict: Verdict,
+        by_id: dict[str, RemoteFile],
+        report: ReconcileReport,
+    ) -> None:
+        now = self.clock()
+        rows = []
+        for file_id, doubt in sorted(verdict.keep.items()):
+            remote = by_id[file_id]
+            rows.append(
+                CandidateRow(
+                    file_id=file_id,
+                    path=path,
+                    filename=remote.filename,
+                    bytes=remote.bytes,
+                    created_at=remote.created_at,
+                    purpose=remote.purpose,
+                    reason=doubt.value,
+                    found_at=now,
+                )
+            )
+            report.kept.append(file_id)
+            log.warning(
+                "possibly_ours_kept",
+                path=path,
+                file_id=file_id,
+                reason=doubt.value,
+                action="reconcile",
+            )
+        self.ledger.record_candidates(rows)
+
+    # -- late copies -------------------------------------------------------------------
+
+    def sweep_late_copies(self, listing: Iterable[RemoteFile]) -> ReconcileReport:
+        """Judge files that became visible after their upload was closed as not stored.
+
+        A server may show a file only some time after it stamped it (its request was
+        still being carried out when reconciliation listed). A full pass hands its
+        remote listing here: for each path without open intents, the files that could
+        be one of its not-stored uploads' (in its window, name and size, known to no
+        ledger of this host) are judged like ``settle`` does, except that nothing is
+        adopted (the path was uploaded again): a provable copy is deleted, a delete
+        intent first; the others are kept as candidates. Candidates no longer listed
+        are forgotten. Raises FatalError.
         """
         report = ReconcileReport()
+        self._claims = None
+        files = list(listing)
+        self._forget_vanished_candidates(files)
         busy = {i.path for i in self.ledger.open_intents()}
-        unstored = [  # every one the ledger still keeps (the engine prunes after a week)
-            i for i in self.ledger.closed_uploads(NOT_STORED, since=0.0) if i.path not in busy
-        ]
-        if not unstored:
+        by_path: dict[str, list[Intent]] = defaultdict(list)
+        for intent in self.ledger.closed_uploads(NOT_STORED, since=0.0):  # pruned after a week
+            if intent.path not in busy:
+                by_path[intent.path].append(intent)
+        if not by_path:
             return report
-        known = self.ledger.known_file_ids()
-        names = self._our_names(unstored)
+        offset = self.offset()
+        names = self._our_names([i for group in by_path.values() for i in group])
         by_name: dict[str, list[RemoteFile]] = defaultdict(list)
-        for remote in listing:
-            if remote.id not in known:
-                by_name[remote.filename].append(remote)
-        for intent in unstored:
-            sent = intent.filename or intent.path
-            taken = names.taken_for(intent.path)
-            candidates = exact_names(sent)
-            candidates |= {n.rsplit("/", 1)[-1] for n in candidates}
-            for name in sorted(candidates):
-                for remote in by_name.get(name, []):
-                    if remote.id in known or not _within_late_window(intent, remote):
-                        continue
-                    if matches(intent, remote, known, taken):
-                        known.add(remote.id)
-                        self._delete_late_copy(intent.path, remote.id, report)
+        for remote in files:
+            by_name[remote.filename].append(remote)
+        by_id = {r.id: r for r in files}
+        known = self.ledger.known_file_ids()
+        for path, attempts in sorted(by_path.items()):
+            wanted = set().union(*(exact_names(i.filename or i.path) for i in attempts))
+            wanted |= {n.rsplit("/", 1)[-1] for n in wanted}
+            near = [r for name in sorted(wanted) for r in by_name.get(name, [])]
+            if not near:
+                continue
+            try:
+                verdict = self._judge(
+                    attempts, near, known, names.taken_for(path), offset, adopter=None
+                )
+            except FatalError:
+                raise
+            except RemoteError as exc:
+                report.errors.append(f"{path}: checking a candidate's content: {exc}")
+                continue
+            known = {*known, *verdict.delete, *verdict.keep}
+            pending = [self.ledger.begin_delete(path, c, now=self.clock()) for c in verdict.delete]
+            self._keep(path, verdict, by_id, report)
+            for delete in pending:
+                if self.finish_delete(delete, report):
+                    report.duplicates_deleted.append(delete.file_id or "")
+                    log.info(
+                        "late_copy_deleted", path=path, file_id=delete.file_id, action="reconcile"
+                    )
         return report
 
-    def _delete_late_copy(self, path: str, file_id: str, report: ReconcileReport) -> None:
-        delete = self.ledger.begin_delete(path, file_id, now=self.clock())
-        if self.finish_delete(delete, report):
-            report.duplicates_deleted.append(file_id)
-            log.info("late_copy_deleted", path=path, file_id=file_id, action="reconcile")
+    def _forget_vanished_candidates(self, listing: Sequence[RemoteFile]) -> None:
+        listed = {r.id for r in listing}
+        recorded = self.ledger.candidates(dismissed=True)
+        gone = [c.file_id for c in recorded if c.file_id not in listed]
+        if gone:
+            self.ledger.forget_candidates(gone)
 
     def _our_names(self, intents: list[Intent]) -> OurNames:
         """Who owns which remote name, and whether last-part matching is allowed at all.

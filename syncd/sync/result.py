@@ -167,6 +167,7 @@ class PassResult:
         mine.duplicates_deleted += report.duplicates_deleted
         mine.deletes_finished += report.deletes_finished
         mine.not_stored += report.not_stored
+        mine.kept += report.kept
         mine.errors += report.errors
 
     @property
@@ -243,6 +244,7 @@ class PassResult:
                 "duplicates_deleted": len(r.duplicates_deleted),
                 "deletes_finished": r.deletes_finished,
                 "not_stored": len(r.not_stored),
+                "kept_possibly_ours": len(r.kept),
                 "errors": r.errors,
             }
         if self.dry_run and self.plan is not None:

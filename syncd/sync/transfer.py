@@ -13,8 +13,10 @@ per-file problem. The steps of an upload:
 4. a replace then deletes the old version (``replace.old_deleted``; a failure leaves
    the intent open, finished at the next start).
 
-A lost answer (``AmbiguousError``) leaves the intent open and returns ``AMBIGUOUS``: the
-engine reconciles. A file that changed while it was sent returns ``CHANGED`` (the
+A lost answer (``AmbiguousError``) leaves the intent open, with the moment the client
+gave up (the end of its window, ``syncd.sync.ownership``), and returns ``AMBIGUOUS``:
+the engine reconciles. A confirmed upload's ``created_at`` is a sample of the server's
+clock (``ServerClock.note_upload``). A file that changed while it was sent returns ``CHANGED`` (the
 client cut the body short, so nothing was stored) or ``DONE`` with ``stale`` (stored; the
 row has no hash, so the next plan uploads it again). Every failure is recorded with its
 backoff (``Ledger.record_failure``) and its content noted for the delete holds.
@@ -48,8 +50,10 @@ from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger, LedgerRow
 from syncd.sync.holds import FailedContent
 from syncd.sync.multipart import MultipartJob, MultipartUploader
+from syncd.sync.ownership import DEFAULT_TIME_LIMIT
 from syncd.sync.plan import Action, ActionKind
 from syncd.sync.result import Outcome, OutcomeStatus
+from syncd.sync.server_clock import ServerClock
 from syncd.sync.steps import StepHook, no_step
 
 HASH_ATTEMPTS = 3
@@ -68,10 +72,17 @@ class Transfers:
         multipart: MultipartUploader | None,
         *,
         failed: FailedContent,
+        server_clock: ServerClock | None = None,
+        time_limit: Callable[[int], float] = lambda size: DEFAULT_TIME_LIMIT,
         clock: Callable[[], float] = time.time,
         step: StepHook = no_step,
     ) -> None:
+        """``time_limit(size)`` is recorded in every upload intent: how long after the
+        process's last sign of life its request of ``size`` bytes could still be received
+        (the request's own deadline)."""
         self.mirror = mirror
+        self.server_clock = server_clock
+        self.time_limit = time_limit
         self.ledger = ledger
         self.remote = remote
         self.multipart = multipart
@@ -127,6 +138,7 @@ class Transfers:
     def _upload(self, action: Action, full: Path, purpose: str, fp: Fingerprint) -> Outcome:
         with self._lock:
             self._sent[action.path] = fp
+        started = self.clock()
         intent_id = self.ledger.begin_upload(
             action.path,
             fp,
@@ -134,13 +146,15 @@ class Transfers:
             purpose=purpose,
             expires_after=action.expires_after,
             replaces=action.replaces,
-            now=self.clock(),
+            now=started,
+            time_limit=self.time_limit(fp.size),
         )
         self.step("upload.intent", action.path)
         attempt = (action.row.attempts if action.row else 0) + 1
         try:
             remote = self._send_file(action, full, purpose, fp)
         except AmbiguousError as exc:
+            self.ledger.record_gave_up(intent_id, now=self.clock())
             return Outcome(
                 action,
                 OutcomeStatus.AMBIGUOUS,
@@ -183,6 +197,8 @@ class Transfers:
                 intent_id=intent_id,
                 attempt=attempt,
             )
+        if self.server_clock is not None:
+            self.server_clock.note_upload(started, self.clock(), remote.created_at)
         self.step("upload.sent", action.path)
         stale = self._moved(full, fp)
         deletes = self.ledger.complete_upload(intent_id, remote, stale=stale, now=self.clock())

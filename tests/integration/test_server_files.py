@@ -332,3 +332,26 @@ def test_a_second_file_part_is_ignored(server: ServerProcess) -> None:
     assert response.json()["filename"] == "one.txt"
     assert len(server.blob_paths()) == 1
     assert list((server.data_dir / "tmp").iterdir()) == []
+
+
+def test_clock_offset_shifts_created_at_expiry_and_the_date_header(tmp_path: Any) -> None:
+    """`--clock-offset 600` stamps files and dates answers 10 minutes ahead of this host."""
+    from email.utils import parsedate_to_datetime
+
+    with ServerProcess(tmp_path / "store", extra_args=["--clock-offset", "600"]) as server:
+        before = time.time()
+        response = upload(
+            server,
+            b"x",
+            extra={"expires_after[anchor]": "created_at"} | {"expires_after[seconds]": "3600"},
+        )
+        after = time.time()
+        body = response.json()
+        assert before + 600 - 1 <= body["created_at"] <= after + 600
+        assert body["expires_at"] == body["created_at"] + 3600
+        dates = [r.headers["date"] for r in (response, httpx.get(server.root_url + "/nope"))]
+        assert len(response.headers.get_list("date")) == 1
+        for date in dates:
+            stamp = parsedate_to_datetime(date).timestamp()
+            assert before + 600 - 1 <= stamp <= time.time() + 600
+        assert list_page(server)["data"][0]["id"] == body["id"]  # not expired early

@@ -131,8 +131,9 @@ def test_file_vanishing_as_its_upload_opens_it_is_not_a_failure(
 def test_full_pass_sweeps_a_late_copy_but_a_dry_run_does_not(
     server: ServerProcess, folder: Path, ledger: Ledger
 ) -> None:
-    """A copy stored after its upload was reconciled as not stored goes at the next full
-    pass (the path's mirrored copy stays); a dry run deletes nothing."""
+    """A copy stamped within its request's window but listed only after the upload was
+    reconciled as not stored goes at the next full pass (the path's mirrored copy
+    stays); a dry run deletes nothing."""
     write(folder, "a.txt", "hello")
     clock = Clock()
     engine = engine_for(folder, ledger, make_remote(server), clock)
@@ -143,17 +144,44 @@ def test_full_pass_sweeps_a_late_copy_but_a_dry_run_does_not(
         purpose="user_data",
         expires_after=None,
         replaces=None,
-        now=clock.now - 30,
+        now=clock.now - 1,
     )
-    ledger.abandon_intent(intent, NOT_STORED, now=clock.now - 20)
+    ledger.record_gave_up(intent, now=clock.now + 5)  # the client waited till then
+    ledger.abandon_intent(intent, NOT_STORED, now=clock.now + 5)
     assert engine.run_pass().in_sync
     mirrored = ledger.row("a.txt").file_id
-    late = upload_directly(server, "a.txt", b"hello")  # the old request, carried out late
+    late = upload_directly(server, "a.txt", b"hello")  # the old request, visible only now
     engine.run_pass(dry_run=True)
     assert {f["id"] for f in list_remote(server)} == {mirrored, late}
     result = engine.run_pass()
     assert result.in_sync and result.reconciled.duplicates_deleted == [late]
     assert [f["id"] for f in list_remote(server)] == [mirrored]
+
+
+def test_a_file_resized_before_its_upload_whose_answer_is_lost_leaves_no_orphan(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """The file grows between its hash and the upload, and every answer is lost: the
+    upload sends only the size its intent records (the body is cut short, nothing is
+    stored under another size), so no remote copy escapes reconciliation."""
+    write(folder, "a.txt", "short")
+    remote = make_remote(server)
+    grown: list[str] = []
+
+    def grow(name: str) -> None:
+        if not grown:
+            grown.append(name)
+            write(folder, "a.txt", "much longer than before")
+
+    remote.before = grow
+    server.set_faults({"lost_answer_rate": 1.0, "routes": ["create"]})
+    engine = engine_for(folder, ledger, remote)
+    first = engine.run_pass()
+    assert first.requeued == {"a.txt"}, first.to_json()
+    assert engine.run_pass(only_paths={"a.txt"}, check_remote=False).in_sync
+    server.set_faults(None)
+    assert remote_files(server) == local_files(folder)
+    assert len(list_remote(server)) == 1 and ledger.candidates() == []
 
 
 def test_file_changing_after_upload_is_uploaded_again(
@@ -220,7 +248,8 @@ def fp_of(path: Path) -> Fingerprint:
 def test_crash_after_upload_before_commit_is_adopted(
     server: ServerProcess, folder: Path, ledger: Ledger
 ) -> None:
-    """An open intent whose file reached the server is adopted; extra copies deleted."""
+    """An open intent whose file reached the server is adopted; a file of another size
+    is not syncd's and stays."""
     path = write(folder, "a.txt", "hello")
     clock = Clock()
     ledger.begin_upload(
@@ -233,15 +262,42 @@ def test_crash_after_upload_before_commit_is_adopted(
         now=clock.now,
     )
     first = upload_directly(server, "a.txt", b"hello")  # what the dead process sent
-    second = upload_directly(server, "a.txt", b"hello")  # and a blind retry's copy
     foreign = upload_directly(server, "a.txt", b"other bytes")  # not ours: other size
     server.reset_stats()
     result = engine_for(folder, ledger, make_remote(server), clock).run_pass()
     assert result.in_sync, result.to_json()
     assert server.stats()["counts"].get("create", 0) == 0
-    ids = {f["id"] for f in list_remote(server)}
-    assert ledger.row("a.txt").file_id in {first, second}
-    assert ids == {ledger.row("a.txt").file_id, foreign}
+    assert ledger.row("a.txt").file_id == first
+    assert {f["id"] for f in list_remote(server)} == {first, foreign}
+
+
+def test_two_copies_of_a_crashed_upload_are_kept_and_the_path_uploaded_again(
+    server: ServerProcess, folder: Path, ledger: Ledger
+) -> None:
+    """Two same-size copies in the window of one open intent cannot be told from ours
+    and a stranger's: neither is adopted nor deleted, both are kept as candidates and
+    the file is uploaded again."""
+    path = write(folder, "a.txt", "hello")
+    clock = Clock()
+    ledger.begin_upload(
+        "a.txt",
+        fp_of(path),
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=clock.now,
+    )
+    first = upload_directly(server, "a.txt", b"hello")  # what the dead process sent
+    second = upload_directly(server, "a.txt", b"hello")  # a replay, or someone else's
+    server.reset_stats()
+    result = engine_for(folder, ledger, make_remote(server), clock).run_pass()
+    assert result.in_sync, result.to_json()
+    assert server.stats()["counts"].get("create", 0) == 1
+    assert server.stats()["counts"].get("delete", 0) == 0
+    mirrored = ledger.row("a.txt").file_id
+    assert {f["id"] for f in list_remote(server)} == {first, second, mirrored}
+    assert {c.file_id for c in ledger.candidates()} == {first, second}
 
 
 def test_crash_before_upload_reached_the_server(

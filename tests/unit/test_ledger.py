@@ -311,3 +311,109 @@ def test_a_newer_ledger_is_refused(tmp_path: Path) -> None:
         led.set_meta("schema_version", str(SCHEMA_VERSION + 1))
     with pytest.raises(SyncdError, match="newer syncd"):
         Ledger.open(path)
+
+
+def test_a_version_3_ledger_with_a_crashed_upload_migrates_and_gets_an_end(
+    tmp_path: Path,
+) -> None:
+    """A ledger of the previous version (no windows, no candidates) migrates in place,
+    and the upload its crash left open ends at its start (it wrote no heartbeat)."""
+    import sqlite3
+
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for script in VERSION_2_SCRIPTS:
+        conn.executescript(script)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '3')")
+    conn.execute(
+        "INSERT INTO intents (kind, path, state, filename, size, started_at)"
+        " VALUES ('upload', 'a.txt', 'open', 'a.txt', 5, 1000.0)"
+    )
+    conn.close()
+    with Ledger.open_readonly(path) as old:  # `syncd status` before the first new sync
+        assert old.status().unresolved == 0 and old.open_intents()[0].alive_at is None
+    with Ledger.open(path) as led:
+        assert led.schema_version() == SCHEMA_VERSION == 5
+        [intent] = led.open_intents()
+        assert (intent.alive_at, intent.gave_up_at, intent.time_limit) == (1000.0, None, None)
+        assert led.candidates() == [] and led.status().unresolved == 0
+
+
+def test_an_upload_open_at_a_crash_ends_at_the_last_heartbeat(tmp_path: Path) -> None:
+    """The next open seals an open upload with the heartbeat; one whose client gave up
+    keeps that moment instead."""
+    path = tmp_path / "x.db"
+    with Ledger.open(path) as led:
+        crashed = led.begin_upload(
+            "a.txt",
+            FP,
+            filename="a.txt",
+            purpose="user_data",
+            expires_after=None,
+            replaces=None,
+            now=10.0,
+            time_limit=600.0,
+        )
+        lost = led.begin_upload(
+            "b.txt",
+            FP,
+            filename="b.txt",
+            purpose="user_data",
+            expires_after=None,
+            replaces=None,
+            now=11.0,
+        )
+        led.record_gave_up(lost, now=12.5)
+        led.heartbeat(now=14.0)
+    with Ledger.open(path) as led:
+        intents = {i.id: i for i in led.open_intents()}
+        assert (intents[crashed].alive_at, intents[crashed].time_limit) == (14.0, 600.0)
+        assert (intents[lost].alive_at, intents[lost].gave_up_at) == (None, 12.5)
+        led.heartbeat(now=99.0)
+    with Ledger.open(path) as led:  # sealed once: a later heartbeat does not move it
+        assert {i.id: i.alive_at for i in led.open_intents()}[crashed] == 14.0
+
+
+def test_candidates_are_kept_dismissed_and_go_with_their_delete(ledger: Ledger) -> None:
+    """Kept candidates are known ids, counted by status; a dismissed one stays known but
+    is not counted; deleting one (a delete intent completed) forgets it."""
+    from syncd.state.ledger import CandidateRow
+
+    rows = [
+        CandidateRow(f"file-{n}", "a.txt", "a.txt", 5, 100, "user_data", "why", 1.0) for n in (1, 2)
+    ]
+    ledger.record_candidates(rows)
+    ledger.record_candidates(rows[:1])  # again: no second row
+    assert {"file-1", "file-2"} <= ledger.known_file_ids()
+    assert ledger.status().unresolved == 2
+    ledger.dismiss_candidate("file-2")
+    assert [c.file_id for c in ledger.candidates()] == ["file-1"]
+    assert "file-2" in ledger.known_file_ids() and ledger.status().unresolved == 1
+    delete = ledger.begin_delete("a.txt", "file-1", now=2.0)
+    ledger.complete_delete(delete.id, now=3.0)
+    assert ledger.candidates(dismissed=True)[0].file_id == "file-2"
+    assert len(ledger.candidates(dismissed=True)) == 1
+
+
+def test_forgetting_the_remote_forgets_its_candidates_and_not_stored_uploads(
+    ledger: Ledger,
+) -> None:
+    """--switch-remote: kept candidates and uploads closed as not stored belong to the old
+    remote; the late-copy sweep must not judge the new remote's files by them."""
+    from syncd.state.ledger import NOT_STORED, CandidateRow
+
+    ledger.record_candidates([CandidateRow("file-1", "a.txt", "a.txt", 5, 100, "u", "r", 1.0)])
+    intent = ledger.begin_upload(
+        "a.txt",
+        FP,
+        filename="a.txt",
+        purpose="user_data",
+        expires_after=None,
+        replaces=None,
+        now=1.0,
+    )
+    ledger.abandon_intent(intent, NOT_STORED, now=2.0)
+    ledger.forget_remote("switched remote", now=3.0)
+    assert ledger.candidates(dismissed=True) == []
+    assert ledger.closed_uploads(NOT_STORED, since=0.0) == []
