@@ -109,6 +109,7 @@ class ArgsRemoteSource:
         self._pool_size = pool_size
         self._env = env
         self._stack = contextlib.ExitStack()
+        self._retired: list[contextlib.ExitStack] = []
         self._settings: RemoteSettings | None = None
 
     def _settings_now(self) -> RemoteSettings | None:
@@ -130,7 +131,9 @@ class ArgsRemoteSource:
         remote = stack.enter_context(
             open_remote(self._args, self._state_dir, pool_size=self._pool_size, reuse_running=False)
         )
-        self._stack.close()
+        # The old remote stays open until the end: a mirror's pass in progress on another
+        # thread still uses it, and takes the new one at its next pass.
+        self._retired.append(self._stack)
         self._stack, self._settings = stack, settings
         return remote
 
@@ -160,6 +163,9 @@ class ArgsRemoteSource:
 
     def close(self) -> None:
         self._stack.close()
+        for stack in self._retired:
+            stack.close()
+        self._retired.clear()
 
 
 def _interactive(log_format: str, env: Mapping[str, str]) -> bool:

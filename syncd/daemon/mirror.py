@@ -33,6 +33,7 @@ import structlog
 from syncd.config import MirrorConfig
 from syncd.daemon.folder_guard import folder_problem
 from syncd.daemon.keepalive import Heartbeat
+from syncd.daemon.observer import DaemonObserver
 from syncd.daemon.status import MirrorStatus
 from syncd.errors import FatalError, FolderUnavailableError, SyncdError
 from syncd.local.fingerprint import Identity, folder_identity, folder_is_empty
@@ -70,10 +71,14 @@ class _RunnerReporter(LogReporter):
         heartbeat: Heartbeat,
         stopping: threading.Event,
         progress: ProgressReporter | None = None,
+        observer: DaemonObserver | None = None,
+        folder: str = "",
     ) -> None:
         self._heartbeat = heartbeat
         self._stopping = stopping
         self._progress = progress
+        self._observer = observer
+        self._folder = folder
         self.engine: SyncEngine | None = None
 
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
@@ -89,6 +94,8 @@ class _RunnerReporter(LogReporter):
 
     def action_finished(self, outcome: Outcome) -> None:
         self._heartbeat.beat()
+        if self._observer is not None:
+            self._observer.action_finished(self._folder, outcome)
         if self._progress is None or not self._progress.shown:
             super().action_finished(outcome)
         if self._progress is not None:
@@ -115,6 +122,7 @@ class MirrorRunner:
         clock: Callable[[], float] = time.monotonic,
         watch: bool = True,
         progress: ProgressReporter | None = None,
+        observer: DaemonObserver | None = None,
     ) -> None:
         self.config = config
         self.watch = watch  # False: no watcher, changes are found by the rescans only
@@ -128,7 +136,10 @@ class MirrorRunner:
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
-        self._reporter = _RunnerReporter(heartbeat, stopping, progress)
+        self._observer = observer
+        self._reporter = _RunnerReporter(
+            heartbeat, stopping, progress, observer, folder=str(self.folder)
+        )
         self.engine = self._make_engine(remote)
         self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None
@@ -358,6 +369,8 @@ class MirrorRunner:
             self._full_due = now  # after the key is fixed, start with a full pass
         self._log_pass(result, only)
         self._refresh_status(handled=set(only or ()))
+        if self._observer is not None:
+            self._observer.pass_finished(str(self.folder), "full" if full else "changes", result)
         return result
 
     def _log_pass(self, result: PassResult, only: list[str] | None) -> None:
