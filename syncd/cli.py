@@ -17,7 +17,7 @@ from syncd import __version__
 from syncd.errors import ConfigError, SyncdError
 from syncd.log import configure_logging, protect_standard_streams
 
-COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls")
+COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls", "approve-deletes")
 
 
 def _wanted_commands(argv: Sequence[str]) -> tuple[str, ...]:
@@ -54,9 +54,10 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in commands:
         try:
-            module = importlib.import_module(f"syncd.commands.{name}")
+            module_name = f"syncd.commands.{name.replace('-', '_')}"
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"syncd.commands.{name}":
+            if exc.name == module_name:
                 continue  # not built yet
             raise
         module.register(subparsers)

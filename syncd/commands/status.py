@@ -2,7 +2,9 @@
 
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
 mirrored / pending / failed counts, bytes, the last pass, and each failed file with its
-reason. Without FOLDER, the state directory must hold exactly one ledger.
+reason; deletes the mass-delete guard refused, with the exact command that approves
+them; delayed deletes (``delete_delay``) with their time left. Without FOLDER, the state
+directory must hold exactly one ledger.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,8 +21,10 @@ from typing import Any
 
 from syncd.commands._options import add_state_argument
 from syncd.config import load_config, mirror_for_folder
+from syncd.durations import format_duration
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
+from syncd.state.deletes import PendingDelete, Refusal, RefusalState
 from syncd.state.ledger import ErrorKind, Ledger, LedgerStatus
 from syncd.sync.binding import recorded_remote
 
@@ -66,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
         folder = ledger.get_meta("folder")
         status = ledger.status()
         remote = recorded_remote(ledger)
+        refusal = ledger.pending_refusal()
+        pending = ledger.pending_deletes()
     finally:
         ledger.close()
     data = status_json(status, folder, path)
     data["remote"] = remote.describe() if remote else None
+    data["refusal"] = refusal_json(refusal, folder, path)
+    data["delayed_deletes"] = delayed_json(pending)
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
@@ -141,6 +150,45 @@ def status_json(
     }
 
 
+def approve_command_for(folder: str | None, ledger: Path) -> str:
+    """The approve command for the ledger at ``ledger`` (``--state`` unless the default)."""
+    command = f"syncd approve-deletes {shlex.quote(folder or '.')}"
+    if ledger.parent.absolute() != default_state_dir(os.environ).absolute():
+        command += f" --state {shlex.quote(str(ledger.parent))}"
+    return command
+
+
+def refusal_json(
+    refusal: Refusal | None, folder: str | None, ledger: Path
+) -> dict[str, Any] | None:
+    if refusal is None:
+        return None
+    return {
+        "id": refusal.id,
+        "at": _when(refusal.at),
+        "deletes": len(refusal.copies),
+        "message": refusal.message,
+        "state": refusal.state,
+        "approved_by": refusal.approved_by,
+        "approve": f"{approve_command_for(folder, ledger)} --max {len(refusal.copies)}",
+        "paths": [path for path, _ in refusal.copies],
+    }
+
+
+def delayed_json(pending: dict[str, PendingDelete], now: float | None = None) -> list[Any]:
+    now = time.time() if now is None else now
+    return [
+        {
+            "path": p.path,
+            "deleted_locally": _when(p.since),
+            "due": _when(p.due_at),
+            "due_in_seconds": max(0.0, round(p.due_at - now, 1)),
+            "time_left": format_duration(max(0.0, p.due_at - now)),
+        }
+        for p in sorted(pending.values(), key=lambda p: (p.due_at, p.path))
+    ]
+
+
 def print_status(data: dict[str, Any]) -> None:
     out = sys.stdout
     print(f"folder:    {data['folder'] or '(unknown)'}", file=out)
@@ -169,3 +217,18 @@ def print_status(data: dict[str, Any]) -> None:
         else:
             note = f"attempt {problem['attempts']}, {problem['retry']}"
         print(f"  {problem['path']}: {problem['reason']} ({note})", file=out)
+    refusal = data.get("refusal")
+    if refusal and refusal["state"] == RefusalState.APPROVED:
+        print(
+            f"refused:   {refusal['deletes']} deletes of {refusal['at']}, approved by "
+            f"{refusal['approved_by']}; carried out by the daemon's next pass",
+            file=out,
+        )
+    elif refusal:
+        print(f"refused:   a pass at {refusal['at']}: {refusal['message']}", file=out)
+        print(f"  approve:  {refusal['approve']}", file=out)
+    delayed = data.get("delayed_deletes") or []
+    if delayed:
+        print(f"delayed:   {len(delayed)} deletes (delete_delay)", file=out)
+        for item in delayed:
+            print(f"  {item['path']}: deleted remotely in {item['time_left']}", file=out)

@@ -136,6 +136,7 @@ class Daemon:
         self._key_stamp: Hashable = None
         self._next_key_poll = 0.0
         self._published = ""
+        self._status_lock = threading.Lock()
 
     # -- called from other threads -------------------------------------------------------
 
@@ -455,6 +456,7 @@ class Daemon:
             stopping=self._stopping,
             progress=progress,
             observer=self._observer,
+            on_status=self._publish_status,
         )
 
     # -- status --------------------------------------------------------------------------
@@ -471,10 +473,12 @@ class Daemon:
         )
 
     def _publish_status(self) -> None:
-        status = self._status_text()
-        if status != self._published:
-            self._published = status
-            self._notifier.status(status)
+        """STATUS= if it changed (the main loop's, or a mirror's thread with news)."""
+        with self._status_lock:
+            status = self._status_text()
+            if status != self._published:
+                self._published = status
+                self._notifier.status(status)
 
     def statuses(self) -> list[MirrorStatus]:
         """Each mirror's counts now (for the metrics endpoint; any thread)."""

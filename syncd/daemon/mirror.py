@@ -13,6 +13,11 @@ Hints go to the aggregator at once and to the ledger's ``dirty`` table at the ne
 (one transaction per batch, not one fsync per event). Hints not yet written when the
 process dies are not lost either: every start begins with a full pass.
 
+- a **partial pass** over the refused deletes once an operator approved them
+  (``syncd approve-deletes``): while a refusal waits, the ledger is asked every
+  ``APPROVAL_POLL_SECONDS`` (one indexed query; nothing is polled otherwise);
+- a **partial pass** over the delayed deletes (``delete_delay``) that came due.
+
 Safety (``syncd.daemon.folder_guard``): before every pass the folder itself is checked.
 Gone, on another filesystem than the one recorded in the ledger, or empty (and another
 directory than before) while the ledger tracks files: that is an unmounted disk or a
@@ -41,6 +46,7 @@ from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
+from syncd.state.deletes import Refusal, RefusalState
 from syncd.state.ledger import ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
@@ -53,6 +59,7 @@ log = structlog.get_logger(__name__)
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0
 ERROR_RETRY_SECONDS = 60.0
+APPROVAL_POLL_SECONDS = 1.0
 META_FOLDER = "folder"
 META_DEVICE = "folder_device"
 META_INODE = "folder_inode"
@@ -123,8 +130,10 @@ class MirrorRunner:
         watch: bool = True,
         progress: ProgressReporter | None = None,
         observer: DaemonObserver | None = None,
+        on_status: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
+        self._on_status = on_status
         self.watch = watch  # False: no watcher, changes are found by the rescans only
         # The mirror's path filter already excludes these, so the scanner skips what the
         # watcher ignores and a temp file is never uploaded.
@@ -150,6 +159,9 @@ class MirrorRunner:
         self._watcher_started = -math.inf
         self._next_folder_check = 0.0
         self._retry_at: dict[str, float] = {}  # path -> unix time its backoff ends
+        self._delete_due: dict[str, float] = {}  # path -> unix time its delayed delete is due
+        self._refusal: Refusal | None = None  # the ledger's refusal waiting for an approval
+        self._next_approval_check = 0.0
         self._deferred: dict[str, float] = {}  # path -> when it was first found changing
         self._status = MirrorStatus(str(self.folder), 0, 0, 0)
         self._recorded = self._recorded_identity()
@@ -157,7 +169,13 @@ class MirrorRunner:
     # -- life cycle ----------------------------------------------------------------------
 
     def _make_engine(self, remote: FilesRemote) -> SyncEngine:
-        engine = SyncEngine(self.mirror, self.ledger, remote, reporter=self._reporter)
+        engine = SyncEngine(
+            self.mirror,
+            self.ledger,
+            remote,
+            reporter=self._reporter,
+            guard_window=self.config.rescan_interval,  # a mass delete spread over passes
+        )
         self._reporter.engine = engine
         return engine
 
@@ -260,6 +278,10 @@ class MirrorRunner:
             waits.append(hint_due)
         if self._retry_at:
             waits.append(min(self._retry_at.values()) - time.time())
+        if self._delete_due:
+            waits.append(min(self._delete_due.values()) - time.time())
+        if self._refusal is not None and self._refusal.state == RefusalState.OPEN:
+            waits.append(self._next_approval_check - now)
         return max(0.0, min(waits))
 
     def step(self) -> PassResult | None:
@@ -274,14 +296,43 @@ class MirrorRunner:
             self._full_due = now
         if now >= self._full_due:
             return self._pass(None)
+        if self._check_approval(now):
+            return self._pass(None)  # a full pass: it also clears what the refusal queued
         paths = self._settled(self.queue.ready(now), now)
         wall = time.time()
         retry = {path for path, at in self._retry_at.items() if at <= wall}
         for path in retry:
             del self._retry_at[path]
-        if paths or retry:
-            return self._pass(paths | retry)
+        due = {path for path, at in self._delete_due.items() if at <= wall}
+        for path in due:
+            del self._delete_due[path]
+        if paths or retry or due:
+            return self._pass(paths | retry | due)
         return None
+
+    def _check_approval(self, now: float) -> bool:
+        """While a refusal waits: has an operator approved it (then say so)?"""
+        refusal = self._refusal
+        if refusal is None or refusal.state != RefusalState.OPEN:
+            return False
+        if now < self._next_approval_check:
+            return False
+        self._next_approval_check = now + APPROVAL_POLL_SECONDS
+        found = self.ledger.pending_refusal()
+        if found is None or found.id != refusal.id or found.state != RefusalState.APPROVED:
+            return False
+        self._refusal = found
+        self.log.warning(
+            "deletes_approved",
+            refusal=found.id,
+            deletes=len(found.copies),
+            approved_by=found.approved_by,
+            action=f"deleting the {len(found.copies)} refused files now (these only)",
+        )
+        self.refusal = None
+        self._refresh_status()
+        self._on_status()  # STATUS= says so before the deletes start
+        return True
 
     def _settled(self, paths: list[str], now: float) -> set[str]:
         """The quiet paths whose file was not modified within ``debounce`` either.
@@ -382,6 +433,13 @@ class MirrorRunner:
         if result.refusal and result.refusal != self.refusal:
             self.log.warning("deletes_refused", reason=result.refusal)
         self.refusal = result.refusal
+        for refusal in result.approvals_applied:
+            self.log.warning(
+                "approved_deletes_applied",
+                refusal=refusal.id,
+                deletes=refusal.deletes,
+                approved_by=refusal.approved_by,
+            )
         busy = bool(result.counts or result.failures or result.requeued)
         (self.log.info if busy or only is None else self.log.debug)(
             "pass_finished",
@@ -444,6 +502,9 @@ class MirrorRunner:
             and (row.next_attempt_at > wall or row.path not in (handled or ()))
         }
         waits = [at - wall for at in self._retry_at.values()]
+        pending = self.ledger.pending_deletes()
+        self._delete_due = {path: p.due_at for path, p in pending.items()}
+        self._refusal = self.ledger.pending_refusal()
         self._status = MirrorStatus(
             folder=str(self.folder),
             mirrored=status.mirrored,
@@ -452,8 +513,25 @@ class MirrorRunner:
             retrying=status.retrying,
             next_retry_in=min(waits) if waits else None,
             paused=self.paused,
-            refusal=self.refusal,
+            refusal=self._refusal_text(),
+            queued=status.queued,
+            delayed=len(pending),
+            next_delete_in=min((p.due_at for p in pending.values()), default=wall) - wall
+            if pending
+            else None,
         )
+
+    def _refusal_text(self) -> str | None:
+        """What STATUS= says of a refusal: its message, or that approved ones are going."""
+        refusal = self._refusal
+        if refusal is None:
+            return None
+        if refusal.state == RefusalState.APPROVED:
+            return (
+                f"deleting {len(refusal.copies)} refused files, approved by "
+                f"{refusal.approved_by or 'an operator'}"
+            )
+        return refusal.message
 
     def status(self) -> MirrorStatus:
         return self._status

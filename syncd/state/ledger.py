@@ -43,6 +43,7 @@ from typing import Any
 from syncd.api import RemoteFile
 from syncd.errors import LedgerLockedError, SyncdError
 from syncd.local.fingerprint import Fingerprint
+from syncd.state.deletes import DeleteRecords
 from syncd.state.lock import FileLock, LockHeldError
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
 
@@ -160,8 +161,9 @@ def backoff_seconds(attempts: int) -> float:
     return min(BACKOFF_FIRST_SECONDS * 2.0 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
 
 
-class Ledger:
-    """The ledger of one mirrored folder. Thread-safe: every access holds one lock."""
+class Ledger(DeleteRecords):
+    """The ledger of one mirrored folder. Thread-safe: every access holds one lock.
+    Refusals, approvals and delayed deletes: ``syncd.state.deletes``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, lock: FileLock | None) -> None:
         self.path = path

@@ -13,7 +13,9 @@ not at all. It is imported only when a file needs creating or migrating (its imp
 costs about 0.17 s, which an up-to-date ledger, the common case, never pays).
 
 Versions: 1 the first schema; 2 resumable uploads (``multipart_*``); 3 this declared
-form (no change of tables, and ``meta`` is declared like the others).
+form (no change of tables, and ``meta`` is declared like the others); 4 the operability
+tables (``refusals``, ``refused_deletes``, ``guard_deletes``, ``pending_deletes``: issue
+17, all in the one marked block of ``TABLES``; new tables only, so no transform).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # operability (issue 17): 3 -> 4, the block marked below
 META_SCHEMA_VERSION = "schema_version"
 
 
@@ -134,6 +136,48 @@ TABLES: dict[str, TableSpec] = {
         pk=("upload_id", "part_index"),
         not_null=frozenset({"part_id", "bytes"}),
     ),
+    # --- operability (issue 17), schema version 4: new tables only -------------------
+    # A pass the mass-delete guard held back, and the deletes it refused (one row each:
+    # an approval applies to exactly these copies). state: open, approved, applied,
+    # cleared (nothing left to approve) or superseded (a later refusal replaced it).
+    "refusals": TableSpec(
+        {
+            "id": int,
+            "at": float,
+            "deletes": int,
+            "tracked": int,
+            "message": str,
+            "state": str,
+            "approved_at": float,
+            "approved_by": str,
+            "approved_max": int,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null=frozenset({"at", "deletes", "state"}),
+        indexes={"refusals_state": ("state",)},
+    ),
+    "refused_deletes": TableSpec(
+        {"refusal_id": int, "path": str, "file_id": str},
+        pk=("refusal_id", "path"),
+        not_null=frozenset({"file_id"}),
+    ),
+    # What the guard counts over its window (daemon): deletes of locally deleted files
+    # (kind "delete"), and new files uploaded by partial passes (kind "new"): a delete
+    # of such a file within the window is churn, not a mass delete.
+    "guard_deletes": TableSpec(
+        {"id": int, "path": str, "at": float, "kind": str},
+        pk="id",
+        not_null=frozenset({"path", "at", "kind"}),
+        indexes={"guard_deletes_at": ("at",), "guard_deletes_path": ("path",)},
+    ),
+    # delete_delay: remote copies of locally deleted files, deleted once due.
+    "pending_deletes": TableSpec(
+        {"path": str, "file_id": str, "since": float, "due_at": float},
+        pk="path",
+        not_null=frozenset({"file_id", "since", "due_at"}),
+    ),
+    # --- end of operability (issue 17) -------------------------------------------------
 }
 
 # version -> the change that brings a ledger of the previous version to it, for what

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from syncd.local.scan import ScanProblem, ScanResult
+from syncd.state.deletes import Refusal
 from syncd.sync.plan import Action, ActionKind, Plan
 from syncd.sync.reconcile import ReconcileReport
 
@@ -77,6 +78,7 @@ _COUNTED = {
     ActionKind.DELETE: "deleted",
     ActionKind.FORGET: "forgotten",
     ActionKind.REFRESH: "refreshed",
+    ActionKind.DEFER: "delayed",  # delete_delay: the delete is pending
 }
 
 
@@ -102,6 +104,8 @@ class PassResult:
     interrupted: bool = False  # a stop was requested (Ctrl-C, SIGTERM) during the pass
     deletes_skipped: int = 0
     reconciled: ReconcileReport | None = None
+    # Refusals an operator approved whose deletes this pass completed (issue 17).
+    approvals_applied: list[Refusal] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
         """Count one finished action (called from the engine's collecting thread)."""
@@ -148,6 +152,7 @@ class PassResult:
             self.stop_fatal(later.fatal, later.fatal_cause)
         self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
+        self.approvals_applied += later.approvals_applied
         self.finished_at = later.finished_at
         if later.reconciled is not None:
             self.merge_reconcile(later.reconciled)
