@@ -42,6 +42,7 @@ from syncd.daemon.observer import DaemonObserver
 from syncd.daemon.status import MirrorStatus
 from syncd.errors import FatalError, FolderUnavailableError, SyncdError
 from syncd.local.fingerprint import Identity, folder_identity, folder_is_empty
+from syncd.local.ignorefile import ignore_hint
 from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
@@ -246,7 +247,12 @@ class MirrorRunner:
     # -- callbacks from the watcher's threads -------------------------------------------
 
     def _on_hint(self, hint: str) -> None:
-        self._wake(self.queue.hint(hint))
+        rules = ignore_hint(hint)
+        if rules == "":  # the root's .syncdignore changed: every path may be in or out
+            self.queue.request_rescan()
+            self._wake(0.0)
+            return
+        self._wake(self.queue.hint(hint if rules is None else rules))
 
     def _on_trouble(self, reason: str) -> None:
         self.log.warning("full_rescan_requested", reason=reason)

@@ -213,6 +213,7 @@ class SyncEngine:
             return
         result.plan = the_plan
         result.problems = scan.problems
+        result.warnings.extend(scan.warnings)
         result.refusal = the_plan.refusal
         result.unfinished |= {a.path for a in the_plan.refused}
         result.unfinished |= {p for p, why in the_plan.skipped if why is Skip.BUSY}
@@ -264,6 +265,7 @@ class SyncEngine:
             busy=frozenset(i.path for i in self.ledger.open_intents()),
             retry_waiting=retry_waiting,
             retry_failed=retry_failed,
+            ignored=scan.ignore,
             **self.deletes.plan_fields(full=only_paths is None),
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan

@@ -48,6 +48,7 @@ from enum import StrEnum
 
 from syncd.api import RemoteFile
 from syncd.durations import format_duration
+from syncd.local.ignorefile import IgnoreRules
 from syncd.local.rules import PathFilter, PurposeRule, choose_purpose
 from syncd.local.scan import LocalFile
 from syncd.state.deletes import PendingDelete
@@ -121,6 +122,9 @@ class PlanOptions:
     # delete_delay (seconds; 0: off) and the deletes pending, by path.
     delete_delay: float = 0.0
     pending_deletes: Mapping[str, PendingDelete] = field(default_factory=dict)
+    # The folder's .syncdignore rules: an ignored tracked path is left alone, like an
+    # exclude (the scan never lists ignored files).
+    ignored: IgnoreRules | None = None
 
 
 @dataclass(frozen=True)
@@ -309,7 +313,9 @@ def _decide_absent(
 ) -> Action | Skip:
     if _covered(path, options.uncertain):
         return Skip.UNCERTAIN
-    if not options.path_filter.accepts(path):
+    if not options.path_filter.accepts(path) or (
+        options.ignored is not None and options.ignored.ignores_path(path)
+    ):
         return Skip.EXCLUDED
     if row.file_id is None:
         return Action(ActionKind.FORGET, path, "never uploaded; gone locally", row=row)
