@@ -27,6 +27,7 @@ after ``ERROR_RETRY_SECONDS``: one mirror's bug never stops the others.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -176,9 +177,13 @@ class MirrorWorker:
         return runner.config if runner is not None else None
 
     def status(self) -> MirrorStatus:
+        """The runner's last counts, with the queue depth of now (any thread)."""
         runner = self.runner
         if runner is not None:
-            self._status = runner.status()
+            status = runner.status()
+            self._status = dataclasses.replace(
+                status, queued=max(status.queued, len(runner.queue.aggregator))
+            )
         return self._status
 
     # -- the thread ------------------------------------------------------------------

@@ -8,6 +8,9 @@ only place that holds the ``httpx.Client``)::
         Transport.send()       RetryGate.wait() right before sending; translate errors
           httpx.Client         one connection pool shared by all worker threads
 
+Every attempt, retry, 429 and wait at the gate is reported to ``observer`` (a
+``syncd.remote.observer.RequestObserver``; the daemon's metrics set one), by route name.
+
 Errors from below are translated here, at the boundary, into the most specific
 ``syncd.errors.RemoteError``:
 
@@ -36,6 +39,8 @@ the server provably did not carry it out (``send_creating``):
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -50,6 +55,7 @@ from syncd.errors import (
     RetryableError,
     error_for_status,
 )
+from syncd.remote.observer import NullObserver, RequestObserver, endpoint_name
 from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
 from syncd.remote.settings import RemoteSettings
 
@@ -105,6 +111,8 @@ class Transport:
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             follow_redirects=False,
         )
+        self.observer: RequestObserver = NullObserver()
+        self._last = threading.local()  # the endpoint of this thread's last attempt
 
     @property
     def base_url(self) -> str:
@@ -119,16 +127,40 @@ class Transport:
 
     def retry(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` under the retry policy (``operation`` names it in the log)."""
-        result: T = self.policy.retrying(operation)(attempt)
+        result: T = self.policy.retrying(operation, on_retry=self._on_retry)(attempt)
         return result
+
+    def _on_retry(self) -> None:
+        self.observer.retried(getattr(self._last, "endpoint", "other"))
+
+    def _started(self, request: httpx.Request) -> tuple[str, float]:
+        """Before sending: the gate (its wait reported), then the endpoint and the time."""
+        endpoint = endpoint_name(request.method, request.url.path)
+        self._last.endpoint = endpoint
+        before = time.monotonic()
+        self.gate.wait()
+        waited = time.monotonic() - before
+        if waited > 0.001:
+            self.observer.paced(waited)
+        return endpoint, time.monotonic()
+
+    def _finished(self, endpoint: str, started: float, status: int | None) -> None:
+        elapsed = time.monotonic() - started
+        self.observer.request_finished(
+            endpoint, "error" if status is None else str(status), elapsed
+        )
+        if status == 429:
+            self.observer.rate_limited(endpoint)
 
     def send(self, request: httpx.Request, *, what: str, stream: bool = False) -> httpx.Response:
         """Send once, after the gate; an answer >= 300 becomes the matching RemoteError."""
-        self.gate.wait()
+        endpoint, started = self._started(request)
         try:
             response = self._client.send(request, stream=stream)
         except httpx.TransportError as exc:
+            self._finished(endpoint, started, None)
             raise self.transport_error(exc, what, ambiguous=False) from exc
+        self._finished(endpoint, started, response.status_code)
         if response.status_code >= 300:
             if stream:
                 response.read()
@@ -141,11 +173,13 @@ class Transport:
     ) -> httpx.Response:
         """Send a request that creates a File, once, deciding retryable versus ambiguous
         (module docstring). ``sent_all()`` says whether the body's last byte left."""
-        self.gate.wait()
+        endpoint, started = self._started(request)
         try:
             response = self._client.send(request)
         except httpx.TransportError as exc:
+            self._finished(endpoint, started, None)
             raise self.transport_error(exc, what, ambiguous=sent_all()) from exc
+        self._finished(endpoint, started, response.status_code)
         if response.status_code >= 300:
             error = self.status_error(response, what)
             if response.status_code >= 500 and sent_all():
