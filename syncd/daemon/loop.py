@@ -263,6 +263,8 @@ class Daemon:
                     self._resume_auth("the key file changed")
                 if self._remote_paused and time.monotonic() >= self._remote_retry_at:
                     self._try_remote_again()
+            for worker in [w for w in self._retiring if w.retired.is_set()]:
+                self._heartbeats.discard(worker.heartbeat)
             self._retiring = [w for w in self._retiring if not w.retired.is_set()]
             self._publish_status()
             self._heartbeat.set_idle(True)
@@ -361,6 +363,7 @@ class Daemon:
             self._reload_remote()
         for folder, worker in list(self._workers.items()):
             if worker.retired.is_set():
+                self._heartbeats.discard(worker.heartbeat)
                 del self._workers[folder]  # its rebuild failed: started anew below
             elif folder not in mirrors:
                 worker.replace(None)  # it ends on its own thread

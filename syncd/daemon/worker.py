@@ -195,6 +195,7 @@ class MirrorWorker:
                 pass
         finally:
             self.first_pass.set()
+            self.heartbeat.set_idle(True)  # an ended thread is not a stuck one
             runner = self.runner
             if runner is not None and not self._stopping.is_set():
                 self.runner = None
