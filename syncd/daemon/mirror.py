@@ -7,16 +7,15 @@ does. Its schedule, each step running at most one pass:
   and every ``rescan_interval`` seconds;
 - a **partial pass** over the paths whose hints have been quiet for ``debounce``
   seconds (``only_paths``, no remote listing: the per-batch cost stays tiny), plus the
-  paths whose per-file backoff has run out.
+  paths whose per-file backoff has run out, and the delayed deletes (``delete_delay``)
+  that came due;
+- a **full pass** once an operator approved refused deletes (``syncd approve-deletes``):
+  while a refusal waits, the ledger is asked every ``APPROVAL_POLL_SECONDS`` (one
+  indexed query; nothing is polled otherwise).
 
 Hints go to the aggregator at once and to the ledger's ``dirty`` table at the next step
 (one transaction per batch, not one fsync per event). Hints not yet written when the
 process dies are not lost either: every start begins with a full pass.
-
-- a **partial pass** over the refused deletes once an operator approved them
-  (``syncd approve-deletes``): while a refusal waits, the ledger is asked every
-  ``APPROVAL_POLL_SECONDS`` (one indexed query; nothing is polled otherwise);
-- a **partial pass** over the delayed deletes (``delete_delay``) that came due.
 
 Safety (``syncd.daemon.folder_guard``): before every pass the folder itself is checked.
 Gone, on another filesystem than the one recorded in the ledger, or empty (and another
@@ -509,7 +508,13 @@ class MirrorRunner:
         }
         waits = [at - wall for at in self._retry_at.values()]
         pending = self.ledger.pending_deletes()
-        self._delete_due = {path: p.due_at for path, p in pending.items()}
+        # A due delete this pass could not carry out (refused, held back) waits for the
+        # next full pass rather than making the loop spin.
+        self._delete_due = {
+            path: p.due_at
+            for path, p in pending.items()
+            if p.due_at > wall or path not in (handled or ())
+        }
         self._refusal = self.ledger.pending_refusal()
         self._status = MirrorStatus(
             folder=str(self.folder),

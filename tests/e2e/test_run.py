@@ -63,8 +63,11 @@ def test_atomic_save_is_one_upload_of_the_final_name(server: ServerProcess, tmp_
         before = write_counts(server)
         temp = write(folder, "doc.txt.tmp", "new content, saved atomically")
         os.replace(temp, folder / "doc.txt")
-        wait_for(
-            lambda: remote_contents(server) == {"doc.txt": b"new content, saved atomically"},
+        wait_for(  # one copy first: between a replace's upload and its delete there are two
+            lambda: (
+                remote_names(server) == ["doc.txt"]
+                and remote_contents(server) == {"doc.txt": b"new content, saved atomically"}
+            ),
             what="the saved content",
         )
         after = write_counts(server)
