@@ -214,6 +214,15 @@ class DeleteRecords:
         )
         return frozenset((r["path"], r["file_id"]) for r in rows)
 
+    def drop_refused(self, paths: Iterable[str]) -> None:
+        """Forget refused copies of ``paths`` (a pass found those files back)."""
+        with self._write() as conn:
+            conn.executemany(
+                "DELETE FROM refused_deletes WHERE path = ? AND refusal_id IN "
+                "(SELECT id FROM refusals WHERE state = ?)",
+                [(p, RefusalState.OPEN) for p in paths],
+            )
+
     def settle_refusals(self, *, now: float, cleared: bool = False) -> list[Refusal]:
         """After a pass: drop refused copies that no longer exist as a tracked row (they
         were deleted, or the file changed or came back); close refusals with none left.

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.config import MirrorConfig
+from syncd.state.deletes import RefusalState
 from syncd.state.ledger import Ledger
-from syncd.sync.plan import Action, ActionKind, Plan
+from syncd.sync.plan import Action, ActionKind, Plan, Skip
 from syncd.sync.result import Outcome, OutcomeStatus, PassResult
 
 
@@ -59,12 +60,16 @@ class DeleteControl:
         self._created: list[str] = []  # and its uploads of new files
         self._approved: frozenset[tuple[str, str]] = frozenset()
         self._full = True
+        self._waiting: set[str] = set()  # the paths of the refusal waiting for approval
 
     def plan_fields(self, *, full: bool) -> dict[str, Any]:
         """The ``PlanOptions`` fields this module decides, for a full or partial pass."""
         now = self.clock()
         self._full = full
         self._approved = self.ledger.approved_deletes()
+        self._waiting = {
+            path for r in self.ledger.refusals(RefusalState.OPEN) for path, _ in r.copies
+        }
         with self._lock:
             self._deleted, self._created = [], []
         recent = 0
@@ -133,6 +138,13 @@ class DeleteControl:
                 tracked=self.ledger.tracked_count(),
                 now=now,
             )
+        if self._waiting:  # files of the waiting refusal that are back: not to approve
+            back = {a.path for a in plan.actions if a.kind is not ActionKind.DELETE} | {
+                path for path, why in plan.skipped if why in (Skip.UNCHANGED, Skip.EXCLUDED)
+            }
+            back &= self._waiting - {a.path for a in plan.refused}
+            if back:
+                self.ledger.drop_refused(back)
         cleared = full and not plan.refusal and not result.fatal and not result.interrupted
         result.approvals_applied = self.ledger.settle_refusals(now=now, cleared=cleared)
         self.ledger.prune_pending_deletes()

@@ -127,3 +127,24 @@ def test_approval_over_max_is_refused(server: ServerProcess, tmp_path: Path) -> 
         assert len(stderr.splitlines()) == 1
         assert len(remote_names(server)) == 8 + held
         assert daemon.stop() == 0
+
+
+def test_files_put_back_withdraw_the_refusal(server: ServerProcess, tmp_path: Path) -> None:
+    """The refused files put back: the refusal is withdrawn at the next pass (nothing to
+    approve any more), not at the next full rescan."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    for n in range(20):
+        write(folder, f"{'gone' if n < 12 else 'keep'}/f{n:02}.txt", f"file {n}")
+    with DaemonProcess(server, folder, state).start_ready() as daemon:
+        saved = {p: p.read_bytes() for p in (folder / "gone").iterdir()}
+        shutil.rmtree(folder / "gone")
+        daemon.wait_event("deletes_refused")
+        wait_for(lambda: status_of(folder, state)["refusal"], what="status refusal")
+        for path, content in saved.items():
+            write(folder, f"gone/{path.name}", content)
+        wait_for(lambda: status_of(folder, state)["refusal"] is None, what="refusal withdrawn")
+        code, _, stderr = run_command("approve-deletes", folder, "--state", state)
+        assert code == 1 and "no refused deletes to approve" in stderr
+        # Any that went before the guard tripped are uploaded again; the rest never left.
+        wait_for(lambda: len(remote_names(server)) == 20, what="all 20 remote again")
+        assert daemon.stop() == 0
