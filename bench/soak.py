@@ -330,10 +330,15 @@ def soak(args: argparse.Namespace, workdir: Path, command: str) -> SoakResult:
         plant_foreign(server)
         server.reset_stats()
         server.set_faults(faults_for(args.fault_rate, args.seed))
+        # The soak deletes more than half of its files within minutes, on purpose: the
+        # daemon's mass-delete guard, which counts the deletes of its rescan interval,
+        # would rightly hold them back. An explicit limit above anything it does.
         daemon = DaemonProcess(
             server,
             folder,
             ledger_file,
+            "--max-delete",
+            "1000000",
             debounce=args.debounce,
             log_path=workdir / "run.log",
             env={"XDG_STATE_HOME": str(workdir / "xdg")},  # its own registry of ledgers

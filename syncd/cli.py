@@ -20,7 +20,17 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.log import configure_logging, protect_standard_streams, redact_text
 from syncd.restore.names import printable
 
-COMMANDS = ("serve", "sync", "status", "run", "pull", "verify", "ls", "candidates")
+COMMANDS = (
+    "serve",
+    "sync",
+    "status",
+    "run",
+    "pull",
+    "verify",
+    "ls",
+    "candidates",
+    "approve-deletes",
+)
 
 
 def _wanted_commands(argv: Sequence[str]) -> tuple[str, ...]:
@@ -57,9 +67,10 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in commands:
         try:
-            module = importlib.import_module(f"syncd.commands.{name}")
+            module_name = f"syncd.commands.{name.replace('-', '_')}"
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"syncd.commands.{name}":
+            if exc.name == module_name:
                 continue  # not built yet
             raise
         module.register(subparsers)

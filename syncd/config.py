@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.api import EXPIRES_MAX_SECONDS, EXPIRES_MIN_SECONDS, MAX_PART_BYTES, UPLOAD_PURPOSES
+from syncd.durations import parse_duration
 from syncd.errors import ConfigError
 from syncd.local.rules import ALWAYS_IGNORED, DEFAULT_IGNORES, PathFilter, PurposeRule
 from syncd.local.validate import Limits
@@ -91,6 +92,8 @@ class MirrorConfig:
     max_uploads_per_minute: int | None = None
     # The vector store kept exact beside the Files (None: none); syncd.vector_config.
     vector: VectorConfig | None = None
+    # Seconds a locally deleted file's remote copy is kept before it is deleted (0: off).
+    delete_delay: float = 0.0
 
     @property
     def ignore_globs(self) -> tuple[str, ...]:
@@ -113,6 +116,8 @@ class MirrorConfig:
 class Config:
     mirrors: tuple[MirrorConfig, ...]
     source: Path | None = None
+    # `syncd run` only: where /metrics is served (``ADDRESS:PORT``), None: off.
+    metrics_address: str | None = None
 
 
 # -- value checks (each names the key and the problem) -----------------------------------
@@ -186,6 +191,26 @@ def check_max_uploads_per_minute(value: Any, where: str) -> int:
             f"{MAX_UPLOADS_PER_MINUTE}, not {value!r}"
         )
     return int(value)
+
+
+def check_delete_delay(value: Any, where: str) -> float:
+    seconds = parse_duration(value)
+    if seconds is None:
+        raise ConfigError(
+            f"{where}: delete_delay must be a duration such as 30s, 10m, 2h, 1d or a number "
+            f"of seconds, not {value!r}"
+        )
+    return seconds
+
+
+def check_metrics_address(value: Any, where: str) -> str:
+    """``ADDRESS:PORT`` (``[::1]:9464``) or a bare ``PORT`` (on 127.0.0.1)."""
+    from syncd.metrics_address import parse_metrics_address  # one parser for both
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected ADDRESS:PORT as a string, not {value!r}")
+    parse_metrics_address(value, where)
+    return value
 
 
 def _is_number(value: Any) -> bool:
@@ -263,6 +288,7 @@ MIRROR_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "attributes": ("attributes", check_attributes),
     "chunking": ("chunking", check_chunking),
     "indexing_deadline": ("indexing_deadline", check_indexing_deadline),
+    "delete_delay": ("delete_delay", check_delete_delay),
 }
 
 
@@ -298,7 +324,10 @@ def _mirror(
 def parse_config(data: Mapping[str, Any], source: Path, env: Mapping[str, str]) -> Config:
     """Build a Config from parsed TOML; ``source`` names the file in error messages."""
     name = source.name
-    _refuse_unknown(data, {"mirror"}, name)
+    _refuse_unknown(data, {"mirror", "metrics_address"}, name)
+    metrics = data.get("metrics_address")
+    if metrics is not None:
+        metrics = check_metrics_address(metrics, f"{name}: metrics_address")
     tables = data.get("mirror", [])
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{name}: no [[mirror]] table (each names a folder to mirror)")
@@ -314,7 +343,7 @@ def parse_config(data: Mapping[str, Any], source: Path, env: Mapping[str, str]) 
         if mirror.folder in seen:
             raise ConfigError(f"{name}: folder {mirror.folder} is mirrored twice")
         seen.add(mirror.folder)
-    return Config(mirrors, source)
+    return Config(mirrors, source, metrics_address=metrics)
 
 
 def load_config(path: Path, env: Mapping[str, str]) -> Config:

@@ -7,6 +7,10 @@ apply to each). A missing folder nothing was mirrored from is created with
 clone) and is an error without it (``./dtaa``, a typo, must not become an empty
 mirror); a missing folder that *was* mirrored means an unmounted disk, and that mirror
 waits for it. Configuration mistakes exit 2 with one line before anything starts.
+``--metrics ADDRESS:PORT`` (or ``metrics_address`` in the config; off by default; a bare
+port binds 127.0.0.1) serves ``/metrics`` for Prometheus (``syncd.metrics``); an address
+that cannot be bound (in use, not ours) is refused at start with one line, exit 2:
+a daemon run unattended for months must not silently lose its monitoring.
 Behaviour: ``syncd.daemon.loop``.
 """
 
@@ -18,6 +22,7 @@ import os
 import sys
 from collections.abc import Hashable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from syncd.commands._options import checked_option
 from syncd.commands._remote import open_remote, remote_identity
@@ -26,8 +31,10 @@ from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, lo
 from syncd.daemon.loop import Daemon
 from syncd.daemon.signals import SignalRelay
 from syncd.errors import ConfigError
+from syncd.metrics_address import parse_metrics_address
 from syncd.paths import LEDGER_SUFFIX, ledger_path
 from syncd.remote.identity import RemoteIdentity
+from syncd.remote.observer import RequestObserver
 from syncd.remote.protocol import FilesRemote
 from syncd.remote.settings import (
     AZURE_CREDENTIAL_NAME,
@@ -35,7 +42,11 @@ from syncd.remote.settings import (
     RemoteSettings,
     remote_settings_from_env,
 )
+from syncd.remote.transport import Transport
 from syncd.state.ledger import Ledger
+
+if TYPE_CHECKING:
+    from syncd.metrics import DaemonMetrics
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=checked_option(float, "a number of seconds", check_rescan_interval),
         metavar="SECONDS",
         help="full rescan period, which catches anything the watcher missed (default: 600)",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDRESS:PORT",
+        help="serve /metrics for Prometheus there (a bare PORT: on 127.0.0.1; default: off, "
+        "or the config's metrics_address)",
     )
     parser.add_argument(
         "--accept-folder-change",
@@ -110,7 +127,9 @@ class ArgsRemoteSource:
         self._pool_size = pool_size
         self._env = env
         self._stack = contextlib.ExitStack()
+        self._retired: list[contextlib.ExitStack] = []
         self._settings: tuple[RemoteSettings | None, tuple[int | None, ...]] | None = None
+        self.observer: RequestObserver | None = None  # the metrics, if any
 
     def _settings_now(self) -> tuple[RemoteSettings | None, tuple[int | None, ...]]:
         # The mirrors share one remote, so one budget: every mirror's pacing value counts.
@@ -133,7 +152,13 @@ class ArgsRemoteSource:
 
     def open(self) -> FilesRemote:
         self._settings = self._settings_now()
-        return self._open(self._stack)
+        return self._observed(self._open(self._stack))
+
+    def _observed(self, remote: FilesRemote) -> FilesRemote:
+        transport = getattr(remote, "transport", None)
+        if self.observer is not None and isinstance(transport, Transport):
+            transport.observer = self.observer
+        return remote
 
     def reload(self) -> FilesRemote | None:
         settings = self._settings_now()
@@ -146,9 +171,11 @@ class ArgsRemoteSource:
         except BaseException:
             self._settings = previous
             raise
-        self._stack.close()
+        # The old remote stays open until the end: a mirror's pass in progress on another
+        # thread still uses it, and takes the new one at its next pass.
+        self._retired.append(self._stack)
         self._stack = stack
-        return remote
+        return self._observed(remote)
 
     def key_stamp(self) -> Hashable:
         """The identity and mtime of every file the key may be read from."""
@@ -176,6 +203,9 @@ class ArgsRemoteSource:
 
     def close(self) -> None:
         self._stack.close()
+        for stack in self._retired:
+            stack.close()
+        self._retired.clear()
 
 
 def _interactive(log_format: str, env: Mapping[str, str]) -> bool:
@@ -204,15 +234,60 @@ def check_folders(mirrors: list[MirrorConfig], env: Mapping[str, str], *, create
         )
 
 
+def metrics_address(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(the address given, where it came from) of --metrics or the config's, or None."""
+    if args.metrics is not None:
+        return args.metrics, "--metrics"
+    if args.config is not None:
+        address = load_config(args.config, env).metrics_address
+        if address is not None:
+            return address, f"{args.config.name}: metrics_address"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     env = os.environ
     mirrors = load_mirrors(args, env)
     check_folders(mirrors, env, create=args.create_folder)
+    with contextlib.ExitStack() as stack:
+        metrics = start_metrics(args, env)
+        if metrics is not None:
+            stack.callback(metrics.close)
+        return run_daemon(args, env, mirrors, metrics)
+
+
+def start_metrics(args: argparse.Namespace, env: Mapping[str, str]) -> DaemonMetrics | None:
+    """The metrics endpoint, serving before anything else starts (exit 2 if it cannot)."""
+    found = metrics_address(args, env)
+    if found is None:
+        return None
+    address, where = found
+    host, port = parse_metrics_address(address, where)
+    from syncd.metrics import DaemonMetrics  # prometheus_client only with --metrics
+
+    metrics = DaemonMetrics()
+    metrics.serve(host, port, where=where)
+    print(f"syncd: metrics on http://{address_for_url(host)}:{port}/metrics", file=sys.stderr)
+    return metrics
+
+
+def address_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def run_daemon(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    mirrors: list[MirrorConfig],
+    metrics: DaemonMetrics | None,
+) -> int:
     first = mirrors[0]
     state_dir = ledger_path(first.folder, first.state_path, env).parent
+    # One remote for every mirror: its pool holds every mirror's workers at once.
     source = ArgsRemoteSource(
-        args, state_dir, pool_size=max(m.concurrency for m in mirrors) + 2, env=env
+        args, state_dir, pool_size=sum(m.concurrency for m in mirrors) + 2, env=env
     )
+    source.observer = metrics
     daemon = Daemon(
         mirrors,
         lambda: load_mirrors(args, env),
@@ -222,6 +297,9 @@ def run(args: argparse.Namespace) -> int:
         switch_remote=args.switch_remote,
         create_folder=args.create_folder,
         progress_stream=sys.stderr if _interactive(args.log_format, env) else None,
+        observer=metrics,
     )
+    if metrics is not None:
+        metrics.watch(daemon.statuses)
     with SignalRelay(daemon.request_stop, daemon.request_reload):
         return daemon.run()

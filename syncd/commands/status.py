@@ -3,12 +3,13 @@
 Reads the ledger read-only (it works while ``syncd sync`` or ``syncd run`` holds it):
 mirrored / pending / failed counts, bytes, the last pass, whether its uploads were (or
 are being) paced under the server's rate limit and at what rate (``syncd.sync.pacing_log``
-records that), and each failed file with its reason; for a mirror with a vector store, per store its
-files completed / in progress / failed, its usage and expiry as last seen, and each failed
-attachment with its reason; and how many remote files are kept as possibly syncd's
-(not deleted: see ``syncd candidates``). Without FOLDER, the state
-directory must hold exactly one ledger. Paths and reasons (which may quote a server)
-are shown with control characters escaped.
+records that), and each failed file with its reason; for a mirror with a vector store, per
+store its files completed / in progress / failed, its usage and expiry as last seen, and
+each failed attachment with its reason; how many remote files are kept as possibly
+syncd's (not deleted: see ``syncd candidates``); deletes the mass-delete guard refused,
+with the exact command that approves them; delayed deletes (``delete_delay``) with their
+time left. Without FOLDER, the state directory must hold exactly one ledger. Paths and
+reasons (which may quote a server) are shown with control characters escaped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,10 +27,12 @@ from typing import Any
 from syncd.commands._options import add_state_argument
 from syncd.commands._vector_views import vector_status_json, vector_status_lines
 from syncd.config import load_config, mirror_for_folder
+from syncd.durations import format_duration
 from syncd.errors import SyncdError
 from syncd.paths import default_state_dir, find_ledgers, ledger_path
 from syncd.remote.protocol import PacingStatus
 from syncd.restore.names import printable
+from syncd.state.deletes import PendingDelete, Refusal, RefusalState
 from syncd.state.ledger import META_FOLDER, ErrorKind, Ledger, LedgerStatus
 from syncd.sync.binding import recorded_remote
 from syncd.sync.pacing_log import META_PACING
@@ -78,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         remote = recorded_remote(ledger)
         pacing = ledger.get_meta(META_PACING)
         stores = vector_status_json(ledger)
+        refusal = ledger.pending_refusal()
+        pending = ledger.pending_deletes()
     finally:
         ledger.close()
     data = status_json(status, folder, path)
@@ -85,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     data["pacing"] = pacing_json(pacing, status.last_pass)
     if stores:
         data["vector_stores"] = stores
+    data["refusal"] = refusal_json(refusal, folder, path)
+    data["delayed_deletes"] = delayed_json(pending)
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
@@ -202,6 +210,45 @@ def pacing_lines(pacing: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def approve_command_for(folder: str | None, ledger: Path) -> str:
+    """The approve command for the ledger at ``ledger`` (``--state`` unless the default)."""
+    command = f"syncd approve-deletes {shlex.quote(folder or '.')}"
+    if ledger.parent.absolute() != default_state_dir(os.environ).absolute():
+        command += f" --state {shlex.quote(str(ledger.parent))}"
+    return command
+
+
+def refusal_json(
+    refusal: Refusal | None, folder: str | None, ledger: Path
+) -> dict[str, Any] | None:
+    if refusal is None:
+        return None
+    return {
+        "id": refusal.id,
+        "at": _when(refusal.at),
+        "deletes": len(refusal.copies),
+        "message": refusal.message,
+        "state": refusal.state,
+        "approved_by": refusal.approved_by,
+        "approve": f"{approve_command_for(folder, ledger)} --max {len(refusal.copies)}",
+        "paths": [path for path, _ in refusal.copies],
+    }
+
+
+def delayed_json(pending: dict[str, PendingDelete], now: float | None = None) -> list[Any]:
+    now = time.time() if now is None else now
+    return [
+        {
+            "path": p.path,
+            "deleted_locally": _when(p.since),
+            "due": _when(p.due_at),
+            "due_in_seconds": max(0.0, round(p.due_at - now, 1)),
+            "time_left": format_duration(max(0.0, p.due_at - now)),
+        }
+        for p in sorted(pending.values(), key=lambda p: (p.due_at, p.path))
+    ]
+
+
 def print_status(data: dict[str, Any]) -> None:
     out = sys.stdout
     print(f"folder:    {printable(data['folder'] or '(unknown)')}", file=out)
@@ -241,3 +288,18 @@ def print_status(data: dict[str, Any]) -> None:
         print(f"  {printable(problem['path'])}: {reason} ({note})", file=out)
     for line in vector_status_lines(data.get("vector_stores", [])):
         print(line, file=out)
+    refusal = data.get("refusal")
+    if refusal and refusal["state"] == RefusalState.APPROVED:
+        print(
+            f"refused:   {refusal['deletes']} deletes of {refusal['at']}, approved by "
+            f"{printable(refusal['approved_by'] or '')}; carried out by the daemon's next pass",
+            file=out,
+        )
+    elif refusal:
+        print(f"refused:   a pass at {refusal['at']}: {printable(refusal['message'])}", file=out)
+        print(f"  approve:  {printable(refusal['approve'])}", file=out)
+    delayed = data.get("delayed_deletes") or []
+    if delayed:
+        print(f"delayed:   {len(delayed)} deletes (delete_delay)", file=out)
+        for item in delayed:
+            print(f"  {printable(item['path'])}: deleted remotely in {item['time_left']}", file=out)

@@ -2,6 +2,8 @@
 
 - :class:`Heartbeat` tells a stuck main loop from a busy one: the loop marks itself
   idle while it waits, and every finished action counts as progress.
+- :class:`HeartbeatGroup`: the daemon's main loop and one thread per mirror each have
+  their heartbeat; the daemon is healthy while every one of them is.
 - :class:`Keepalive` sends ``WATCHDOG=1`` (and, until ``READY=1``, ``EXTEND_TIMEOUT_USEC``)
   only while the heartbeat is healthy, so systemd restarts a daemon that hangs.
 """
@@ -47,6 +49,27 @@ class Heartbeat:
         return self._idle or self._clock() - self._last < stall_limit
 
 
+class HeartbeatGroup:
+    """Healthy while every member is: one stuck mirror thread withholds the watchdog."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: list[Heartbeat] = []
+
+    def add(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._members.append(heartbeat)
+
+    def discard(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._members = [m for m in self._members if m is not heartbeat]
+
+    def healthy(self, stall_limit: float = STALL_SECONDS) -> bool:
+        with self._lock:
+            members = list(self._members)
+        return all(m.healthy(stall_limit) for m in members)
+
+
 class Keepalive:
     """Pings systemd's watchdog while the heartbeat is healthy; extends the start timeout
     until :meth:`mark_ready`. Does nothing without ``$NOTIFY_SOCKET``."""
@@ -54,7 +77,7 @@ class Keepalive:
     def __init__(
         self,
         notifier: SystemdNotifier,
-        heartbeat: Heartbeat,
+        heartbeat: Heartbeat | HeartbeatGroup,
         *,
         stall_limit: float = STALL_SECONDS,
     ) -> None:

@@ -1,11 +1,14 @@
 """``syncd run``: the daemon loop. Thin: it only schedules passes the engine carries out.
 
 Start: open every mirror's ledger (a second daemon on the same folder is refused), open
-the remote, start each watcher, run a full pass per mirror (catching up on what changed
-while syncd was stopped), then ``READY=1`` with the status line. Then loop: wait on one
-``threading.Event`` until a runner has work (a quiet hint, the rescan timer, a retry
-whose backoff ran out), a signal arrives, or the key file changes; run the due passes
-(see ``syncd.daemon.mirror``); publish ``STATUS=`` when it changed, and during a long
+the remote, start each watcher, then one thread per mirror (``syncd.daemon.worker``),
+which begins with a full pass (catching up on what changed while syncd was stopped);
+once every mirror's first pass is done, ``READY=1`` with the status line. The mirrors
+run concurrently over one shared remote (one connection pool, one ``RetryGate``, one
+pacing), so a long upload in one folder never delays a change in another. The main
+thread only handles signals' requests, the pauses below and the status: it waits on one
+``threading.Event`` until a worker finished a pass, a signal arrives, or the key file
+or the remote's backoff is due; publishes ``STATUS=`` when it changed, and during a long
 pass at most every ``PROGRESS_STATUS_SECONDS`` (so that "uploads paced at 600/min
 (server limit)" shows while a first mirror of many files is being paced).
 
@@ -15,8 +18,10 @@ pass at most every ``PROGRESS_STATUS_SECONDS`` (so that "uploads paced at 600/mi
   flight: the write-ahead intents make that as safe as a crash, and the next start
   reconciles them. A second signal exits at once (``syncd.daemon_support.SignalRelay``).
 - **Reload** (SIGHUP): ``RELOADING=1``; re-read the config (a bad one is logged and the
-  old one kept), rebuild the mirrors whose settings changed, add and drop mirrors,
-  re-read the API key; ``READY=1``.
+  old one kept), rebuild the mirrors whose settings changed (each on its own thread,
+  once its running pass has ended: a reload never races a pass), add and drop mirrors,
+  re-read the API key (a new remote is taken by each mirror at its next pass);
+  ``READY=1``.
 - **Key rejected** (401/403, ``FatalError``): every mirror pauses (one shared remote),
   logged once, ``STATUS=paused: API key rejected ...``. Watching goes on and hints keep
   reaching the ledger. It resumes, with a full pass per mirror, after SIGHUP or when the
@@ -32,7 +37,6 @@ pass at most every ``PROGRESS_STATUS_SECONDS`` (so that "uploads paced at 600/mi
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -43,10 +47,12 @@ from typing import IO, Protocol
 import structlog
 
 from syncd.config import MirrorConfig
-from syncd.daemon.keepalive import Heartbeat, Keepalive
+from syncd.daemon.keepalive import Heartbeat, HeartbeatGroup, Keepalive
 from syncd.daemon.mirror import MirrorRunner
 from syncd.daemon.notify import SystemdNotifier
-from syncd.daemon.status import status_line
+from syncd.daemon.observer import DaemonObserver
+from syncd.daemon.status import MirrorStatus, status_line
+from syncd.daemon.worker import MirrorWorker
 from syncd.errors import ConfigError, FatalError, SyncdError
 from syncd.log import dropped_lines
 from syncd.paths import ledger_path
@@ -56,6 +62,7 @@ from syncd.state.ledger import Ledger
 from syncd.sync.binding import bind_remote
 from syncd.sync.pacing_log import pacing_of
 from syncd.sync.progress import ProgressReporter
+from syncd.sync.result import PassResult
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +71,9 @@ KEY_POLL_SECONDS = 2.0
 REMOTE_RETRY_FIRST_SECONDS = 10.0
 REMOTE_RETRY_MAX_SECONDS = 600.0
 PROGRESS_STATUS_SECONDS = 1.0
+# While nothing is paused the main loop wakes this often anyway, to refresh the status
+# line's countdowns ("retrying, next in N s").
+STATUS_REFRESH_SECONDS = 5.0
 
 
 class RemoteSource(Protocol):
@@ -99,6 +109,7 @@ class Daemon:
         switch_remote: bool = False,
         create_folder: bool = False,
         progress_stream: IO[str] | None = None,
+        observer: DaemonObserver | None = None,
     ) -> None:
         self._initial = list(mirrors)
         self._load_mirrors = load_mirrors
@@ -109,23 +120,29 @@ class Daemon:
         self._switch_remote = switch_remote
         self._create_folder = create_folder
         self._progress_stream = progress_stream  # a terminal: long passes show a bar
-        self._heartbeat = Heartbeat()
-        self._keepalive = Keepalive(self._notifier, self._heartbeat)
+        self._observer = observer
+        self._heartbeat = Heartbeat()  # the main loop's own
+        self._heartbeats = HeartbeatGroup()
+        self._heartbeats.add(self._heartbeat)
+        self._keepalive = Keepalive(self._notifier, self._heartbeats)
         self._wake = threading.Event()
-        self._waiting_until = math.inf  # monotonic deadline of the loop's wait (inf: busy)
         self._stopping = threading.Event()
         self._reload_requested = threading.Event()
-        self._runners: dict[Path, MirrorRunner] = {}
+        self._lock = threading.RLock()  # the pauses, as the workers report passes
+        self._workers: dict[Path, MirrorWorker] = {}
+        self._retiring: list[MirrorWorker] = []
         self._remote: FilesRemote | None = None
         self._auth_paused: str | None = None
         self._remote_paused: str | None = None  # why the remote cannot be used
         self._remote_failures = 0  # full passes in a row that found it unusable
         self._remote_retry_at = 0.0  # monotonic
+        self._remote_last_reason: str | None = None  # said once until it answers again
         self._key_stamp: Hashable = None
         self._next_key_poll = 0.0
         self._published = ""
         self._ready = False
         self._next_progress = 0.0
+        self._status_lock = threading.Lock()
 
     # -- called from other threads -------------------------------------------------------
 
@@ -136,8 +153,8 @@ class Daemon:
         # Everything that stops the daemon first, and only then the log line and the
         # notification: nothing that reports the stop may keep it from happening.
         self._stopping.set()
-        for runner in list(self._runners.values()):
-            runner.request_stop()
+        for worker in self._all_workers():
+            worker.request_stop()
         self._wake.set()
         deadline = threading.Thread(target=self._force_exit, name="syncd-stop", daemon=True)
         deadline.start()
@@ -149,11 +166,6 @@ class Daemon:
         self._reload_requested.set()
         self._wake.set()
 
-    def _wake_for(self, due: float) -> None:
-        """A runner has work due at ``due`` (monotonic): wake the loop if it sleeps longer."""
-        if due < self._waiting_until:
-            self._wake.set()
-
     def _force_exit(self) -> None:
         time.sleep(STOP_GRACE_SECONDS)  # the loop normally ends long before
         log.warning(
@@ -162,6 +174,24 @@ class Daemon:
             reason="in-flight transfers abandoned; their intents are reconciled at next start",
         )
         os._exit(0)
+
+    def _may_work(self) -> bool:
+        """Whether a worker may run a pass now (no pause, no stop)."""
+        return not (self._stopping.is_set() or self._auth_paused or self._remote_paused)
+
+    def _on_result(self, worker: MirrorWorker, result: PassResult) -> None:
+        """A worker's pass ended (on its thread): pause when it found the key or the
+        remote unusable; wake the main loop for the status line."""
+        with self._lock:
+            if result.fatal and result.fatal_cause == FatalError.cause:
+                self._pause_auth(result.fatal)
+            elif result.fatal:
+                self._pause_remote(result.fatal)
+            elif self._remote_failures and not result.interrupted:
+                log.info("resumed", reason="the remote answers again")
+                self._remote_failures = 0
+                self._remote_last_reason = None
+        self._wake.set()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -181,84 +211,80 @@ class Daemon:
             raise
         try:
             for mirror, ledger in ledgers:
-                self._add_runner(mirror, ledger, self._remote)
+                self._add_worker(mirror, ledger, self._remote)
             self._keepalive.start()
             self._published = self._status_text()
             self._notifier.status(self._published)
-            for runner in self._runners.values():
-                runner.prepare(
+            for worker in self._workers.values():
+                worker.prepare(
                     accept_folder_change=self._accept_folder_change,
                     create_folder=self._create_folder,
                 )
-            self._work()  # the first full pass of every mirror
+            for worker in self._workers.values():
+                worker.start()
+            self._wait_first_passes()
             if not self._stopping.is_set():
                 self._ready = True
                 status = self._status_text()
                 self._notifier.ready(status)
                 self._keepalive.mark_ready()
                 self._published = status
-                log.info("ready", mirrors=len(self._runners), status=status)
+                log.info("ready", mirrors=len(self._workers), status=status)
             self._loop()
         finally:
+            self._stop_workers()
             self._keepalive.stop()
-            for runner in self._runners.values():
-                with contextlib.suppress(Exception):
-                    runner.close()
-            self._runners.clear()
             self._remote_source.close()
         log.info("stopped", log_lines_dropped=dropped_lines())
         return 0
 
+    def _wait_first_passes(self) -> None:
+        """Until every mirror ran its first pass (or a stop): READY=1 means caught up."""
+        for worker in list(self._workers.values()):
+            while not self._stopping.is_set() and not worker.first_pass.wait(0.5):
+                self._heartbeat.beat()
+                self._publish_status()
+
+    def _stop_workers(self) -> None:
+        """Join the mirror threads (their engines were told to stop), then close them."""
+        for worker in self._all_workers():
+            worker.request_stop()
+        self._stopping.set()  # a failed start: the workers must end too
+        for worker in self._all_workers():
+            if worker.join(STOP_GRACE_SECONDS) and worker.runner is not None:
+                with contextlib.suppress(Exception):
+                    worker.runner.close()
+        self._workers.clear()
+        self._retiring.clear()
+
+    def _all_workers(self) -> list[MirrorWorker]:
+        return [*self._workers.values(), *self._retiring]
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            self._waiting_until = math.inf
             if self._reload_requested.is_set():
                 self._reload()
-            if self._auth_paused and self._key_file_changed():
-                self._reload_remote()
-                self._resume_auth("the key file changed")
-            if self._remote_paused and time.monotonic() >= self._remote_retry_at:
-                self._try_remote_again()
-            worked = self._work()
+            with self._lock:
+                if self._auth_paused and self._key_file_changed():
+                    self._reload_remote()
+                    self._resume_auth("the key file changed")
+                if self._remote_paused and time.monotonic() >= self._remote_retry_at:
+                    self._try_remote_again()
+            for worker in [w for w in self._retiring if w.retired.is_set()]:
+                self._heartbeats.discard(worker.heartbeat)
+            self._retiring = [w for w in self._retiring if not w.retired.is_set()]
             self._publish_status()
-            if worked:
-                continue
-            timeout = self._next_timeout()
-            now = time.monotonic()
-            self._waiting_until = math.inf if timeout is None else now + timeout
             self._heartbeat.set_idle(True)
-            self._wake.wait(timeout)
+            self._wake.wait(self._next_timeout())
             self._heartbeat.set_idle(False)
-
-    def _work(self) -> bool:
-        """Flush hints and run every pass that is due; True if any pass ran."""
-        worked = False
-        for runner in list(self._runners.values()):
-            runner.flush_hints()
-            if self._stopping.is_set() or self._auth_paused or self._remote_paused:
-                continue
-            result = runner.step()
-            self._heartbeat.beat()
-            if result is None:
-                continue
-            worked = True
-            if result.fatal and result.fatal_cause == FatalError.cause:
-                self._pause_auth(result.fatal)
-            elif result.fatal:
-                self._pause_remote(result.fatal)
-            elif self._remote_failures and not result.interrupted:
-                log.info("resumed", reason="the remote answers again")
-                self._remote_failures = 0
-        return worked
 
     def _next_timeout(self) -> float | None:
         if self._auth_paused:
             return KEY_POLL_SECONDS
         if self._remote_paused:
             return max(0.0, self._remote_retry_at - time.monotonic())
-        waits = [w for r in self._runners.values() if (w := r.due_in(time.monotonic())) is not None]
-        return min(waits) if waits else None
+        return STATUS_REFRESH_SECONDS  # "next try in N s", "retrying, next in N s"
 
     # -- the key -------------------------------------------------------------------------
 
@@ -288,8 +314,8 @@ class Daemon:
             return
         if remote is not None:
             self._remote = remote
-            for runner in self._runners.values():
-                runner.rebind(remote)
+            for worker in self._workers.values():
+                worker.rebind(remote)
             log.info("remote_reloaded")
 
     def _resume_auth(self, why: str) -> None:
@@ -297,20 +323,23 @@ class Daemon:
             return
         log.info("resumed", reason=why)
         self._auth_paused = None
-        for runner in self._runners.values():
-            runner.request_full()
+        for worker in self._workers.values():
+            worker.request_full()
 
     # -- the remote ----------------------------------------------------------------------
 
     def _pause_remote(self, reason: str) -> None:
-        """A pass found the remote unusable (wrong URL, down): pause, retry with backoff."""
+        """A pass found the remote unusable (wrong URL, down): pause, retry with backoff.
+        Counted once per try: the other mirrors' passes of the same try find it too."""
+        if self._remote_paused is not None:
+            return
         self._remote_failures += 1
         wait = min(
             REMOTE_RETRY_FIRST_SECONDS * 2.0 ** (self._remote_failures - 1),
             REMOTE_RETRY_MAX_SECONDS,
         )
         self._remote_retry_at = time.monotonic() + wait
-        if reason != self._remote_paused:
+        if reason != self._remote_last_reason:
             log.error(
                 "remote_unusable",
                 reason=reason,
@@ -319,13 +348,13 @@ class Daemon:
             )
         else:
             log.info("remote_still_unusable", retry_in=round(wait))
-        self._remote_paused = reason
+        self._remote_paused = self._remote_last_reason = reason
 
     def _try_remote_again(self) -> None:
         """The backoff is over (or SIGHUP): every mirror starts again with a full pass."""
         self._remote_paused = None
-        for runner in self._runners.values():
-            runner.request_full()
+        for worker in self._workers.values():
+            worker.request_full()
 
     # -- reload --------------------------------------------------------------------------
 
@@ -337,18 +366,21 @@ class Daemon:
             mirrors = {m.folder: m for m in self._load_mirrors()}
         except SyncdError as exc:
             log.error("reload_failed", error=str(exc), action="kept the running configuration")
-            mirrors = {folder: r.config for folder, r in self._runners.items()}
-        self._reload_remote()
-        for folder, runner in list(self._runners.items()):
-            if mirrors.get(folder) != runner.config:
-                runner.close()
-                del self._runners[folder]
-                log.info(
-                    "mirror_removed" if folder not in mirrors else "mirror_changed",
-                    folder=str(folder),
-                )
+            mirrors = {folder: w.config for folder, w in self._workers.items() if w.config}
+        with self._lock:
+            self._reload_remote()
+        for folder, worker in list(self._workers.items()):
+            if worker.retired.is_set():
+                self._heartbeats.discard(worker.heartbeat)
+                del self._workers[folder]  # its rebuild failed: started anew below
+            elif folder not in mirrors:
+                worker.replace(None)  # it ends on its own thread
+                self._retiring.append(worker)
+                del self._workers[folder]
+            elif mirrors[folder] != worker.config:
+                worker.replace(mirrors[folder])  # rebuilt once its running pass ends
         for folder, mirror in mirrors.items():
-            if folder not in self._runners and self._remote is not None:
+            if folder not in self._workers and self._remote is not None:
                 try:
                     ledger = self._open_ledger(mirror)
                     try:
@@ -356,18 +388,22 @@ class Daemon:
                     except BaseException:
                         ledger.close()
                         raise
-                    runner = self._add_runner(mirror, ledger, self._remote)
+                    worker = self._add_worker(mirror, ledger, self._remote)
                 except SyncdError as exc:
                     log.error("mirror_start_failed", folder=str(folder), error=str(exc))
                     continue
-                runner.prepare(create_folder=self._create_folder)
-        self._resume_auth("reloaded")
-        if self._remote_paused:
-            self._try_remote_again()
+                worker.prepare(create_folder=self._create_folder)
+                worker.start()
+        with self._lock:
+            self._resume_auth("reloaded")
+            if self._remote_paused:
+                self._try_remote_again()
+        for worker in self._workers.values():
+            worker.wake()  # e.g. a delete approval recorded meanwhile is looked at now
         status = self._status_text()
         self._notifier.ready(status)
         self._published = status
-        log.info("reloaded", mirrors=len(self._runners))
+        log.info("reloaded", mirrors=len(self._workers))
 
     def _bind(self, ledger: Ledger, remote: FilesRemote) -> None:
         identity = self._remote_source.identity()
@@ -378,23 +414,62 @@ class Daemon:
     def _open_ledger(self, mirror: MirrorConfig) -> Ledger:
         return Ledger.open(ledger_path(mirror.folder, mirror.state_path, self._env))
 
-    def _add_runner(
+    def _add_worker(
         self, mirror: MirrorConfig, ledger: Ledger, remote: FilesRemote
+    ) -> MirrorWorker:
+        def make_runner(wake: Callable[[float], None], heartbeat: Heartbeat) -> MirrorRunner:
+            return self._make_runner(mirror, ledger, remote, wake, heartbeat)
+
+        worker = MirrorWorker.build(
+            make_runner,
+            stopping=self._stopping,
+            may_work=self._may_work,
+            on_result=self._on_result,
+            rebuild=self._rebuild_runner,
+        )
+        self._heartbeats.add(worker.heartbeat)
+        self._workers[mirror.folder] = worker
+        return worker
+
+    def _rebuild_runner(self, mirror: MirrorConfig, worker: MirrorWorker) -> MirrorRunner:
+        """A changed mirror's new runner (on its worker's thread, the old one closed)."""
+        ledger = self._open_ledger(mirror)
+        try:
+            remote = self._remote
+            if remote is None:
+                raise SyncdError("no remote")
+            self._bind(ledger, remote)
+            runner = self._make_runner(mirror, ledger, remote, worker.wake_for, worker.heartbeat)
+        except BaseException:
+            ledger.close()
+            raise
+        runner.prepare(create_folder=self._create_folder)
+        return runner
+
+    def _make_runner(
+        self,
+        mirror: MirrorConfig,
+        ledger: Ledger,
+        remote: FilesRemote,
+        wake: Callable[[float], None],
+        heartbeat: Heartbeat,
     ) -> MirrorRunner:
-        runner = MirrorRunner(
+        # One progress bar at a time on a terminal: with several mirrors, lines only.
+        progress = None
+        if self._progress_stream is not None and len(self._initial) == 1:
+            progress = ProgressReporter(self._progress_stream)
+        return MirrorRunner(
             mirror,
             ledger,
             remote,
-            wake=self._wake_for,
-            heartbeat=self._heartbeat,
+            wake=wake,
+            heartbeat=heartbeat,
             stopping=self._stopping,
-            progress=None
-            if self._progress_stream is None
-            else ProgressReporter(self._progress_stream),
+            progress=progress,
             on_progress=self._progress,
+            observer=self._observer,
+            on_status=self._publish_status,
         )
-        self._runners[mirror.folder] = runner
-        return runner
 
     # -- status --------------------------------------------------------------------------
 
@@ -405,10 +480,10 @@ class Daemon:
             paused = f"{self._remote_paused}; next try in {wait} s"
         pacing = pacing_of(self._remote) if self._remote is not None else ()
         if not self._ready:
-            text = f"starting: full reconcile of {len(self._runners)} folder(s)"
+            text = f"starting: full reconcile of {len(self._workers)} folder(s)"
             return "; ".join([text, *(p.describe() for p in pacing if p.paced)])
         return status_line(
-            [r.status() for r in self._runners.values()],
+            [w.status() for w in self._workers.values()],
             paused,
             pacing,
             log_lines_dropped=dropped_lines(),
@@ -422,7 +497,13 @@ class Daemon:
             self._publish_status()
 
     def _publish_status(self) -> None:
-        status = self._status_text()
-        if status != self._published:
-            self._published = status
-            self._notifier.status(status)
+        """STATUS= if it changed (the main loop's, or a mirror's thread with news)."""
+        with self._status_lock:
+            status = self._status_text()
+            if status != self._published:
+                self._published = status
+                self._notifier.status(status)
+
+    def statuses(self) -> list[MirrorStatus]:
+        """Each mirror's counts now (for the metrics endpoint; any thread)."""
+        return [w.status() for w in list(self._workers.values())]

@@ -7,10 +7,14 @@ does. Its schedule, each step running at most one pass:
   and every ``rescan_interval`` seconds;
 - a **partial pass** over the paths whose hints have been quiet for ``debounce``
   seconds (``only_paths``, no remote listing: the per-batch cost stays tiny), plus the
-  paths whose per-file backoff has run out;
+  paths whose per-file backoff has run out, and the delayed deletes (``delete_delay``)
+  that came due;
 - a **vector store step** (``engine.vector_pass``: no scan) when the store's next poll,
   deadline or retry is due (``VectorSync.next_due``), so indexing is waited for by the
-  schedule, never inside a pass.
+  schedule, never inside a pass;
+- a **full pass** once an operator approved refused deletes (``syncd approve-deletes``):
+  while a refusal waits, the ledger is asked every ``APPROVAL_POLL_SECONDS`` (one
+  indexed query; nothing is polled otherwise).
 
 Hints go to the aggregator at once and to the ledger's ``dirty`` table at the next step
 (one transaction per batch, not one fsync per event). Hints not yet written when the
@@ -36,13 +40,16 @@ import structlog
 from syncd.config import MirrorConfig
 from syncd.daemon.folder_guard import folder_problem
 from syncd.daemon.keepalive import Heartbeat
+from syncd.daemon.observer import DaemonObserver
 from syncd.daemon.status import MirrorStatus
 from syncd.errors import FatalError, FolderUnavailableError, SyncdError
 from syncd.local.fingerprint import Identity, folder_identity, folder_is_empty
+from syncd.local.ignorefile import ignore_hint
 from syncd.local.scan import ScanResult
 from syncd.local.watch.aggregator import is_subtree_hint
 from syncd.local.watch.watcher import FolderWatcher
 from syncd.remote.protocol import FilesRemote
+from syncd.state.deletes import Refusal, RefusalState
 from syncd.state.ledger import META_FOLDER, ErrorKind, Ledger
 from syncd.sync.engine import SyncEngine
 from syncd.sync.plan import Action, Plan
@@ -56,6 +63,7 @@ log = structlog.get_logger(__name__)
 FOLDER_POLL_SECONDS = 2.0
 DEFER_LIMIT_SECONDS = 600.0
 ERROR_RETRY_SECONDS = 60.0
+APPROVAL_POLL_SECONDS = 1.0
 META_DEVICE = "folder_device"
 META_INODE = "folder_inode"
 
@@ -74,11 +82,15 @@ class _RunnerReporter(LogReporter):
         stopping: threading.Event,
         progress: ProgressReporter | None = None,
         on_progress: Callable[[], None] | None = None,
+        observer: DaemonObserver | None = None,
+        folder: str = "",
     ) -> None:
         self._heartbeat = heartbeat
         self._stopping = stopping
         self._progress = progress
         self._on_progress = on_progress
+        self._observer = observer
+        self._folder = folder
         self.engine: SyncEngine | None = None
 
     def pass_started(self, plan: Plan, scan: ScanResult) -> None:
@@ -94,6 +106,8 @@ class _RunnerReporter(LogReporter):
 
     def action_finished(self, outcome: Outcome) -> None:
         self._heartbeat.beat()
+        if self._observer is not None:
+            self._observer.action_finished(self._folder, outcome)
         if self._progress is None or not self._progress.shown:
             super().action_finished(outcome)
         if self._progress is not None:
@@ -123,8 +137,11 @@ class MirrorRunner:
         watch: bool = True,
         progress: ProgressReporter | None = None,
         on_progress: Callable[[], None] | None = None,
+        observer: DaemonObserver | None = None,
+        on_status: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
+        self._on_status = on_status
         self.watch = watch  # False: no watcher, changes are found by the rescans only
         # The mirror's path filter already excludes these, so the scanner skips what the
         # watcher ignores and a temp file is never uploaded.
@@ -136,7 +153,10 @@ class MirrorRunner:
         self._wake = wake
         self._clock = clock
         self._stopping = stopping
-        self._reporter = _RunnerReporter(heartbeat, stopping, progress, on_progress)
+        self._observer = observer
+        self._reporter = _RunnerReporter(
+            heartbeat, stopping, progress, on_progress, observer, folder=str(self.folder)
+        )
         self.engine = self._make_engine(remote)
         self.queue = DirtyQueue(ledger, config.debounce, clock=clock)
         self.watcher: FolderWatcher | None = None
@@ -147,6 +167,9 @@ class MirrorRunner:
         self._watcher_started = -math.inf
         self._next_folder_check = 0.0
         self._retry_at: dict[str, float] = {}  # path -> unix time its backoff ends
+        self._delete_due: dict[str, float] = {}  # path -> unix time its delayed delete is due
+        self._refusal: Refusal | None = None  # the ledger's refusal waiting for an approval
+        self._next_approval_check = 0.0
         self._deferred: dict[str, float] = {}  # path -> when it was first found changing
         self._status = MirrorStatus(str(self.folder), 0, 0, 0)
         self._recorded = self._recorded_identity()
@@ -154,7 +177,13 @@ class MirrorRunner:
     # -- life cycle ----------------------------------------------------------------------
 
     def _make_engine(self, remote: FilesRemote) -> SyncEngine:
-        engine = SyncEngine(self.mirror, self.ledger, remote, reporter=self._reporter)
+        engine = SyncEngine(
+            self.mirror,
+            self.ledger,
+            remote,
+            reporter=self._reporter,
+            guard_window=self.config.rescan_interval,  # a mass delete spread over passes
+        )
         self._reporter.engine = engine
         return engine
 
@@ -225,7 +254,12 @@ class MirrorRunner:
     # -- callbacks from the watcher's threads -------------------------------------------
 
     def _on_hint(self, hint: str) -> None:
-        self._wake(self.queue.hint(hint))
+        rules = ignore_hint(hint)
+        if rules == "":  # the root's .syncdignore changed: every path may be in or out
+            self.queue.request_rescan()
+            self._wake(0.0)
+            return
+        self._wake(self.queue.hint(hint if rules is None else rules))
 
     def _on_trouble(self, reason: str) -> None:
         self.log.warning("full_rescan_requested", reason=reason)
@@ -260,6 +294,10 @@ class MirrorRunner:
         vector_due = self.engine.vectors.next_due() if self.engine.vectors else None
         if vector_due is not None:  # a poll, a deadline or a retry of the vector store
             waits.append(vector_due - time.time())
+        if self._delete_due:
+            waits.append(min(self._delete_due.values()) - time.time())
+        if self._refusal is not None and self._refusal.state == RefusalState.OPEN:
+            waits.append(self._next_approval_check - now)
         return max(0.0, min(waits))
 
     def step(self) -> PassResult | None:
@@ -274,13 +312,18 @@ class MirrorRunner:
             self._full_due = now
         if now >= self._full_due:
             return self._pass(None)
+        if self._check_approval(now):
+            return self._pass(None)  # a full pass: it also clears what the refusal queued
         paths = self._settled(self.queue.ready(now), now)
         wall = time.time()
         retry = {path for path, at in self._retry_at.items() if at <= wall}
         for path in retry:
             del self._retry_at[path]
-        if paths or retry:
-            return self._pass(paths | retry)
+        due = {path for path, at in self._delete_due.items() if at <= wall}
+        for path in due:
+            del self._delete_due[path]
+        if paths or retry or due:
+            return self._pass(paths | retry | due)
         return self._vector_step()
 
     def _vector_step(self) -> PassResult | None:
@@ -313,6 +356,30 @@ class MirrorRunner:
         )
         for warning in report.warnings:
             self.log.debug("vector_store_warning", warning=warning)
+
+    def _check_approval(self, now: float) -> bool:
+        """While a refusal waits: has an operator approved it (then say so)?"""
+        refusal = self._refusal
+        if refusal is None or refusal.state != RefusalState.OPEN:
+            return False
+        if now < self._next_approval_check:
+            return False
+        self._next_approval_check = now + APPROVAL_POLL_SECONDS
+        found = self.ledger.pending_refusal()
+        if found is None or found.id != refusal.id or found.state != RefusalState.APPROVED:
+            return False
+        self._refusal = found
+        self.log.warning(
+            "deletes_approved",
+            refusal=found.id,
+            deletes=len(found.copies),
+            approved_by=found.approved_by,
+            action=f"deleting the {len(found.copies)} refused files now (these only)",
+        )
+        self.refusal = None
+        self._refresh_status()
+        self._on_status()  # STATUS= says so before the deletes start
+        return True
 
     def _settled(self, paths: list[str], now: float) -> set[str]:
         """The quiet paths whose file was not modified within ``debounce`` either.
@@ -402,6 +469,8 @@ class MirrorRunner:
         if result.vectors is not None:
             self._log_vectors(result.vectors)
         self._refresh_status(handled=set(only or ()))
+        if self._observer is not None:
+            self._observer.pass_finished(str(self.folder), "full" if full else "changes", result)
         return result
 
     def _log_pass(self, result: PassResult, only: list[str] | None) -> None:
@@ -413,6 +482,13 @@ class MirrorRunner:
         if result.refusal and result.refusal != self.refusal:
             self.log.warning("deletes_refused", reason=result.refusal)
         self.refusal = result.refusal
+        for refusal in result.approvals_applied:
+            self.log.warning(
+                "approved_deletes_applied",
+                refusal=refusal.id,
+                deletes=refusal.deletes,
+                approved_by=refusal.approved_by,
+            )
         busy = bool(result.counts or result.failures or result.requeued)
         (self.log.info if busy or only is None else self.log.debug)(
             "pass_finished",
@@ -475,6 +551,15 @@ class MirrorRunner:
             and (row.next_attempt_at > wall or row.path not in (handled or ()))
         }
         waits = [at - wall for at in self._retry_at.values()]
+        pending = self.ledger.pending_deletes()
+        # A due delete this pass could not carry out (refused, held back) waits for the
+        # next full pass rather than making the loop spin.
+        self._delete_due = {
+            path: p.due_at
+            for path, p in pending.items()
+            if p.due_at > wall or path not in (handled or ())
+        }
+        self._refusal = self.ledger.pending_refusal()
         self._status = MirrorStatus(
             folder=str(self.folder),
             mirrored=status.mirrored,
@@ -483,8 +568,25 @@ class MirrorRunner:
             retrying=status.retrying,
             next_retry_in=min(waits) if waits else None,
             paused=self.paused,
-            refusal=self.refusal,
+            refusal=self._refusal_text(),
+            queued=status.queued,
+            delayed=len(pending),
+            next_delete_in=min((p.due_at for p in pending.values()), default=wall) - wall
+            if pending
+            else None,
         )
+
+    def _refusal_text(self) -> str | None:
+        """What STATUS= says of a refusal: its message, or that approved ones are going."""
+        refusal = self._refusal
+        if refusal is None:
+            return None
+        if refusal.state == RefusalState.APPROVED:
+            return (
+                f"deleting {len(refusal.copies)} refused files, approved by "
+                f"{refusal.approved_by or 'an operator'}"
+            )
+        return refusal.message
 
     def status(self) -> MirrorStatus:
         return self._status

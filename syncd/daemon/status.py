@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from syncd.durations import format_duration
 from syncd.remote.protocol import PacingStatus
 
 
@@ -20,6 +21,9 @@ class MirrorStatus:
     next_retry_in: float | None = None
     paused: str | None = None
     refusal: str | None = None
+    queued: int = 0  # paths waiting to be looked at (the metrics' queue depth)
+    delayed: int = 0  # delete_delay: remote copies waiting to be deleted
+    next_delete_in: float | None = None
 
 
 def _plural(count: int, word: str) -> str:
@@ -57,6 +61,12 @@ def status_line(
         counts += f" ({retrying} retrying, next in {max(0, round(min(waits)))} s)"
     elif retrying:
         counts += f" ({retrying} retrying)"
+    delayed = sum(m.delayed for m in mirrors)
+    due = [m.next_delete_in for m in mirrors if m.next_delete_in is not None]
+    if delayed:
+        counts += f", {_plural(delayed, 'delete')} delayed"
+        if due:
+            counts += f" (next in {format_duration(max(0.0, min(due)))})"
     parts.append(counts)
     parts += [route.describe() for route in pacing if route.paced]
     if log_lines_dropped:

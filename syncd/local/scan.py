@@ -11,6 +11,10 @@ Contract of ``Scanner.scan``:
   showing it escaped (``caf\\xe9.txt``).
 - Per-path errors (an unreadable directory or file) become ``ScanProblem`` entries and
   the path goes into ``uncertain``: the planner must not treat it as deleted.
+- ``.syncdignore`` files (``syncd.local.ignorefile``) are read as the walk enters each
+  directory; an ignored directory is not entered, an ignored file not listed, and the
+  rules found go with the result (``ScanResult.ignore``) for the planner. A directory
+  whose ``.syncdignore`` cannot be read is uncertain (an error problem).
 - Hashes (SHA-256, streamed) only when the planner will need one: a tracked path whose
   size still equals the ledger's (or the failed content's) but whose mtime or inode
   changed. Unchanged stats reuse the ledger's hash; new paths are hashed by the executor
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from syncd.errors import FileChangedError
 from syncd.local.fingerprint import Fingerprint, folder_stat, hash_file
+from syncd.local.ignorefile import IGNORE_FILE, IgnoreFiles, IgnoreRules
 from syncd.local.rules import PathFilter
 from syncd.state.ledger import LedgerRow
 
@@ -67,6 +72,8 @@ class ScanResult:
     problems: list[ScanProblem] = field(default_factory=list)
     uncertain: set[str] = field(default_factory=set)
     hashed_bytes: int = 0
+    ignore: IgnoreRules = field(default_factory=IgnoreRules)  # the .syncdignore rules
+    warnings: list[str] = field(default_factory=list)  # e.g. a bad .syncdignore line
 
 
 def display_path(path: str) -> str:
@@ -132,6 +139,8 @@ class Scanner:
         self.root = root
         self.path_filter = path_filter
         self.follow_links_inside = follow_links_inside
+        self.ignore_files = IgnoreFiles(root)  # compiled once per change of each file
+        self._rules = IgnoreRules()
 
     def check_root(self) -> os.stat_result:
         """Raise FolderUnavailableError unless the folder is a readable directory."""
@@ -140,26 +149,59 @@ class Scanner:
     def scan(self, rows: Mapping[str, LedgerRow]) -> ScanResult:
         """Walk the whole folder; ``rows`` (the ledger) decides what needs hashing."""
         root_stat = self.check_root()
-        result = ScanResult()
+        result = ScanResult(ignore=self._begin_rules())
         self._walk(self.root, "", frozenset({(root_stat.st_dev, root_stat.st_ino)}), result)
         self._add_hashes(result, rows)
+        result.warnings.extend(self._rules.warnings)
         return result
+
+    def _begin_rules(self) -> IgnoreRules:
+        self._rules = self.ignore_files.begin()
+        return self._rules
+
+    def _unreadable(self, directory: str, out: ScanResult) -> bool:
+        """A directory whose ``.syncdignore`` cannot be read: uncertain (said once)."""
+        why = self._rules.unreadable.get(directory)
+        if why is None:
+            return False
+        if directory not in out.uncertain:
+            where = f"{directory}/{IGNORE_FILE}" if directory else IGNORE_FILE
+            reason = f"{why}; nothing below its folder is mirrored until it can be read"
+            out.problems.append(ScanProblem(where, reason, True))
+            out.uncertain.add(directory)
+        return True
 
     def scan_paths(self, paths: Iterable[str], rows: Mapping[str, LedgerRow]) -> ScanResult:
         """Examine only ``paths`` (files or directories); a missing path is simply absent."""
         root_stat = self.check_root()
         ancestors = frozenset({(root_stat.st_dev, root_stat.st_ino)})
-        result = ScanResult()
+        result = ScanResult(ignore=self._begin_rules())
         for rel in sorted(set(paths)):
             parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
             if parent and self._under_link_or_missing(parent):
                 continue  # the path's directory is gone (or is a link): nothing is here
+            if self._ignored_above(rel, result):
+                continue
             stack: list[_Pending] = []
             self._visit(self.root / rel, rel, ancestors, result, stack)
             for directory, rel_dir, chain in stack:
                 self._walk(directory, rel_dir, chain, result)
         self._add_hashes(result, rows)
+        result.warnings.extend(self._rules.warnings)
         return result
+
+    def _ignored_above(self, rel: str, out: ScanResult) -> bool:
+        """A partial pass: whether a directory above ``rel`` is ignored or uncertain (the
+        ``.syncdignore`` files on the way are loaded first)."""
+        self.ignore_files.load_chain(rel)
+        parts = rel.rstrip("/").split("/")
+        for n in range(len(parts)):
+            directory = "/".join(parts[:n])
+            if self._unreadable(directory, out):
+                return True
+            if directory and self._rules.ignores(directory, is_dir=True):
+                return True
+        return False
 
     def _under_link_or_missing(self, rel_dir: str) -> bool:
         current = self.root
@@ -190,6 +232,10 @@ class Scanner:
                 out.problems.append(ScanProblem(display_path(rel or "."), reason, True))
                 out.uncertain.add(rel)
                 continue
+            if is_utf8(rel):
+                self.ignore_files.load(rel, present=IGNORE_FILE in names)
+                if self._unreadable(rel, out):
+                    continue
             for name in names:
                 child = f"{rel}/{name}" if rel else name
                 self._visit(current / name, child, chain, out, stack)
@@ -271,12 +317,12 @@ class Scanner:
         stack: list[_Pending],
     ) -> None:
         if stat.S_ISDIR(st.st_mode):
-            if not self.path_filter.excludes_dir(rel):
+            if not self.path_filter.excludes_dir(rel) and not self._rules.ignores(rel, is_dir=True):
                 stack.append((full, rel, ancestors | {(st.st_dev, st.st_ino)}))
         elif stat.S_ISREG(st.st_mode):
-            if self.path_filter.accepts(rel):
+            if self.path_filter.accepts(rel) and not self._rules.ignores(rel):
                 out.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino)
-        elif self.path_filter.accepts(rel):
+        elif self.path_filter.accepts(rel) and not self._rules.ignores(rel):
             out.problems.append(ScanProblem(rel, f"{_kind(st.st_mode)} skipped", False))
 
     def _add_hashes(self, result: ScanResult, rows: Mapping[str, LedgerRow]) -> None:

@@ -213,8 +213,11 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         return self.wait_seconds(state.attempt_number - 1, retry_after_of(exc))
 
-    def retrying(self, operation: str) -> tenacity.Retrying:
-        """A fresh tenacity ``Retrying`` for one call (``operation`` names it in the log).
+    def retrying(
+        self, operation: str, on_retry: Callable[[], None] | None = None
+    ) -> tenacity.Retrying:
+        """A fresh tenacity ``Retrying`` for one call (``operation`` names it in the log;
+        ``on_retry`` is called before each retry's wait, e.g. to count it).
 
         Retries only what ``is_retried`` accepts, at most ``max_attempts`` attempts in
         all, never when the Retry-After exceeds ``max_retry_after``; re-raises the last
@@ -224,6 +227,8 @@ class RetryPolicy:
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
+            if on_retry is not None:
+                on_retry()
             log.warning(
                 "remote_retry",
                 action=operation,

@@ -11,6 +11,8 @@ only place that holds the ``httpx.Client``)::
 
 The ``Pacer`` (``syncd.remote.pacing``) spaces requests under the server's rate limit;
 ``interrupt_waits()`` (a stop) ends every wait for it, the gate or a retry's backoff.
+Every attempt, retry, 429 and wait at the gate or the pacer is reported to ``observer``
+(a ``syncd.remote.observer.RequestObserver``; the daemon's metrics set one), by route.
 
 Errors from below are translated here, at the boundary, into the most specific
 ``syncd.errors.RemoteError``:
@@ -84,6 +86,7 @@ from syncd.remote.bounds import (
     read_body,
     request_deadline,
 )
+from syncd.remote.observer import NullObserver, RequestObserver, endpoint_name
 from syncd.remote.pacing import Pacer, Ticket
 from syncd.remote.protocol import PacingStatus
 from syncd.remote.retry import DEFAULT_RATE_LIMIT_PAUSE, RetryGate, RetryPolicy, parse_retry_after
@@ -161,6 +164,8 @@ class Transport:
         self._dates: deque[tuple[float, float, int]] = deque(maxlen=DATE_SAMPLES)
         self._dates_lock = threading.Lock()
         install_deadlines(self._client)
+        self.observer: RequestObserver = NullObserver()
+        self._last = threading.local()  # the endpoint of this thread's last attempt
 
     @property
     def base_url(self) -> str:
@@ -181,10 +186,17 @@ class Transport:
 
     def _exchange(self, request: httpx.Request) -> httpx.Response:
         """``httpx.Client.send`` (streamed: the caller reads the body), noting the answer's
-        ``Date`` against the local times the request left and its head came back."""
-        sent = time.time()
-        response = self._client.send(request, stream=True)
+        ``Date`` against the local times the request left and its head came back, and
+        reporting the attempt (its route, status and time to the answer's head)."""
+        endpoint = endpoint_name(request.method, request.url.path)
+        sent, started = time.time(), time.monotonic()
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.TransportError:
+            self._finished(endpoint, started, None)
+            raise
         received = time.time()
+        self._finished(endpoint, started, response.status_code)
         date = response.headers.get("date")
         if date:
             try:
@@ -197,7 +209,7 @@ class Transport:
 
     def retry(self, operation: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` under the retry policy (``operation`` names it in the log)."""
-        result: T = self.policy.retrying(operation)(attempt)
+        result: T = self.policy.retrying(operation, on_retry=self._on_retry)(attempt)
         return result
 
     def interrupt_waits(self) -> None:
@@ -214,12 +226,28 @@ class Transport:
 
     def _admit(self, request: httpx.Request) -> Ticket | None:
         """Wait for the gate and the request's pacing slot (the gate again after a wait
-        for the slot: a pause may have begun meanwhile)."""
+        for the slot: a pause may have begun meanwhile); the time waited is reported."""
+        self._last.endpoint = endpoint_name(request.method, request.url.path)
+        before = time.monotonic()
         self.gate.wait()
         ticket = self.pacer.acquire(request.method, request.url.path)
         if ticket is not None and ticket.waited:
             self.gate.wait()
+        waited = time.monotonic() - before
+        if waited > 0.001:
+            self.observer.paced(waited)
         return ticket
+
+    def _on_retry(self) -> None:
+        self.observer.retried(getattr(self._last, "endpoint", "other"))
+
+    def _finished(self, endpoint: str, started: float, status: int | None) -> None:
+        elapsed = time.monotonic() - started
+        self.observer.request_finished(
+            endpoint, "error" if status is None else str(status), elapsed
+        )
+        if status == 429:
+            self.observer.rate_limited(endpoint)
 
     def send(
         self,

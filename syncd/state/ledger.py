@@ -65,6 +65,7 @@ from syncd.errors import ConfigError, LedgerLockedError, SyncdError
 from syncd.local.fingerprint import Fingerprint
 from syncd.log import redact_text
 from syncd.paths import check_state_dir
+from syncd.state.deletes import DeleteRecords
 from syncd.state.lock import FileLock, LockHeldError
 from syncd.state.registry import LedgerRegistry
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
@@ -252,8 +253,9 @@ def backoff_seconds(attempts: int) -> float:
     return min(BACKOFF_FIRST_SECONDS * 2.0 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS)
 
 
-class Ledger:
-    """The ledger of one mirrored folder. Thread-safe: every access holds one lock."""
+class Ledger(DeleteRecords):
+    """The ledger of one mirrored folder. Thread-safe: every access holds one lock.
+    Refusals, approvals and delayed deletes: ``syncd.state.deletes``."""
 
     def __init__(
         self,

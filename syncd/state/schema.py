@@ -18,7 +18,9 @@ form (no change of tables, and ``meta`` is declared like the others); 4 vector s
 ownership after a lost answer or a crash: an upload intent's end (``gave_up_at``, or
 ``alive_at``, the last sign of life of the process that sent it, sealed at the next
 open) and its ``time_limit``; ``candidates``, remote files that may be syncd's but are
-kept because that cannot be proven.
+kept because that cannot be proven; 6 the operability tables (``refusals``,
+``refused_deletes``, ``guard_deletes``, ``pending_deletes``: issue 17, all in the one
+marked block of ``TABLES``; new tables only, so no transform).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 META_SCHEMA_VERSION = "schema_version"
 
 
@@ -213,6 +215,48 @@ TABLES: dict[str, TableSpec] = {
             "vector_attachments_path": ("path",),
         },
     ),
+    # --- operability (issue 17), schema version 6: new tables only -------------------
+    # A pass the mass-delete guard held back, and the deletes it refused (one row each:
+    # an approval applies to exactly these copies). state: open, approved, applied,
+    # cleared (nothing left to approve) or superseded (a later refusal replaced it).
+    "refusals": TableSpec(
+        {
+            "id": int,
+            "at": float,
+            "deletes": int,
+            "tracked": int,
+            "message": str,
+            "state": str,
+            "approved_at": float,
+            "approved_by": str,
+            "approved_max": int,
+            "finished_at": float,
+        },
+        pk="id",
+        not_null=frozenset({"at", "deletes", "state"}),
+        indexes={"refusals_state": ("state",)},
+    ),
+    "refused_deletes": TableSpec(
+        {"refusal_id": int, "path": str, "file_id": str},
+        pk=("refusal_id", "path"),
+        not_null=frozenset({"file_id"}),
+    ),
+    # What the guard counts over its window (daemon): deletes of locally deleted files
+    # (kind "delete"), and new files uploaded by partial passes (kind "new"): a delete
+    # of such a file within the window is churn, not a mass delete.
+    "guard_deletes": TableSpec(
+        {"id": int, "path": str, "at": float, "kind": str},
+        pk="id",
+        not_null=frozenset({"path", "at", "kind"}),
+        indexes={"guard_deletes_at": ("at",), "guard_deletes_path": ("path",)},
+    ),
+    # delete_delay: remote copies of locally deleted files, deleted once due.
+    "pending_deletes": TableSpec(
+        {"path": str, "file_id": str, "since": float, "due_at": float},
+        pk="path",
+        not_null=frozenset({"file_id", "since", "due_at"}),
+    ),
+    # --- end of operability (issue 17) -------------------------------------------------
 }
 
 # version -> the change that brings a ledger of the previous version to it, for what

@@ -16,7 +16,8 @@
   not stored (``Reconciler.sweep_late_copies``), except in a dry run.
 - Deletes run last, and not when a guard refused, nor when the folder changed identity
   during the pass. While a file is failing, the deletes of its content wait
-  (``syncd.sync.holds``).
+  (``syncd.sync.holds``). The guard's window, approved deletes and delayed deletes are
+  ``syncd.sync.delete_control``'s.
 - ``FatalError`` (bad key, wrong base URL, a full pass's listing failing) stops new
   work; in-flight actions finish; deletes are skipped; no file is marked failed.
 - ``request_stop`` (Ctrl-C, SIGTERM) stops new requests at once: actions not started are
@@ -60,6 +61,7 @@ from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
 from syncd.remote.protocol import FilesRemote, SupportsServerClock, SupportsStop
 from syncd.state.ledger import Ledger
+from syncd.sync.delete_control import DeleteControl
 from syncd.sync.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from syncd.sync.holds import FailedContent, held_back
 from syncd.sync.multipart import multipart_uploader
@@ -101,6 +103,7 @@ class SyncEngine:
         step_hook: StepHook | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         stop_grace: float = STOP_GRACE_SECONDS,
+        guard_window: float = 0.0,
     ) -> None:
         self.mirror = mirror
         self.ledger = ledger
@@ -162,6 +165,7 @@ class SyncEngine:
             clock=clock,
             step=self.step,
         )
+        self.deletes = DeleteControl(mirror, ledger, clock=clock, guard_window=guard_window)
 
     def request_stop(self) -> None:
         """Stop: no new request from now on; in-flight actions get ``stop_grace`` seconds.
@@ -267,6 +271,7 @@ class SyncEngine:
             return
         result.plan = the_plan
         result.problems = scan.problems
+        result.warnings.extend(scan.warnings)
         result.refusal = the_plan.refusal
         result.unfinished |= {a.path for a in the_plan.refused}
         result.unfinished |= {p for p, why in the_plan.skipped if why is Skip.BUSY}
@@ -277,6 +282,7 @@ class SyncEngine:
             if not self.stopping:
                 self._sweep_uploads(result)
                 self._advance_vectors(result, full=only_paths is None, retry_waiting=retry_waiting)
+            self.deletes.after_pass(result, full=only_paths is None)
 
     def reconcile_open_intents(self, result: PassResult) -> None:
         """Settle intents a crash or a lost answer left open (before planning)."""
@@ -318,6 +324,8 @@ class SyncEngine:
             busy=frozenset(i.path for i in self.ledger.open_intents()),
             retry_waiting=retry_waiting,
             retry_failed=retry_failed,
+            ignored=scan.ignore,
+            **self.deletes.plan_fields(full=only_paths is None),
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 
@@ -372,6 +380,8 @@ class SyncEngine:
         for outcome in self.transfers.fix_ledger(
             the_plan.of_kind(ActionKind.REFRESH, ActionKind.FORGET)
         ):
+            self._finished(outcome, result)
+        for outcome in self.deletes.defer(the_plan):
             self._finished(outcome, result)
         deletes = the_plan.of_kind(ActionKind.DELETE)
         if deletes and folder_identity(self.mirror.folder) != root_identity:
@@ -543,6 +553,7 @@ class SyncEngine:
         if outcomes is not None:
             outcomes.append(outcome)
         result.add(outcome)
+        self.deletes.deleted(outcome)
         self.reporter.action_finished(outcome)
         if self._pacing is not None:
             self._pacing.note()  # at most every few seconds, it writes the pacing state

@@ -25,7 +25,19 @@ backoff has elapsed (retryable; ``PlanOptions.retry_waiting`` tries it at once;
 Mass-delete guard: with ``max_delete`` set, more deletes than that are refused; by
 default a plan deleting more than half of the tracked files, when more than
 ``GUARD_MIN_DELETES`` would go, is refused. Refused deletes are listed in
-``Plan.refused`` with a message saying how to override.
+``Plan.refused`` with a message saying how to override. The daemon deletes in many
+small passes, so it also passes the deletes carried out within its window
+(``recent_deletes``): they count with this plan's, so a mass delete spread over passes
+is refused too. Deletes an operator approved (``approved``: the exact copies of a
+refused pass, ``syncd approve-deletes``) pass the guard and do not count.
+
+Delete delay (``delete_delay`` > 0): a tracked file gone locally is not deleted at once
+but deferred (``defer``: the executor records a pending delete due ``delete_delay`` later);
+while it is pending the path is skipped ``delayed``; once due (``pending_deletes``,
+against ``now``) it is a ``delete``, guarded like any other. A pending delete whose file
+is back (or whose row changed) is listed in ``Plan.cancelled``: the file is then planned
+as usual, so the same content is "unchanged" (nothing uploaded) and another content a
+"replace".
 """
 
 from __future__ import annotations
@@ -35,8 +47,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from syncd.api import RemoteFile
+from syncd.durations import format_duration
+from syncd.local.ignorefile import IgnoreRules
 from syncd.local.rules import PathFilter, PurposeRule, choose_purpose
 from syncd.local.scan import LocalFile
+from syncd.state.deletes import PendingDelete
 from syncd.state.ledger import ErrorKind, LedgerRow
 
 GUARD_MIN_DELETES = 10
@@ -48,6 +63,7 @@ class ActionKind(StrEnum):
     REFRESH = "refresh"
     FORGET = "forget"
     DELETE = "delete"
+    DEFER = "defer"  # delete_delay: the delete is recorded as pending, not carried out
 
 
 class Skip(StrEnum):
@@ -58,6 +74,7 @@ class Skip(StrEnum):
     UNCERTAIN = "uncertain"  # could not be examined locally: neither uploaded nor deleted
     EXCLUDED = "excluded"  # tracked, but now out of the mirror's scope: left alone
     BUSY = "busy"  # an unfinished intent must be reconciled first
+    DELAYED = "delayed"  # deleted locally; its remote copy goes when the delay is over
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,20 @@ class PlanOptions:
     # Try permanent failures again although the content is unchanged (`sync
     # --retry-failed`: the cause was outside the file, e.g. a server since fixed).
     retry_failed: bool = False
+    # The guard's window (the daemon): deletes carried out within the last
+    # ``guard_window`` seconds, counted with this plan's; and the deletes an operator
+    # approved, as (path, file id), which pass the guard. ``approve_hint`` is the
+    # command the refusal message names (``syncd approve-deletes FOLDER``).
+    recent_deletes: int = 0
+    guard_window: float = 0.0
+    approved: frozenset[tuple[str, str]] = frozenset()
+    approve_hint: str | None = None
+    # delete_delay (seconds; 0: off) and the deletes pending, by path.
+    delete_delay: float = 0.0
+    pending_deletes: Mapping[str, PendingDelete] = field(default_factory=dict)
+    # The folder's .syncdignore rules: an ignored tracked path is left alone, like an
+    # exclude (the scan never lists ignored files).
+    ignored: IgnoreRules | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,7 @@ class Plan:
     skipped: tuple[tuple[str, Skip], ...] = ()
     refused: tuple[Action, ...] = ()
     refusal: str | None = None
+    cancelled: tuple[str, ...] = ()  # pending deletes to forget (the file is back)
 
     def of_kind(self, *kinds: ActionKind) -> list[Action]:
         return [a for a in self.actions if a.kind in kinds]
@@ -118,6 +150,7 @@ _ORDER = {
     ActionKind.REPLACE: 0,
     ActionKind.REFRESH: 1,
     ActionKind.FORGET: 1,
+    ActionKind.DEFER: 1,
     ActionKind.DELETE: 2,
 }
 
@@ -133,36 +166,86 @@ def plan(
     """Classify every path and return the plan (see the module docstring)."""
     actions: list[Action] = []
     skipped: list[tuple[str, Skip]] = []
+    still_pending: set[str] = set()
     for path in sorted(set(local) | set(ledger)):
         decision = _decide(path, local.get(path), ledger.get(path), remote, now, options)
         if isinstance(decision, Skip):
             skipped.append((path, decision))
         else:
             actions.append(decision)
+        if decision is Skip.DELAYED or (
+            isinstance(decision, Action) and decision.kind is ActionKind.DELETE
+        ):
+            still_pending.add(path)
+    cancelled = tuple(
+        sorted(
+            p
+            for p in options.pending_deletes
+            if p not in still_pending and (p in local or p in ledger)
+        )
+    )
     actions.sort(key=lambda a: (_ORDER[a.kind], a.path))
-    deletes = [a for a in actions if a.kind is ActionKind.DELETE]
+    deletes = [
+        a
+        for a in actions
+        if a.kind is ActionKind.DELETE
+        and not (a.row is not None and (a.path, a.row.file_id) in options.approved)
+    ]
     tracked = options.tracked_total
     if tracked is None:
         tracked = sum(1 for row in ledger.values() if row.file_id is not None)
-    refusal = guard_message(len(deletes), tracked, options.max_delete)
+    refusal = guard_message(
+        len(deletes),
+        tracked,
+        options.max_delete,
+        recent=options.recent_deletes,
+        window=options.guard_window,
+        hint=options.approve_hint,
+    )
     if refusal is None:
-        return Plan(tuple(actions), tuple(skipped))
-    kept = tuple(a for a in actions if a.kind is not ActionKind.DELETE)
-    return Plan(kept, tuple(skipped), tuple(deletes), refusal)
+        return Plan(tuple(actions), tuple(skipped), cancelled=cancelled)
+    refused = {a.path for a in deletes}
+    kept = tuple(a for a in actions if a.path not in refused or a.kind is not ActionKind.DELETE)
+    return Plan(kept, tuple(skipped), tuple(deletes), refusal, cancelled=cancelled)
 
 
-def guard_message(deletes: int, tracked: int, max_delete: int | None) -> str | None:
-    """Why ``deletes`` deletions out of ``tracked`` files are refused, or None."""
-    override = f"run again with --max-delete {deletes} to allow it"
+def guard_message(
+    deletes: int,
+    tracked: int,
+    max_delete: int | None,
+    *,
+    recent: int = 0,
+    window: float = 0.0,
+    hint: str | None = None,
+) -> str | None:
+    """Why ``deletes`` deletions out of ``tracked`` files are refused, or None.
+
+    ``recent`` deletes were carried out within the last ``window`` seconds: they count
+    too (and were among the mirrored files). ``hint``: the approve command to name.
+    """
+    if hint is not None:
+        override = (
+            f"check the folder, then approve them with `{hint} --max {deletes}` (the "
+            f"daemon may keep running), or run `syncd sync` with --max-delete {deletes}"
+        )
+    else:
+        override = f"run again with --max-delete {deletes} to allow it"
+    total, base = deletes + recent, tracked + recent
+    earlier = f"the {recent} deleted in the last {format_duration(window)}"
     if max_delete is not None:
-        if deletes > max_delete:
+        if total > max_delete:
             limit = f"more than --max-delete {max_delete}"
+            if recent:
+                limit = f"{total} with {earlier}, {limit}"
             return f"refusing to delete {deletes} files ({limit}); {override}"
         return None
-    if deletes > GUARD_MIN_DELETES and deletes * 2 > tracked:
+    if total > GUARD_MIN_DELETES and total * 2 > base:
+        what = f"{deletes} of {tracked} mirrored files"
+        if recent:
+            what = f"{deletes} files: with {earlier} that is {total} of {base} mirrored files"
         return (
-            f"refusing to delete {deletes} of {tracked} mirrored files (more than half; was "
-            f"the folder emptied or unmounted by mistake?); {override}"
+            f"refusing to delete {what} (more than half; was the folder emptied or "
+            f"unmounted by mistake?); {override}"
         )
     return None
 
@@ -230,13 +313,23 @@ def _decide_absent(
 ) -> Action | Skip:
     if _covered(path, options.uncertain):
         return Skip.UNCERTAIN
-    if not options.path_filter.accepts(path):
+    if not options.path_filter.accepts(path) or (
+        options.ignored is not None and options.ignored.ignores_path(path)
+    ):
         return Skip.EXCLUDED
     if row.file_id is None:
         return Action(ActionKind.FORGET, path, "never uploaded; gone locally", row=row)
     expired = row.expires_at is not None and row.expires_at <= now
     if expired or (remote is not None and row.file_id not in remote):
         return Action(ActionKind.FORGET, path, "gone locally and remotely", row=row)
+    if options.delete_delay > 0:
+        pending = options.pending_deletes.get(path)
+        if pending is None or pending.file_id != row.file_id:
+            delay = format_duration(options.delete_delay)
+            return Action(ActionKind.DEFER, path, f"deleted locally; deleted in {delay}", row=row)
+        if pending.due_at > now:
+            return Skip.DELAYED
+        return Action(ActionKind.DELETE, path, "deleted locally; its delete delay is over", row=row)
     return Action(ActionKind.DELETE, path, "deleted locally", row=row)
 
 

@@ -39,6 +39,7 @@ _EVENTS = {
     ActionKind.DELETE: "deleted",
     ActionKind.FORGET: "forgotten",
     ActionKind.REFRESH: "refreshed",
+    ActionKind.DEFER: "delete_delayed",
 }
 
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from syncd.local.scan import ScanProblem, ScanResult
+from syncd.state.deletes import Refusal
 from syncd.sync.plan import Action, ActionKind, Plan
 from syncd.sync.reconcile import ReconcileReport
 from syncd.sync.vector_report import VectorReport
@@ -78,6 +79,7 @@ _COUNTED = {
     ActionKind.DELETE: "deleted",
     ActionKind.FORGET: "forgotten",
     ActionKind.REFRESH: "refreshed",
+    ActionKind.DEFER: "delayed",  # delete_delay: the delete is pending
 }
 
 
@@ -106,6 +108,8 @@ class PassResult:
     # The remote's pacing in this pass, per route (``syncd.sync.pacing_log``).
     pacing: list[dict[str, Any]] = field(default_factory=list)
     vectors: VectorReport | None = None  # the vector store's step, when the mirror keeps one
+    # Refusals an operator approved whose deletes this pass completed (issue 17).
+    approvals_applied: list[Refusal] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
         """Count one finished action (called from the engine's collecting thread)."""
@@ -153,6 +157,7 @@ class PassResult:
         self.interrupted = self.interrupted or later.interrupted
         self.deletes_skipped += later.deletes_skipped
         self.pacing = self.pacing or later.pacing
+        self.approvals_applied += later.approvals_applied
         self.finished_at = later.finished_at
         if later.reconciled is not None:
             self.merge_reconcile(later.reconciled)
