@@ -107,6 +107,25 @@ def server(server_factory: ServerFactory) -> ServerProcess:
     return server_factory()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under pytest-xdist, a worker hands its spec-check tally to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["spec_tally"] = {
+            "run": apispec.TALLY.run,
+            "skipped_in": list(apispec.TALLY.skipped_in),
+        }
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """The controller adds each worker's tally to its own (the summary states the sum)."""
+    tally = getattr(node, "workeroutput", {}).get("spec_tally")
+    if tally:
+        apispec.TALLY.run += tally["run"]
+        apispec.TALLY.skipped_in.extend(tally["skipped_in"])
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """State the checks against the published spec: how many ran, or were skipped and why."""
     reason = apispec.published_absent_reason()

@@ -334,7 +334,7 @@ def test_a_version_3_ledger_with_a_crashed_upload_migrates_and_gets_an_end(
     with Ledger.open_readonly(path) as old:  # `syncd status` before the first new sync
         assert old.status().unresolved == 0 and old.open_intents()[0].alive_at is None
     with Ledger.open(path) as led:
-        assert led.schema_version() == SCHEMA_VERSION == 5
+        assert led.schema_version() == SCHEMA_VERSION == 6
         [intent] = led.open_intents()
         assert (intent.alive_at, intent.gave_up_at, intent.time_limit) == (1000.0, None, None)
         assert led.candidates() == [] and led.status().unresolved == 0
