@@ -5,14 +5,13 @@ never touched."""
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
-from syncd.api import RemoteFile
+from syncd import testing
 from syncd.errors import FatalError
 from syncd.local.fingerprint import Fingerprint
 from syncd.state.ledger import Ledger
@@ -25,42 +24,17 @@ EXACT = Offset(0.0, 0.0)  # the server's clock is measured to be ours
 SHA = "ab" * 32
 
 
-class MemoryRemote:
-    """Just enough of FilesRemote for reconciliation: list (newest first), delete, and a
-    download that only purposes which allow it may call."""
+class MemoryRemote(testing.MemoryRemote):
+    """The shared in-memory remote (downloads refused for purposes the API will not
+    serve), noting every download reconciliation asked for, refused ones too."""
 
     def __init__(self) -> None:
-        self.files: dict[str, RemoteFile] = {}
-        self.contents: dict[str, bytes] = {}
-        self.deleted: list[str] = []
+        super().__init__()
         self.downloaded: list[str] = []
-        self._ids = itertools.count(1)
-
-    def add(
-        self,
-        filename: str,
-        size: int,
-        created: float,
-        purpose: str = "user_data",
-        content: bytes | None = None,
-    ) -> str:
-        file_id = f"file-{next(self._ids)}"
-        self.files[file_id] = RemoteFile(file_id, filename, size, int(created), purpose)
-        self.contents[file_id] = content if content is not None else b"\0" * size
-        return file_id
-
-    def list_files(self, purpose: str | None = None, order: str = "desc") -> Iterator[RemoteFile]:
-        chosen = [f for f in self.files.values() if purpose in (None, f.purpose)]
-        yield from sorted(chosen, key=lambda f: (f.created_at, f.id), reverse=order == "desc")
 
     def download(self, file_id: str, out: BinaryIO, expected_bytes: int | None = None) -> int:
-        assert self.files[file_id].purpose in ("batch", "vision"), "not downloadable"
         self.downloaded.append(file_id)
-        return out.write(self.contents[file_id])
-
-    def delete(self, file_id: str) -> None:
-        self.deleted.append(file_id)
-        self.files.pop(file_id, None)
+        return super().download(file_id, out, expected_bytes)
 
 
 @pytest.fixture
