@@ -61,6 +61,10 @@ class ConfigError(SyncdError):
     """A bad config key, command-line option or environment value."""
 
 
+class NothingRefusedError(SyncdError):
+    """``approve-deletes`` for a folder whose ledger holds no refusal to approve."""
+
+
 class LedgerLockedError(SyncdError):
     """Another process already holds the ledger of this folder."""
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from syncd.commands._options import add_state_argument, checked_option
 from syncd.commands.status import find_ledger
 from syncd.config import check_max_delete
-from syncd.errors import ConfigError, SyncdError
-from syncd.state.deletes import NothingRefusedError, RefusalState, who_am_i
+from syncd.errors import ConfigError, NothingRefusedError, SyncdError
+from syncd.state.deletes import RefusalState, who_am_i
 from syncd.state.ledger import Ledger
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from syncd.errors import SyncdError
+from syncd.errors import NothingRefusedError, SyncdError
 from syncd.state.schema import SCHEMA_VERSION, schema_version
 
 GUARD_MEMORY_SECONDS = 86400.0  # noted deletes older than this are forgotten
@@ -115,7 +115,7 @@ class DeleteRecords:
             )
         return cls(conn, path, None)  # type: ignore[call-arg]
 
-    def _has_table(self, name: str) -> bool:
+    def has_table(self, name: str) -> bool:
         rows = self._query(
             "SELECT 1 AS x FROM sqlite_master WHERE type='table' AND name=?", (name,)
         )
@@ -161,7 +161,7 @@ class DeleteRecords:
 
     def refusals(self, *states: str) -> list[Refusal]:
         """The refusals in ``states`` (all when none given), newest first, with copies."""
-        if not self._has_table("refusals"):
+        if not self.has_table("refusals"):
             return []
         where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
         found = self._query(f"SELECT * FROM refusals {where} ORDER BY id DESC", states)  # noqa: S608
@@ -205,7 +205,7 @@ class DeleteRecords:
 
     def approved_deletes(self) -> frozenset[Copy]:
         """The copies of approved refusals: the only deletes that pass the guard unasked."""
-        if not self._has_table("refused_deletes"):
+        if not self.has_table("refused_deletes"):
             return frozenset()
         rows = self._query(
             "SELECT d.path, d.file_id FROM refused_deletes d JOIN refusals r "
@@ -271,7 +271,7 @@ class DeleteRecords:
     def guarded_deletes_since(self, since: float) -> int:
         """Deletes since ``since``, except those of files a partial pass uploaded as new
         within the window (created and deleted again: churn, not a mass delete)."""
-        if not self._has_table("guard_deletes"):
+        if not self.has_table("guard_deletes"):
             return 0
         rows = self._query(
             "SELECT count(*) AS n FROM guard_deletes d WHERE d.kind = 'delete' AND d.at >= ? "
@@ -284,7 +284,7 @@ class DeleteRecords:
     # -- delayed deletes ---------------------------------------------------------------
 
     def pending_deletes(self) -> dict[str, PendingDelete]:
-        if not self._has_table("pending_deletes"):
+        if not self.has_table("pending_deletes"):
             return {}
         rows = self._query("SELECT path, file_id, since, due_at FROM pending_deletes")
         return {r["path"]: PendingDelete(**r) for r in rows}
@@ -311,10 +311,6 @@ class DeleteRecords:
         """Forget the pending deletes of ``paths`` (the file is back, or it was deleted)."""
         with self._write() as conn:
             conn.executemany("DELETE FROM pending_deletes WHERE path = ?", [(p,) for p in paths])
-
-
-class NothingRefusedError(SyncdError):
-    """``approve-deletes`` for a folder whose ledger holds no refusal to approve."""
 
 
 def who_am_i() -> str:

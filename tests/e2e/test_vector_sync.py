@@ -498,3 +498,27 @@ def test_attach_refused_by_a_failing_server_is_retried_later(
     again = sync(vserver, config, state)
     assert again.returncode == 0, again.stderr
     assert_exact(vserver, folder, the_store(vserver)["id"])
+
+
+def test_verify_does_not_count_the_old_version_a_store_still_serves(
+    vserver: ServerProcess, tmp_path: Path
+) -> None:
+    """A changed file whose new version is still indexing: its old version stays stored
+    and attached (the store never lacks the content). `syncd verify` says so and does not
+    count it as a second remote file; once indexed, the next sync deletes it."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    write(folder, "a.md", "# first version\n")
+    config = write_config(tmp_path, folder, vector_store="docs", indexing_deadline=2)
+    assert sync(vserver, config, state).returncode == 0
+    vserver.set_faults({"indexing": {"stall_names": ["a.md"]}})
+    write(folder, "a.md", "# second version, still indexing\n")
+    assert sync(vserver, config, state).returncode == 1
+    checked = run_syncd(vserver, "verify", folder, "--config", config, "--state", state)
+    assert checked.returncode == 0, checked.stderr
+    assert "1 old versions kept in the vector store until their new versions" in checked.stderr
+    assert "second remote file" not in checked.stderr + checked.stdout
+    vserver.set_faults(None)
+    assert sync(vserver, config, state).returncode == 0
+    assert_exact(vserver, folder, the_store(vserver)["id"])
+    after = run_syncd(vserver, "verify", folder, "--config", config, "--state", state)
+    assert after.returncode == 0 and "old versions kept" not in after.stderr, after.stderr
