@@ -216,11 +216,16 @@ def run(args: argparse.Namespace) -> int:
         with SignalRelay(interrupt.stop, lambda: None, hangup_stops=True):
             result = _passes(engine, ledger, dry_run=args.dry_run, retry_failed=args.retry_failed)
             wait_for_indexing(engine, result, on_progress=print_indexing)
+        preview = []  # --dry-run: what the vector store's step would do after the plan
+        if args.dry_run and engine.vectors is not None and result.plan is not None:
+            preview = engine.vectors.preview(result.plan.actions)
     interrupt.done.set()
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif args.dry_run:
         print_plan(result)
+        for verb, name, why in preview:
+            print(f"{verb:8} {display_path(name)}  ({why})")
     print_summary(result)
     if result.interrupted:
         code = 128 + interrupt.signum

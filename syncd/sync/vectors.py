@@ -64,6 +64,7 @@ from syncd.state.vector_ledger import (
     dumps,
 )
 from syncd.sync.detach_first import DetachFirstRemote
+from syncd.sync.plan import Action, ActionKind
 from syncd.sync.steps import StepHook, no_step
 from syncd.sync.vector_plan import (
     VectorPlan,
@@ -87,7 +88,7 @@ from syncd.vector_api import (
     AttachRequest,
     StoreFile,
 )
-from syncd.vector_config import VectorConfig
+from syncd.vector_config import VectorConfig, attaches
 
 MIN_STEP_SECONDS = 0.5  # the next step is never due sooner than this after one ran
 STORE_RETRY_SECONDS = 60.0  # a store that could not be reached is tried again after this
@@ -184,6 +185,37 @@ class VectorSync:
                 self.vl.finish_detach(row, now=self.clock())
                 continue
             self._detach(row)
+
+    def preview(self, actions: Sequence[Action]) -> list[tuple[str, str, str]]:
+        """What the store's step after these Files actions would do, for ``--dry-run``:
+        ``(verb, path or store, why)`` from the config and the ledger alone (no request;
+        attributes changed in the config show once the store is known)."""
+        target, found = self.config.target, []
+        row = self.vl.store(self.keeper.key)
+        store_id = self.config.store_id or (
+            row.store_id if row is not None and row.state == "ready" else None
+        )
+        if store_id is None:
+            found.append(("create", target, "the vector store syncd creates once"))
+        for action in actions:
+            old = action.row.file_id if action.row is not None else None
+            attached = bool(old) and any(
+                a.state is not AttachState.FOREIGN for a in self.vl.attachments_of(str(old))
+            )
+            if action.kind in (ActionKind.UPLOAD, ActionKind.REPLACE) and attaches(action.purpose):
+                why = f"to vector store {target} once uploaded"
+                if attached:
+                    why += "; the old version is detached once the new one is indexed"
+                found.append(("attach", action.path, why))
+            elif action.kind is ActionKind.DELETE and attached:
+                found.append(("detach", action.path, f"from {target}, before its file is deleted"))
+        owner = self.vl.known_owner()  # None: nothing attached yet, nothing to update
+        if store_id is not None and owner is not None:
+            acted = {action.path for action in actions}
+            for current, _ in self._plan(store_id, owner, retry_waiting=False).update:
+                if current.path not in acted:  # a new version gets the new attributes
+                    found.append(("update", current.path, f"attributes or chunking, {target}"))
+        return found
 
     # -- one step ------------------------------------------------------------------------
 

@@ -522,3 +522,24 @@ def test_verify_does_not_count_the_old_version_a_store_still_serves(
     assert_exact(vserver, folder, the_store(vserver)["id"])
     after = run_syncd(vserver, "verify", folder, "--config", config, "--state", state)
     assert after.returncode == 0 and "old versions kept" not in after.stderr, after.stderr
+
+
+def test_dry_run_shows_the_vector_store_actions_and_sends_none(
+    vserver: ServerProcess, tmp_path: Path
+) -> None:
+    """--dry-run names the store it would create and each attach and detach beside the
+    Files actions; no store is created, nothing attached."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    docs(folder, 2)
+    config = write_config(tmp_path, folder, vector_store="docs")
+    dry = sync(vserver, config, state, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "create   'docs'" in dry.stdout
+    assert "attach   doc0.md  (to vector store 'docs' once uploaded)" in dry.stdout
+    assert stores(vserver) == []
+    assert sync(vserver, config, state).returncode == 0
+    (folder / "doc1.md").unlink()
+    dry = sync(vserver, config, state, "--dry-run")
+    assert "detach   doc1.md  (from 'docs', before its file is deleted)" in dry.stdout
+    assert "create" not in dry.stdout and "attach   doc0.md" not in dry.stdout
+    assert len(store_files(vserver, the_store(vserver)["id"])) == 2
