@@ -205,7 +205,7 @@ def check_delete_delay(value: Any, where: str) -> float:
 
 def check_metrics_address(value: Any, where: str) -> str:
     """``ADDRESS:PORT`` (``[::1]:9464``) or a bare ``PORT`` (on 127.0.0.1)."""
-    from syncd.metrics_address import parse_metrics_address  # one parser for both
+    from syncd.daemon.metrics_address import parse_metrics_address  # one parser for both
 
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected ADDRESS:PORT as a string, not {value!r}")

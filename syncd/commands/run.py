@@ -8,7 +8,7 @@ clone) and is an error without it (``./dtaa``, a typo, must not become an empty
 mirror); a missing folder that *was* mirrored means an unmounted disk, and that mirror
 waits for it. Configuration mistakes exit 2 with one line before anything starts.
 ``--metrics ADDRESS:PORT`` (or ``metrics_address`` in the config; off by default; a bare
-port binds 127.0.0.1) serves ``/metrics`` for Prometheus (``syncd.metrics``); an address
+port binds 127.0.0.1) serves ``/metrics`` for Prometheus (``syncd.daemon.metrics``); an address
 that cannot be bound (in use, not ours) is refused at start with one line, exit 2:
 a daemon run unattended for months must not silently lose its monitoring.
 Behaviour: ``syncd.daemon.loop``.
@@ -29,9 +29,9 @@ from syncd.commands._remote import open_remote, remote_identity
 from syncd.commands.sync import add_mirror_arguments, mirror_from_args
 from syncd.config import MirrorConfig, check_debounce, check_rescan_interval, load_config
 from syncd.daemon.loop import Daemon
+from syncd.daemon.metrics_address import parse_metrics_address
 from syncd.daemon.signals import SignalRelay
 from syncd.errors import ConfigError
-from syncd.metrics_address import parse_metrics_address
 from syncd.paths import LEDGER_SUFFIX, ledger_path
 from syncd.remote.identity import RemoteIdentity
 from syncd.remote.observer import RequestObserver
@@ -46,7 +46,7 @@ from syncd.remote.transport import Transport
 from syncd.state.ledger import Ledger
 
 if TYPE_CHECKING:
-    from syncd.metrics import DaemonMetrics
+    from syncd.daemon.metrics import DaemonMetrics
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -263,7 +263,7 @@ def start_metrics(args: argparse.Namespace, env: Mapping[str, str]) -> DaemonMet
         return None
     address, where = found
     host, port = parse_metrics_address(address, where)
-    from syncd.metrics import DaemonMetrics  # prometheus_client only with --metrics
+    from syncd.daemon.metrics import DaemonMetrics  # prometheus_client only with --metrics
 
     metrics = DaemonMetrics()
     metrics.serve(host, port, where=where)

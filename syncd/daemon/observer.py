@@ -1,6 +1,6 @@
 """What the daemon tells an observer (the metrics endpoint) about each mirror's work.
 
-A Protocol, so that the daemon never imports ``prometheus_client``: ``syncd.metrics``
+A Protocol, so that the daemon never imports ``prometheus_client``: ``syncd.daemon.metrics``
 implements it, and without ``--metrics`` nothing is observed. Calls come from the
 mirrors' threads (``action_finished`` from the engine's collecting thread); an
 implementation must be quick and thread-safe.

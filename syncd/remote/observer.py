@@ -2,7 +2,7 @@
 
 ``Transport`` calls a ``RequestObserver`` (default: ``NullObserver``, which does nothing)
 for every request sent, every retry, every 429 and every wait at the ``RetryGate``, so
-that ``syncd.metrics`` can count them without the remote layer importing Prometheus.
+that ``syncd.daemon.metrics`` can count them without the remote layer importing Prometheus.
 Endpoints are named by route (``endpoint_name``), never by raw path: a file id in a
 label would make the number of series grow without bound. Calls come from the worker
 threads; an implementation must be quick and thread-safe.

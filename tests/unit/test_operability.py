@@ -9,9 +9,9 @@ import pytest
 
 from syncd.config import parse_config
 from syncd.daemon.keepalive import Heartbeat, HeartbeatGroup
+from syncd.daemon.metrics_address import parse_metrics_address
 from syncd.daemon.status import MirrorStatus, status_line
 from syncd.errors import ConfigError
-from syncd.metrics_address import parse_metrics_address
 from syncd.remote.observer import endpoint_name
 from syncd.testing import FakeClock
 

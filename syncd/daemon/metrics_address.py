@@ -1,6 +1,6 @@
 """``--metrics ADDRESS:PORT`` / ``metrics_address``: where ``syncd run`` serves /metrics.
 
-Kept apart from ``syncd.metrics`` so that checking a config never imports
+Kept apart from ``syncd.daemon.metrics`` so that checking a config never imports
 ``prometheus_client``. A bare port binds loopback (127.0.0.1); any address is taken as
 given (``0.0.0.0:9464`` exposes the counts and folder names to the network: the
 README says so).
