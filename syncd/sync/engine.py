@@ -476,6 +476,7 @@ class SyncEngine:
                     pending.clear()
         finally:
             pool.shutdown(wait=not abandoned, cancel_futures=True)
+            log.debug("concurrency", limit=self.slots.limit.current, peak=self.slots.peak)
         return outcomes
 
     def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:
