@@ -78,6 +78,9 @@ class MirrorConfig:
     expires_after: int | None = None
     max_delete: int | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    # Without an explicit ``concurrency`` (key or --concurrency) the number in flight is
+    # found from the server's answers (syncd.sync.concurrency), starting at ``concurrency``.
+    adaptive_concurrency: bool = True
     state_path: Path | None = None
     follow_links: bool = False
     limits: Limits = field(default_factory=Limits)
@@ -102,14 +105,23 @@ class MirrorConfig:
         return (DEFAULT_IGNORES if self.ignore is None else self.ignore) + ALWAYS_IGNORED
 
     @property
+    def max_in_flight(self) -> int:
+        """The most actions in flight at once (what the connection pool must hold)."""
+        return MAX_CONCURRENCY if self.adaptive_concurrency else self.concurrency
+
+    @property
     def path_filter(self) -> PathFilter:
         # Temp files are out of scope for `sync` as for the daemon's watcher, so the two
         # never disagree about what the folder holds.
         return PathFilter(self.include, self.exclude + self.ignore_globs)
 
     def with_overrides(self, **changes: Any) -> MirrorConfig:
-        """A copy with the given fields replaced; ``None`` values leave a field alone."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given fields replaced; ``None`` values leave a field alone. A
+        ``concurrency`` given is a fixed one (unless ``adaptive_concurrency`` says otherwise)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        if "concurrency" in given:
+            given.setdefault("adaptive_concurrency", False)
+        return dataclasses.replace(self, **given)
 
 
 @dataclass(frozen=True)
@@ -315,6 +327,8 @@ def _mirror(
         name, check = MIRROR_KEYS[key]
         values[name] = check(raw, f"{where}: {key}")
     values = fold_vector_keys(values, data.get("rules"), values.get("rules", ()), where)
+    if "concurrency" in values:
+        values["adaptive_concurrency"] = False
     values["folder"] = (base / Path(values["folder"]).expanduser()).absolute()
     if "state_path" in values:
         values["state_path"] = (base / Path(values["state_path"]).expanduser()).absolute()

@@ -1,16 +1,16 @@
 """Scenario 1: many 4 KiB files with 30 ms of latency added to every request.
 
-syncd (`syncd sync`, default concurrency 8) against the official SDK in a sequential
-loop and in a ``ThreadPoolExecutor(8)`` (``sdk_loop.py``). Each tool gets a fresh
-`syncd serve` (so no one lists another's files) with ``latency_ms`` faults on, and the
-same folder. Times are whole commands, interpreter start-up and imports included.
-Target: syncd at least 8x the sequential loop and not slower than the threaded SDK.
+syncd (`syncd sync` at its defaults: adaptive concurrency, 4 to 64 from 8) against the
+official SDK in a sequential loop and in a ``ThreadPoolExecutor(8)`` (``sdk_loop.py``).
+Each tool gets a fresh `syncd serve` (so no one lists another's files) with
+``latency_ms`` faults on, and the same folder. Times are whole commands, interpreter
+start-up and imports included.
+Targets (issue 15): syncd at least 10x the sequential loop and 1.5x the threaded SDK.
 
-Why 8x is out of reach at concurrency 8: with 8 requests in flight and 30 ms added to
-each, syncd cannot upload faster than 8 files per 30 ms, while the sequential loop
-pays 30 ms plus its own per-request cost (a few ms) per file; the ceiling is 8 x (30 +
-that cost) / (30 + syncd's cost under load), minus both start-ups. The last rows show
-syncd with 16 in flight, for comparison.
+At a fixed 8 in flight with 30 ms added to each request, syncd could not upload faster
+than 8 files per 30 ms, about what the threaded SDK does; the adaptive limit raises the
+number in flight while answers stay fast. The last rows show syncd with a fixed 16 in
+flight, for comparison.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def run(ws: Workspace, sizes: list[int]) -> ScenarioResult:
                 f"{speedup:.1f}x",
                 f"{sequential:.2f} s",
                 "",
-                ">= 8x",
-                "yes" if speedup >= 8 else "NO",
+                ">= 10x",
+                "yes" if speedup >= 10 else "NO",
             )
         )
         result.rows.append(
@@ -97,8 +97,8 @@ def run(ws: Workspace, sizes: list[int]) -> ScenarioResult:
                 f"{sequential / wider:.1f}x",
                 f"{sequential:.2f} s",
                 "",
-                "(>= 8x)",
-                "yes" if sequential / wider >= 8 else "NO",
+                "(>= 10x)",
+                "yes" if sequential / wider >= 10 else "NO",
             )
         )
         result.rows.append(
@@ -108,8 +108,8 @@ def run(ws: Workspace, sizes: list[int]) -> ScenarioResult:
                 f"{threaded / ours:.2f}x",
                 f"{threaded:.2f} s",
                 "",
-                ">= 1x",
-                "yes" if ours <= threaded else "NO",
+                ">= 1.5x",
+                "yes" if threaded / ours >= 1.5 else "NO",
             )
         )
     return result

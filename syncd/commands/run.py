@@ -285,7 +285,7 @@ def run_daemon(
     state_dir = ledger_path(first.folder, first.state_path, env).parent
     # One remote for every mirror: its pool holds every mirror's workers at once.
     source = ArgsRemoteSource(
-        args, state_dir, pool_size=sum(m.concurrency for m in mirrors) + 2, env=env
+        args, state_dir, pool_size=sum(m.max_in_flight for m in mirrors) + 2, env=env
     )
     source.observer = metrics
     daemon = Daemon(

@@ -97,7 +97,7 @@ def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=checked_option(int, "a whole number", check_concurrency),
         metavar="N",
-        help="actions in flight at once (default: 8)",
+        help="actions in flight at once, fixed (default: adaptive, 4 to 64 from 8)",
     )
     parser.add_argument(
         "--max-uploads-per-minute",
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         open_remote(
             args,
             ledger_file.parent,
-            pool_size=mirror.concurrency + 2,
+            pool_size=mirror.max_in_flight + 2,
             uploads_per_minute=(mirror.max_uploads_per_minute,),
         ) as remote,
     ):

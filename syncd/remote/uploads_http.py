@@ -8,7 +8,7 @@ lost answer leaves at worst an orphan the server drops), a lost ``complete`` ans
 no longer has pending is ``UploadGoneError``. ``syncd.sync.multipart`` drives it.
 
 Each part streams from disk through ``PartBody`` (a window of the file, read and sent
-256 KiB at a time), so memory does not grow with part or file size. Answers are checked
+1 MiB at a time), so memory does not grow with part or file size. Answers are checked
 as in ``syncd.remote.files_http``: an upload or part id must be one safe path segment,
 ``expires_at`` an integer; anything else is ``ProtocolError`` (for ``complete``, whose
 answer carries the File, ``AmbiguousError``). Deadlines: ``syncd.remote.bounds``.
@@ -38,7 +38,7 @@ from syncd.errors import (
 from syncd.remote.bounds import parse_json
 from syncd.remote.transport import Transport
 
-PART_CHUNK = 256 * 1024  # bytes per read and per send while a part streams
+PART_CHUNK = 1024 * 1024  # bytes per read and per send while a part streams
 # How a server says an upload is not pending (the local server's words, and the API's).
 _NOT_PENDING = re.compile(r"expired|cancell?ed|not 'pending'|no such upload", re.IGNORECASE)
 _COMPLETED = re.compile(r"'completed'|already completed", re.IGNORECASE)
@@ -46,10 +46,10 @@ _COMPLETED = re.compile(r"'completed'|already completed", re.IGNORECASE)
 
 class PartBody:
     """The ``multipart/form-data`` body of one part: field ``data`` holding ``length``
-    bytes of ``file`` from ``offset``, streamed in ``PART_CHUNK`` (256 KiB) reads.
+    bytes of ``file`` from ``offset``, streamed in ``PART_CHUNK`` (1 MiB) reads.
 
-    Built by hand rather than with httpx's ``files=`` so that chunks are 256 KiB instead
-    of 64 KiB (4x fewer trips through httpx and h11 per part) and the exact
+    Built by hand rather than with httpx's ``files=`` so that chunks are 1 MiB instead
+    of 64 KiB (16x fewer trips through httpx and h11 per part) and the exact
     ``Content-Length`` is known up front. A file that turns out too short raises
     ``FileChangedError`` before the closing boundary, so the server never takes a short part.
     """

@@ -34,12 +34,12 @@ import sqlite3
 import string
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from syncd.errors import StoreLockedError
+from syncd.group_commit import GroupCommit
 from syncd.server import clock
 from syncd.state.lock import FileLock, LockHeldError
 
@@ -199,6 +199,7 @@ class FileStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._group = GroupCommit(self._db, self._lock)
         self._recover()
 
     def close(self) -> None:
@@ -206,20 +207,14 @@ class FileStore:
             self._db.close()
         self._file_lock.release()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """The store's connection inside BEGIN IMMEDIATE ... COMMIT, under its lock.
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The store's connection inside BEGIN IMMEDIATE ... COMMIT, under its lock; the
+        blocks of concurrent requests share one commit (``syncd.group_commit``), each
+        durable when its block ends.
 
         Also for sibling stores (the Uploads API's) that keep their tables in files.db.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return self._group.transaction()
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of one read-only statement, under the store's lock."""

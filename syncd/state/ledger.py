@@ -52,7 +52,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -62,6 +62,7 @@ import structlog
 
 from syncd.api import RemoteFile
 from syncd.errors import ConfigError, LedgerLockedError, SyncdError
+from syncd.group_commit import GroupCommit
 from syncd.local.fingerprint import Fingerprint
 from syncd.log import redact_text
 from syncd.paths import check_state_dir
@@ -269,6 +270,7 @@ class Ledger(DeleteRecords):
         self._conn = conn
         self._lock = threading.RLock()
         self._file_lock = lock
+        self._group = GroupCommit(conn, self._lock)
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -372,17 +374,11 @@ class Ledger(DeleteRecords):
                 (heartbeat, IntentState.OPEN, IntentKind.UPLOAD),
             )
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; everything inside commits together or not at all."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction; everything inside commits together or not at all, and is
+        on disk when the block has ended. Blocks of several workers share one commit
+        (``syncd.group_commit``): one fsync for a group instead of one each."""
+        return self._group.transaction()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:

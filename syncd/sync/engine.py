@@ -2,10 +2,11 @@
 
 ``SyncEngine.run_pass`` is what both ``syncd sync`` and the daemon call. Execution rules:
 
-- Uploads and replaces run first on ``concurrency`` worker threads, each one action
-  with its intent (``syncd.sync.transfer``). A replace deletes the old version right
-  after the new one is committed (the delete intent is part of that commit, so a crash
-  cannot orphan it).
+- Uploads and replaces run first on worker threads, each one action with its intent
+  (``syncd.sync.transfer``); how many at once is ``mirror.concurrency`` when it is fixed,
+  else found from the answers (``syncd.sync.concurrency``: ``Slots``, ``AdaptiveLimit``).
+  A replace deletes the old version right after the new one is committed (the delete
+  intent is part of that commit, so a crash cannot orphan it).
 - ``AmbiguousError`` (the answer was lost): once the transfers are done, all ambiguous
   intents of the pass are reconciled with one listing per purpose; paths for which no
   copy could be adopted are tried again (at most ``AMBIGUOUS_ROUNDS`` times).
@@ -61,6 +62,7 @@ from syncd.local.fingerprint import Identity, folder_identity
 from syncd.local.scan import Scanner, ScanResult
 from syncd.remote.protocol import FilesRemote, SupportsServerClock, SupportsStop
 from syncd.state.ledger import Ledger
+from syncd.sync.concurrency import Slots, slots_for
 from syncd.sync.delete_control import DeleteControl
 from syncd.sync.heartbeat import HEARTBEAT_SECONDS, Heartbeat
 from syncd.sync.holds import FailedContent, held_back
@@ -152,6 +154,7 @@ class SyncEngine:
         self._interrupted: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._stop_deadline: float | None = None  # monotonic; set with the stop request
         self._pacing: PacingRecorder | None = None
+        self.slots: Slots = slots_for(mirror, remote)
         # The content of this pass's failed uploads: the deletes they concern wait.
         self._failed = FailedContent()
         self.transfers = Transfers(
@@ -181,6 +184,7 @@ class SyncEngine:
             self._stop_deadline = time.monotonic() + self.stop_grace
             self._interrupt.set()
             self._interrupted.set_result(None)  # wakes the pool's wait
+        self.slots.interrupt()  # workers waiting for a slot give up
         if isinstance(self.remote, SupportsStop):
             self.remote.interrupt_waits()  # requests waiting to be sent give up
 
@@ -438,7 +442,8 @@ class SyncEngine:
             for action in actions:
                 self._finished(_not_started(action), result, outcomes)
             return outcomes
-        workers = min(self.mirror.concurrency, len(actions))
+        self.slots.new_round()
+        workers = min(self.slots.width, len(actions))
         pool = concurrent.futures.ThreadPoolExecutor(workers, "syncd-worker")
         futures = {pool.submit(self._guarded, work, a): a for a in actions}
         pending = set(futures)
@@ -471,6 +476,7 @@ class SyncEngine:
                     pending.clear()
         finally:
             pool.shutdown(wait=not abandoned, cancel_futures=True)
+            log.debug("concurrency", limit=self.slots.limit.current, peak=self.slots.peak)
         return outcomes
 
     def _guarded(self, work: Callable[[Action], Outcome], action: Action) -> Outcome:
@@ -478,10 +484,19 @@ class SyncEngine:
             return _not_started(action)
         if self._stop.is_set():
             return Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped by a fatal error")
-        self.reporter.action_started(action)
+        if not self.slots.acquire():
+            return _not_started(action)
         started = time.monotonic()
-        outcome = work(action)
-        outcome.duration = time.monotonic() - started
+        outcome: Outcome | None = None
+        try:
+            if self._stop.is_set():  # it came while this worker waited for its slot
+                outcome = Outcome(action, OutcomeStatus.NOT_RUN, reason="stopped by a fatal error")
+                return outcome
+            self.reporter.action_started(action)
+            outcome = work(action)
+            outcome.duration = time.monotonic() - started
+        finally:
+            self.slots.release(time.monotonic() - started, outcome)
         if outcome.status is OutcomeStatus.FATAL:
             self._stop.set()  # here, before this worker takes the next action
         return outcome
