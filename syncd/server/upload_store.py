@@ -20,11 +20,13 @@ upload it is ``completing``, so a second ``complete`` cannot run at the same tim
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from syncd.server.store import (
     make_private_dir,
     new_id,
 )
+from syncd.server.validation import READ_CHUNK
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -120,6 +123,14 @@ class PartRecord:
             "created_at": self.created_at,
             "upload_id": self.upload_id,
         }
+
+
+@dataclass
+class _RunningMd5:
+    """The md5 of an upload's slots ``0 .. next_slot - 1``, hashed as they land."""
+
+    digest: Any = field(default_factory=lambda: hashlib.md5(usedforsecurity=False))
+    next_slot: int = 0
 
 
 class UploadClosedError(Exception):
@@ -206,6 +217,11 @@ class UploadStore:
         self._next_slot: dict[str, int] = {}
         self._writers: dict[str, int] = {}
         self._sealed: set[str] = set()
+        # The md5 of each upload's parts in slot order, hashed by one thread as the parts
+        # land (from the page cache), so complete need not read the file again when the
+        # parts are in place; none of it survives a restart (complete then reads).
+        self._md5s: dict[str, _RunningMd5] = {}
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="syncd-part-md5")
         self._recover()
 
     def _recover(self) -> None:
@@ -252,6 +268,7 @@ class UploadStore:
                 continue
             with self._slots_lock:
                 self._next_slot.pop(upload_id, None)
+                self._md5s.pop(upload_id, None)
             with self.files.transaction() as db:
                 db.execute("DELETE FROM upload_parts WHERE upload_id = ?", (upload_id,))
             shutil.rmtree(self.root / upload_id, ignore_errors=True)
@@ -424,7 +441,45 @@ class UploadStore:
                 (part.id, part.upload_id, part.bytes, part.created_at, part.slot),
             )
         incoming.land()
+        self._hasher.submit(self._hash_landed, upload_id)
         return part
+
+    def _hash_landed(self, upload_id: str) -> None:
+        """Add the parts that now follow the hashed ones, slot after slot, to the md5."""
+        with self._slots_lock:
+            if upload_id not in self._next_slot:  # finished meanwhile
+                return
+            running = self._md5s.setdefault(upload_id, _RunningMd5())
+        rows = self.files.query(
+            "SELECT slot, bytes FROM upload_parts WHERE upload_id = ? AND slot >= ? ORDER BY slot",
+            (upload_id, running.next_slot),
+        )
+        try:
+            with open(self.data_path(upload_id), "rb", buffering=0) as data:
+                for slot, size in rows:
+                    if slot != running.next_slot:
+                        return  # a gap: that part is still on its way (or never lands)
+                    data.seek(slot * MAX_PART_BYTES)
+                    left = size
+                    while left > 0:
+                        chunk = data.read(min(READ_CHUNK, left))
+                        if not chunk:
+                            raise OSError(f"slot {slot} is short")
+                        running.digest.update(chunk)
+                        left -= len(chunk)
+                    running.next_slot += 1
+        except OSError:  # the upload was finished meanwhile: complete reads if need be
+            with self._slots_lock:
+                self._md5s.pop(upload_id, None)
+
+    def md5_in_place(self, upload_id: str, slots: int) -> str | None:
+        """The md5 of slots ``0 .. slots - 1`` if they are all hashed already (after the
+        hashing of the parts landed so far has ended), else None."""
+        self._hasher.submit(lambda: None).result()
+        running = self._md5s.get(upload_id)
+        if running is None or running.next_slot != slots:
+            return None
+        return str(running.digest.hexdigest())
 
     def set_status(self, upload_id: str, new: str, *, old: str, file_id: str | None = None) -> bool:
         """Move an upload from ``old`` to ``new`` status; False if it was not in ``old``."""

@@ -253,7 +253,12 @@ def _assemble(
     try:
         if in_place:
             incoming = state.uploads.adopt_data(upload.id, total)
-            digest, fault = _inspect(sources, md5 is not None, upload.purpose in JSONL_PURPOSES)
+            want_jsonl = upload.purpose in JSONL_PURPOSES
+            running = None if md5 is None else state.uploads.md5_in_place(upload.id, len(ordered))
+            if running is not None and not want_jsonl:
+                digest, fault = running, None
+            else:
+                digest, fault = _inspect(sources, md5 is not None, want_jsonl)
         else:
             incoming = state.store.new_incoming()
             # Copy (in the kernel) and inspect (md5, JSON Lines) side by side: two reads

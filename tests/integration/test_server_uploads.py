@@ -80,14 +80,17 @@ def test_parts_sent_in_parallel_assemble_in_the_given_order(server: ServerProces
 
 
 def test_full_parts_sent_in_order_become_the_file_without_a_copy(server: ServerProcess) -> None:
-    """64 MiB parts in order are written where they belong in one file: complete lands
-    that very file (same inode, no second copy) and leaves no part behind."""
+    """64 MiB parts in order are written where they belong in one file: complete checks
+    the md5 and lands that very file (same inode, no second copy), leaving no part."""
     client = sdk(server)
     full = bytes(range(256)) * (MAX_PART_BYTES // 256)
     tail = b"the last part"
     upload = start_upload(client, len(full) + len(tail))
     part_ids = [add_part(client, upload["id"], full), add_part(client, upload["id"], tail)]
     parts_inode = (server.data_dir / "uploads" / upload["id"] / "data").stat().st_ino
+    with pytest.raises(openai.BadRequestError) as caught:  # md5 hashed as the parts landed
+        client.uploads.complete(upload["id"], part_ids=part_ids, md5="0" * 32)
+    assert error_of(caught.value)["param"] == "md5"
     done = client.uploads.complete(
         upload["id"], part_ids=part_ids, md5=hashlib.md5(full + tail).hexdigest()
     )
