@@ -65,7 +65,7 @@ Requests that need no wait still go. ``resume_waits()`` ends that.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -112,7 +112,17 @@ class UploadsApi(Protocol):
         expires_after_seconds: int | None = None,
     ) -> RemoteUpload: ...
 
-    def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str: ...
+    def add_part(
+        self,
+        upload_id: str,
+        path: Path,
+        offset: int,
+        length: int,
+        on_sending: Callable[[], None] | None = None,
+    ) -> str:
+        """``on_sending``, if given, is called once the request is on its way (its
+        headers sent), possibly again on a retry."""
+        ...
 
     def complete_upload(
         self, upload_id: str, part_ids: list[str], md5: str | None

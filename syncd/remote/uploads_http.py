@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -54,8 +54,15 @@ class PartBody:
     ``FileChangedError`` before the closing boundary, so the server never takes a short part.
     """
 
-    def __init__(self, file: BinaryIO, offset: int, length: int) -> None:
+    def __init__(
+        self,
+        file: BinaryIO,
+        offset: int,
+        length: int,
+        on_sending: Callable[[], None] | None = None,
+    ) -> None:
         self._file = file
+        self._on_sending = on_sending
         self._offset = offset
         self.length = length
         self.boundary = secrets.token_hex(16)
@@ -75,6 +82,8 @@ class PartBody:
 
     def __iter__(self) -> Iterator[bytes]:
         yield self._head
+        if self._on_sending is not None:  # the head is written, so the headers are sent
+            self._on_sending()
         self._file.seek(self._offset)
         left = self.length
         while left > 0:
@@ -125,7 +134,14 @@ class HttpUploadsApi:
 
         return self._transport.retry(what, attempt)
 
-    def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str:
+    def add_part(
+        self,
+        upload_id: str,
+        path: Path,
+        offset: int,
+        length: int,
+        on_sending: Callable[[], None] | None = None,
+    ) -> str:
         """POST /uploads/{id}/parts with bytes [offset, offset+length) of ``path``.
 
         A lost answer is simply retried (an unlisted part is dropped at ``complete``).
@@ -137,7 +153,7 @@ class HttpUploadsApi:
 
         def attempt() -> str:
             with open(path, "rb", buffering=0) as file:
-                body = PartBody(cast(BinaryIO, file), offset, length)
+                body = PartBody(cast(BinaryIO, file), offset, length, on_sending)
                 request = self._transport.build(
                     "POST",
                     self._upload_path(upload_id, "parts"),

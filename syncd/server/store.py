@@ -112,22 +112,40 @@ class IncomingBlob:
         self._file.write(data)
         self.size += len(data)
 
-    def append_file(self, source: Path) -> None:
-        """Append a whole file, copied in the kernel (``copy_file_range``) where it can be."""
+    @classmethod
+    def adopt(cls, path: Path, size: int) -> IncomingBlob:
+        """A blob for content already whole on disk at ``path`` (in ``tmp/``, ``size``
+        bytes, fsynced): nothing to write, ``move_to`` lands it, ``discard`` removes it."""
+        blob = cls.__new__(cls)
+        blob.path = path
+        blob.size = size
+        blob.landed = False
+        blob._file = None
+        return blob
+
+    def append_file(self, source: Path, offset: int = 0, length: int | None = None) -> None:
+        """Append ``length`` bytes of ``source`` from ``offset`` (default: to its end),
+        copied in the kernel (``copy_file_range``) where it can be."""
         assert self._file is not None, "write after close"
         self._file.flush()
         with open(source, "rb") as src:
-            remaining = os.fstat(src.fileno()).st_size
+            if length is None:
+                length = os.fstat(src.fileno()).st_size - offset
+            remaining = length
             try:
                 while remaining > 0:
-                    copied = os.copy_file_range(src.fileno(), self._file.fileno(), remaining)
+                    copied = os.copy_file_range(
+                        src.fileno(), self._file.fileno(), remaining, offset + length - remaining
+                    )
                     if copied == 0:
                         break
                     remaining -= copied
                     self.size += copied
             except OSError:  # not supported here (old kernel, odd filesystem): plain copy
-                while chunk := src.read(1024 * 1024):
+                src.seek(offset + length - remaining)
+                while remaining > 0 and (chunk := src.read(min(1024 * 1024, remaining))):
                     self.write(chunk)
+                    remaining -= len(chunk)
         self._file.seek(0, os.SEEK_END)
 
     def finish(self) -> None:
@@ -244,6 +262,14 @@ class FileStore:
     def new_incoming(self) -> IncomingBlob:
         """A fresh temp file in the store to receive content into."""
         return IncomingBlob(self.tmp / f"{uuid.uuid4().hex}.part")
+
+    def link_incoming(self, source: Path, size: int) -> IncomingBlob:
+        """``source`` (whole and fsynced, ``size`` bytes) hard-linked into ``tmp/``: a blob
+        that lands without copying a byte, while ``source`` keeps its own name until its
+        owner removes it (a crash before the commit leaves ``source`` as it was)."""
+        path = self.tmp / f"{uuid.uuid4().hex}.part"
+        os.link(source, path)
+        return IncomingBlob.adopt(path, size)
 
     def commit(
         self,

@@ -39,7 +39,7 @@ from syncd.server.form import FormReceiver, JsonlChecker, multipart_boundary, re
 from syncd.server.jsonbody import read_json_object
 from syncd.server.state import ServerState, drain_body, server_state
 from syncd.server.store import IncomingBlob
-from syncd.server.upload_store import UploadRecord
+from syncd.server.upload_store import SlotBlob, UploadClosedError, UploadRecord
 from syncd.server.validation import (
     READ_CHUNK,
     default_expiry,
@@ -143,8 +143,12 @@ async def add_part(request: Request) -> Response:
     """POST /uploads/{id}/parts: multipart field ``data``, streamed to disk."""
     state = server_state(request)
     upload_id = request.path_params["upload_id"]
+    # Before any await: parts get their slots in the order their requests arrive.
+    slot = state.uploads.reserve_slot(upload_id)
     try:
-        await _pending_upload(state, upload_id, "add a part to")
+        upload = await _pending_upload(state, upload_id, "add a part to")
+        if slot is None:  # pending in files.db but not in memory: not ours to write
+            raise _not_pending(upload, "add a part to")
         boundary = multipart_boundary(request)
     except ApiError:
         await drain_body(request)
@@ -153,7 +157,13 @@ async def add_part(request: Request) -> Response:
     def open_data(name: str, filename: str, fields: dict[str, str]) -> IncomingBlob | None:
         if name != "data" or any(p.blob is not None for p in receiver.files):
             return None  # another part, or a second `data`: dropped, never written
-        return state.store.new_incoming()
+        try:
+            return state.uploads.open_slot(upload_id, slot)
+        except UploadClosedError:
+            now = state.uploads.get(upload_id)
+            raise (
+                upload_not_found(upload_id) if now is None else _not_pending(now, "add a part to")
+            ) from None
 
     receiver = FormReceiver(
         boundary,
@@ -181,7 +191,9 @@ async def _land_part(
         raise invalid_request(
             "Missing required parameter: 'data'.", param="data", code="missing_required_parameter"
         )
-    part = await anyio.to_thread.run_sync(state.uploads.add_part, upload_id, blobs[0])
+    blob = blobs[0]
+    assert isinstance(blob, SlotBlob)
+    part = await anyio.to_thread.run_sync(state.uploads.add_part, upload_id, blob)
     if part is None:
         upload = await anyio.to_thread.run_sync(state.uploads.get, upload_id)
         assert upload is not None
@@ -235,17 +247,35 @@ def _assemble(
         )
     if not state.uploads.set_status(upload.id, "completing", old="pending"):
         raise _not_pending(upload, "complete")
-    incoming = state.store.new_incoming()
-    paths = [state.uploads.part_path(parts[p]) for p in part_ids]
+    ordered = [parts[p] for p in part_ids]
+    sources = [(*state.uploads.part_source(part), part.bytes) for part in ordered]
+    in_place = state.uploads.in_place(upload.id, ordered, len(ordered) == len(parts))
     try:
-        # Copy (in the kernel) and inspect (md5, JSON Lines) side by side: two reads of
-        # the same pages, mostly from the page cache, instead of one slow Python loop.
-        with ThreadPoolExecutor(1, thread_name_prefix="syncd-assemble") as pool:
-            copying = pool.submit(_append_all, incoming, paths)
-            try:
-                digest, fault = _inspect(paths, md5 is not None, upload.purpose in JSONL_PURPOSES)
-            finally:
-                copying.result()
+        if in_place:
+            incoming = state.uploads.adopt_data(upload.id, total)
+            want_jsonl = upload.purpose in JSONL_PURPOSES
+            running = None if md5 is None else state.uploads.md5_in_place(upload.id, len(ordered))
+            if running is not None and not want_jsonl:
+                digest, fault = running, None
+            else:
+                digest, fault = _inspect(sources, md5 is not None, want_jsonl)
+        else:
+            incoming = state.store.new_incoming()
+            # Copy (in the kernel) and inspect (md5, JSON Lines) side by side: two reads
+            # of the same pages, mostly from the page cache, instead of one Python loop.
+            with ThreadPoolExecutor(1, thread_name_prefix="syncd-assemble") as pool:
+                copying = pool.submit(_append_all, incoming, sources)
+                try:
+                    digest, fault = _inspect(
+                        sources, md5 is not None, upload.purpose in JSONL_PURPOSES
+                    )
+                finally:
+                    copying.result()
+    except BaseException:
+        state.uploads.release(upload.id)
+        state.uploads.set_status(upload.id, "pending", old="completing")
+        raise
+    try:
         if md5 is not None and digest != md5.lower():
             raise invalid_request(
                 f"The md5 of the assembled file is {digest}, not {md5}.", param="md5"
@@ -260,28 +290,39 @@ def _assemble(
         )
     except BaseException:
         incoming.discard()
+        state.uploads.release(upload.id)
         state.uploads.set_status(upload.id, "pending", old="completing")
         raise
+    # Completed: the folder (and with it the data file's other name) is gone before any
+    # part may open it again.
     state.uploads.set_status(upload.id, "completed", old="completing", file_id=record.id)
+    state.uploads.release(upload.id)
+    log.info("upload_assembled", upload_id=upload.id, parts=len(ordered), in_place=in_place)
     completed = state.uploads.get(upload.id)
     assert completed is not None
     return completed.to_json(file=record.to_json())
 
 
-def _append_all(incoming: IncomingBlob, paths: list[Path]) -> None:
-    for path in paths:
-        incoming.append_file(path)
+Source = tuple[Path, int, int]  # a part's bytes: file, offset, length
 
 
-def _inspect(paths: list[Path], want_md5: bool, want_jsonl: bool) -> tuple[str, str | None]:
+def _append_all(incoming: IncomingBlob, sources: list[Source]) -> None:
+    for path, offset, length in sources:
+        incoming.append_file(path, offset, length)
+
+
+def _inspect(sources: list[Source], want_md5: bool, want_jsonl: bool) -> tuple[str, str | None]:
     """The md5 (hex, "" if not wanted) and the first JSON Lines fault of the parts in order."""
     digest = hashlib.md5(usedforsecurity=False)
     checker = JsonlChecker() if want_jsonl else None
     if not want_md5 and checker is None:
         return "", None
-    for path in paths:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(READ_CHUNK):
+    for path, offset, length in sources:
+        with open(path, "rb", buffering=0) as handle:
+            handle.seek(offset)
+            left = length
+            while left > 0 and (chunk := handle.read(min(READ_CHUNK, left))):
+                left -= len(chunk)
                 if want_md5:
                     digest.update(chunk)
                 if checker is not None:

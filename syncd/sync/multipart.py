@@ -310,17 +310,31 @@ class MultipartUploader:
         the others from starting and is raised once the ones in flight have ended."""
         slots = threading.BoundedSemaphore(self.parallel)
         sent: dict[int, str] = {}
+        # Each part's request starts once the one before it is on its way (or over): the
+        # server sees the parts in order, and one that keeps them in place in a single
+        # file (``syncd serve``) needs no copy. Waited for before taking a slot, so a
+        # part never holds one while the part it waits for needs it.
+        on_way = {index: threading.Event() for index in missing}
+        previous = dict(zip(missing[1:], missing, strict=False))
 
         def send(index: int) -> None:
+            before = previous.get(index)
+            if before is not None:
+                on_way[before].wait()
             with slots:
                 if stop.is_set():
+                    on_way[index].set()
                     return
                 offset, length = layout[index]
                 try:
-                    part_id = self.api.add_part(record.upload_id, job.full, offset, length)
+                    part_id = self.api.add_part(
+                        record.upload_id, job.full, offset, length, on_way[index].set
+                    )
                 except BaseException:
                     stop.set()  # before the slot is free: no queued part starts after this
                     raise
+                finally:
+                    on_way[index].set()
                 self.store.record_part(record.upload_id, index, part_id, length)
                 sent[index] = part_id
                 self.step("multipart.part_sent", job.path)

@@ -15,6 +15,8 @@ import pytest
 from apispec import validate
 from serverproc import ServerProcess
 
+from syncd.api import MAX_PART_BYTES
+
 
 def sdk(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(
@@ -75,6 +77,57 @@ def test_parts_sent_in_parallel_assemble_in_the_given_order(server: ServerProces
     assert server.stored_content(done["file"]["id"]) == whole
     assert [f.id for f in client.files.list()] == [done["file"]["id"]]
     assert list((server.data_dir / "uploads").iterdir()) == []  # parts are gone
+
+
+def test_full_parts_sent_in_order_become_the_file_without_a_copy(server: ServerProcess) -> None:
+    """64 MiB parts in order are written where they belong in one file: complete checks
+    the md5 and lands that very file (same inode, no second copy), leaving no part."""
+    client = sdk(server)
+    full = bytes(range(256)) * (MAX_PART_BYTES // 256)
+    tail = b"the last part"
+    upload = start_upload(client, len(full) + len(tail))
+    part_ids = [add_part(client, upload["id"], full), add_part(client, upload["id"], tail)]
+    parts_inode = (server.data_dir / "uploads" / upload["id"] / "data").stat().st_ino
+    with pytest.raises(openai.BadRequestError) as caught:  # md5 hashed as the parts landed
+        client.uploads.complete(upload["id"], part_ids=part_ids, md5="0" * 32)
+    assert error_of(caught.value)["param"] == "md5"
+    done = client.uploads.complete(
+        upload["id"], part_ids=part_ids, md5=hashlib.md5(full + tail).hexdigest()
+    )
+    assert done.file is not None
+    assert (server.data_dir / "blobs" / done.file.id).stat().st_ino == parts_inode
+    assert server.stored_content(done.file.id) == full + tail
+    assert list((server.data_dir / "uploads").iterdir()) == []
+    assert list((server.data_dir / "tmp").iterdir()) == []
+
+
+def test_parts_around_a_failed_one_assemble_and_the_failed_bytes_go(
+    server: ServerProcess,
+) -> None:
+    """A part cut short between two good ones leaves nothing: the good ones (copied,
+    their slots not in order) make the file, and the parts' data is removed."""
+    client = sdk(server)
+    upload = start_upload(client, 6)
+    first = add_part(client, upload["id"], b"abc")
+    cut = (
+        b'--bnd\r\nContent-Disposition: form-data; name="data"; filename="b"\r\n\r\n' + b"x" * 5000
+    )
+    response = httpx.post(
+        f"{server.base_url}/uploads/{upload['id']}/parts",
+        content=cut,
+        headers={
+            "Authorization": f"Bearer {server.client_key}",
+            "Content-Type": "multipart/form-data; boundary=bnd",
+        },
+    )
+    assert response.status_code == 400
+    data = server.data_dir / "uploads" / upload["id"] / "data"
+    assert data.stat().st_size == 3  # the cut part's bytes are trimmed away
+    second = add_part(client, upload["id"], b"def")
+    done = client.uploads.complete(upload["id"], part_ids=[first, second])
+    assert done.file is not None
+    assert server.stored_content(done.file.id) == b"abcdef"
+    assert list((server.data_dir / "uploads").iterdir()) == []
 
 
 def test_sdk_chunked_helper_works_end_to_end(server: ServerProcess, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,9 +56,19 @@ class MemoryUploads:
         self.status[upload_id] = "pending"
         return RemoteUpload(upload_id, int(T0) + 3600)
 
-    def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str:
+    def add_part(
+        self,
+        upload_id: str,
+        path: Path,
+        offset: int,
+        length: int,
+        on_sending: Callable[[], None] | None = None,
+    ) -> str:
         with self._lock:
             self.calls.append(f"part {offset}")
+        if on_sending is not None:  # as the HTTP API does once the headers are sent
+            on_sending()
+        with self._lock:
             if upload_id in self.gone:
                 raise UploadGoneError(f"upload {upload_id} expired", status=400)
             if self.fail_part_after is not None:
@@ -147,6 +157,15 @@ def test_mime_type_for_names() -> None:
     assert mime_type_for("blob.weird-ext") == "application/octet-stream"
 
 
+def test_parts_start_in_file_order_though_sent_in_parallel(ledger: Ledger, big: Path) -> None:
+    """Each part starts once the one before it is on its way: a server sees the parts in
+    the file's order (``syncd serve`` then keeps them in place, without a copy)."""
+    api = MemoryUploads()
+    uploader(api, ledger).upload(job_for(big))
+    offsets = [int(c.split()[1]) for c in api.calls if c.startswith("part")]
+    assert len(offsets) > 3 and offsets == sorted(offsets)
+
+
 def test_md5_is_of_the_announced_size(tmp_path: Path) -> None:
     """file_md5 hashes exactly size bytes and fails if the file is shorter."""
     path = tmp_path / "f"
@@ -216,7 +235,14 @@ def test_an_upload_lost_again_and_again_is_a_retryable_error(ledger: Ledger, big
     """A server that drops every upload does not make syncd loop: it fails, retryably."""
 
     class Forgetful(MemoryUploads):
-        def add_part(self, upload_id: str, path: Path, offset: int, length: int) -> str:
+        def add_part(
+            self,
+            upload_id: str,
+            path: Path,
+            offset: int,
+            length: int,
+            on_sending: Callable[[], None] | None = None,
+        ) -> str:
             raise UploadGoneError("no such upload", status=404)
 
     api = Forgetful()
