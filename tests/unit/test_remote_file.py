@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 import pytest
@@ -90,20 +88,3 @@ def test_check_file_id_accepts_the_ids_real_servers_hand_out() -> None:
     """OpenAI's, Azure's and odd but harmless ids (spaces, '%', non-ASCII) pass."""
     for file_id in ("file-abc123XYZ", "assistant-Q1w2E3", "file-a b%20c", "fichier-é", "x.y"):
         assert check_file_id(file_id) == file_id
-
-
-def test_100000_entries_are_checked_well_under_a_second() -> None:
-    """A listing of 100,000 files is checked in under 1 s (best of 3), for the speed goal
-    of a no-change pass over 100,000 files in 1 s."""
-    entries = json.loads(
-        json.dumps(
-            [{**GOOD, "id": f"file-{n:024d}", "filename": f"d/{n}.txt"} for n in range(100_000)]
-        )
-    )
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        for entry in entries:
-            RemoteFile.from_json(entry)
-        best = min(best, time.perf_counter() - started)
-    assert best < 1.0
