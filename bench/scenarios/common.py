@@ -24,6 +24,8 @@ ROOT = REPO_ROOT
 
 MIB = 1024 * 1024
 KIB = 1024
+TREE_FILE_BYTES = 16  # the big tree of scenarios 3 and 5: issue 15's 16-byte files,
+TREE_PER_DIR = 100  # 100 to a directory
 
 
 @dataclass
@@ -168,11 +170,13 @@ class Workspace:
         return self.dir(name)
 
     def mirrored_tree(self, files: int, concurrency: int = 32) -> Mirror:
-        """``files`` files of 64 bytes in directories of 1,000, mirrored by `syncd sync`
-        with ``concurrency`` workers (the quick way to build the ledger and the store)."""
+        """``files`` files of ``TREE_FILE_BYTES`` in directories of ``TREE_PER_DIR`` (issue
+        15's shape: 100,000 files in 1,000 directories), mirrored by `syncd sync` with
+        ``concurrency`` workers (the quick way to build the ledger and the store)."""
         if files in self._mirrors:
             return self._mirrors[files]
-        base = self.dir(f"tree-{files}")
+        # The shape is in the name: a tree of another shape kept by --keep is not reused.
+        base = self.dir(f"tree-{files}-{TREE_FILE_BYTES}b-{TREE_PER_DIR}")
         mirror = Mirror(base / "data", base / "state", base / "store", files, 0.0, concurrency)
         done = base / "built.json"  # a tree an earlier run (--keep) finished is reused
         if done.is_file():
@@ -182,7 +186,7 @@ class Workspace:
             return mirror
         shutil.rmtree(base)
         base.mkdir()
-        make_small_files(mirror.folder, files, 64)
+        make_small_files(mirror.folder, files, TREE_FILE_BYTES, TREE_PER_DIR)
         with mirror.server() as server:
             built = syncd_sync(
                 server,

@@ -42,6 +42,9 @@ def is_ignored_name(name: str, globs: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
 
 
+_UNANCHORED = "(?:.*/)?"  # a glob without "/" matches a name at any depth
+
+
 @functools.lru_cache(maxsize=1024)
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
     """Compile one glob (syntax in the module docstring) to a full-match regex."""
@@ -76,8 +79,9 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(body[i]))
             i += 1
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(prefix + "".join(out))
+    prefix = "" if anchored else _UNANCHORED
+    # DOTALL: ``**`` and the any-depth prefix cross names that hold a newline too
+    return re.compile(prefix + "".join(out), re.DOTALL)
 
 
 def glob_matches(pattern: str, path: str) -> bool:
@@ -85,9 +89,89 @@ def glob_matches(pattern: str, path: str) -> bool:
     return glob_to_regex(pattern).fullmatch(path) is not None
 
 
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:n]) for n in range(1, len(parts))]
+_GLOB_SPECIAL = "*?[]"
+
+
+def _literal_ends(body: str) -> tuple[str, str]:
+    """The literal text every name matching glob ``body`` starts and ends with."""
+    first = min((body.index(c) for c in _GLOB_SPECIAL if c in body), default=len(body))
+    last = max((body.rindex(c) for c in _GLOB_SPECIAL if c in body), default=-1)
+    if first == len(body):
+        return body, body  # no wildcard: the name itself
+    return body[:first], body[last + 1 :]
+
+
+@dataclass(frozen=True)
+class GlobSet:
+    """Several globs compiled once into a test of "one of them matches".
+
+    A pass tests every path against every glob, so the globs are not tried one at a
+    time: the anchored ones (with a ``/``) become one regex over the whole path; the
+    others match one name, and most of those are ``*.ext`` or ``prefix*``, so a name is
+    only given to their combined regex when it starts or ends with one of their literal
+    ends (a name that matches a glob always does).
+    """
+
+    path_regex: re.Pattern[str] | None  # globs with "/" or "**": full match of the path
+    below_regex: re.Pattern[str] | None  # the same, or any path below a match
+    name_regex: re.Pattern[str] | None  # globs without "/", full match of one name
+    name_starts: tuple[str, ...]  # a name may match only if it starts with one of these
+    name_ends: tuple[str, ...]  # ... or ends with one of these
+    name_any: bool  # a glob without a literal start or end (``*``): always try the regex
+
+    def matches(self, path: str) -> bool:
+        """Whether one of the globs matches ``path`` itself."""
+        if self.path_regex is not None and self.path_regex.fullmatch(path) is not None:
+            return True
+        return self.name_regex is not None and self._name_matches(path.rpartition("/")[2])
+
+    def matches_or_below(self, path: str) -> bool:
+        """Whether one of the globs matches ``path`` or a directory above it."""
+        if self.below_regex is not None and self.below_regex.fullmatch(path) is not None:
+            return True
+        if self.name_regex is None:
+            return False
+        return any(self._name_matches(name) for name in path.split("/"))
+
+    def _name_matches(self, name: str) -> bool:
+        if not (
+            self.name_any or name.startswith(self.name_starts) or name.endswith(self.name_ends)
+        ):
+            return False
+        return self.name_regex is not None and self.name_regex.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def compile_globs(patterns: tuple[str, ...]) -> GlobSet:
+    """The ``GlobSet`` of ``patterns`` (cached: a config's globs are compiled once)."""
+    whole: list[str] = []
+    names: list[str] = []
+    starts: list[str] = []
+    ends: list[str] = []
+    name_any = False
+    for pattern in patterns:
+        regex = glob_to_regex(pattern).pattern
+        body = pattern.strip().rstrip("/")
+        if "/" in body or "**" in body:  # anchored, or may span several names
+            whole.append(regex)
+            continue
+        names.append(regex.removeprefix(_UNANCHORED))
+        start, end = _literal_ends(body)
+        if start:
+            starts.append(start)
+        elif end:
+            ends.append(end)
+        else:
+            name_any = True
+    path_body = "|".join(f"(?:{r})" for r in whole)
+    return GlobSet(
+        re.compile(path_body, re.DOTALL) if whole else None,
+        re.compile(f"(?:{path_body})(?:/.*)?", re.DOTALL) if whole else None,
+        re.compile("|".join(f"(?:{r})" for r in names), re.DOTALL) if names else None,
+        tuple(starts),
+        tuple(ends),
+        name_any,
+    )
 
 
 @dataclass(frozen=True)
@@ -99,15 +183,14 @@ class PathFilter:
 
     def excludes_dir(self, rel_dir: str) -> bool:
         """True when nothing below ``rel_dir`` can be mirrored (the walk may prune it)."""
-        return any(glob_matches(p, rel_dir) for p in self.exclude)
+        return bool(self.exclude) and compile_globs(self.exclude).matches(rel_dir)
 
     def accepts(self, path: str) -> bool:
-        """True when the file ``path`` is in scope of this mirror."""
-        if self.exclude:
-            for candidate in (*_parents(path), path):
-                if any(glob_matches(p, candidate) for p in self.exclude):
-                    return False
-        return not self.include or any(glob_matches(p, path) for p in self.include)
+        """True when the file ``path`` is in scope of this mirror: no exclude matches it
+        or a directory above it, and an include (if there are any) matches it."""
+        if self.exclude and compile_globs(self.exclude).matches_or_below(path):
+            return False
+        return not self.include or compile_globs(self.include).matches(path)
 
 
 @dataclass(frozen=True)

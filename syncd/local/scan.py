@@ -29,6 +29,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from syncd.errors import FileChangedError
 from syncd.local.fingerprint import Fingerprint, folder_stat, hash_file
@@ -36,12 +37,16 @@ from syncd.local.ignorefile import IGNORE_FILE, IgnoreFiles, IgnoreRules
 from syncd.local.rules import PathFilter
 from syncd.state.ledger import LedgerRow
 
-_Pending = tuple[Path, str, frozenset[tuple[int, int]]]  # a directory still to list
+# A directory still to list: its full path, its path in the folder, and its ancestors'
+# (device, inode) pairs. Plain strings, not ``Path``: the walk builds one per entry.
+_Pending = tuple[str, str, frozenset[tuple[int, int]]]
 
 
-@dataclass(frozen=True)
-class LocalFile:
-    """One regular file as the walk found it. ``sha256`` is None when not (yet) known."""
+class LocalFile(NamedTuple):
+    """One regular file as the walk found it. ``sha256`` is None when not (yet) known.
+
+    A named tuple, not a dataclass: a pass makes one per file, and a frozen dataclass
+    costs several times more to build."""
 
     path: str
     size: int
@@ -141,6 +146,8 @@ class Scanner:
         self.follow_links_inside = follow_links_inside
         self.ignore_files = IgnoreFiles(root)  # compiled once per change of each file
         self._rules = IgnoreRules()
+        self._rows: Mapping[str, LedgerRow] = {}  # the ledger, while a scan runs
+        self._to_hash: list[str] = []  # files the planner needs a fresh hash of
 
     def check_root(self) -> os.stat_result:
         """Raise FolderUnavailableError unless the folder is a readable directory."""
@@ -150,8 +157,10 @@ class Scanner:
         """Walk the whole folder; ``rows`` (the ledger) decides what needs hashing."""
         root_stat = self.check_root()
         result = ScanResult(ignore=self._begin_rules())
-        self._walk(self.root, "", frozenset({(root_stat.st_dev, root_stat.st_ino)}), result)
-        self._add_hashes(result, rows)
+        self._rows = rows
+        ancestors = frozenset({(root_stat.st_dev, root_stat.st_ino)})
+        self._walk(str(self.root), "", ancestors, result)
+        self._add_hashes(result)
         result.warnings.extend(self._rules.warnings)
         return result
 
@@ -176,6 +185,7 @@ class Scanner:
         root_stat = self.check_root()
         ancestors = frozenset({(root_stat.st_dev, root_stat.st_ino)})
         result = ScanResult(ignore=self._begin_rules())
+        self._rows = rows
         for rel in sorted(set(paths)):
             parent = rel.rsplit("/", 1)[0] if "/" in rel else ""
             if parent and self._under_link_or_missing(parent):
@@ -183,10 +193,10 @@ class Scanner:
             if self._ignored_above(rel, result):
                 continue
             stack: list[_Pending] = []
-            self._visit(self.root / rel, rel, ancestors, result, stack)
+            self._visit(str(self.root / rel), rel, ancestors, result, stack)
             for directory, rel_dir, chain in stack:
                 self._walk(directory, rel_dir, chain, result)
-        self._add_hashes(result, rows)
+        self._add_hashes(result)
         result.warnings.extend(self._rules.warnings)
         return result
 
@@ -216,15 +226,15 @@ class Scanner:
         return False
 
     def _walk(
-        self, directory: Path, rel_dir: str, ancestors: frozenset[tuple[int, int]], out: ScanResult
+        self, directory: str, rel_dir: str, ancestors: frozenset[tuple[int, int]], out: ScanResult
     ) -> None:
         """Walk below ``directory`` depth-first with an explicit stack (no recursion limit)."""
         stack: list[_Pending] = [(directory, rel_dir, ancestors)]
         while stack:
             current, rel, chain = stack.pop()
             try:
-                with os.scandir(current) as entries:
-                    names = sorted((entry.name for entry in entries), reverse=True)
+                with os.scandir(current) as listing:
+                    entries = sorted(listing, key=_name, reverse=True)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -233,30 +243,58 @@ class Scanner:
                 out.uncertain.add(rel)
                 continue
             if is_utf8(rel):
-                self.ignore_files.load(rel, present=IGNORE_FILE in names)
+                present = any(entry.name == IGNORE_FILE for entry in entries)
+                self.ignore_files.load(rel, present=present)
                 if self._unreadable(rel, out):
                     continue
-            for name in names:
-                child = f"{rel}/{name}" if rel else name
-                self._visit(current / name, child, chain, out, stack)
+            prefix = f"{rel}/" if rel else ""
+            for entry in entries:
+                name = entry.name
+                child = prefix + name
+                if not (name.isascii() or is_utf8(name)):
+                    self._not_utf8(child, out)
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)  # the lstat, without a Path
+                except FileNotFoundError:
+                    continue  # vanished since the directory was listed
+                except OSError as exc:
+                    out.problems.append(
+                        ScanProblem(child, f"cannot read: {exc.strerror or exc}", True)
+                    )
+                    out.uncertain.add(child)
+                    continue
+                if stat.S_ISREG(st.st_mode):  # the common case first: no call for it
+                    if self._accepts(child):
+                        self._add_file(child, st, out)
+                    continue
+                self._visit(entry.path, child, chain, out, stack, st)
+
+    def _accepts(self, rel: str) -> bool:
+        return self.path_filter.accepts(rel) and not self._rules.ignores(rel)
+
+    @staticmethod
+    def _not_utf8(rel: str, out: ScanResult) -> None:
+        out.problems.append(
+            ScanProblem(display_path(rel), "name is not valid UTF-8; rename it to mirror it", True)
+        )
 
     def _visit(
         self,
-        full: Path,
+        full: str,
         rel: str,
         ancestors: frozenset[tuple[int, int]],
         out: ScanResult,
         stack: list[_Pending],
+        st: os.stat_result | None = None,
     ) -> None:
+        """One entry that is not known to be a regular file (``st``: its lstat, if taken)."""
         if not is_utf8(rel):
-            out.problems.append(
-                ScanProblem(
-                    display_path(rel), "name is not valid UTF-8; rename it to mirror it", True
-                )
-            )
+            self._not_utf8(rel, out)
             return
         try:
-            st = os.lstat(full)
+            if st is None:
+                st = os.lstat(full)
             if stat.S_ISLNK(st.st_mode):
                 if not self.follow_links_inside:
                     out.problems.append(
@@ -280,11 +318,11 @@ class Scanner:
             out.uncertain.add(rel)
 
     def _follow(
-        self, full: Path, rel: str, ancestors: frozenset[tuple[int, int]], out: ScanResult
+        self, full: str, rel: str, ancestors: frozenset[tuple[int, int]], out: ScanResult
     ) -> os.stat_result | None:
         """The stat of a link's target when it may be followed, else None (reported)."""
         try:
-            target_stat = full.stat()
+            target_stat = Path(full).stat()
         except FileNotFoundError:
             out.problems.append(ScanProblem(rel, "dangling symbolic link skipped", False))
             return None
@@ -309,7 +347,7 @@ class Scanner:
 
     def _add(
         self,
-        full: Path,
+        full: str,
         rel: str,
         st: os.stat_result,
         ancestors: frozenset[tuple[int, int]],
@@ -320,31 +358,49 @@ class Scanner:
             if not self.path_filter.excludes_dir(rel) and not self._rules.ignores(rel, is_dir=True):
                 stack.append((full, rel, ancestors | {(st.st_dev, st.st_ino)}))
         elif stat.S_ISREG(st.st_mode):
-            if self.path_filter.accepts(rel) and not self._rules.ignores(rel):
-                out.files[rel] = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino)
-        elif self.path_filter.accepts(rel) and not self._rules.ignores(rel):
+            if self._accepts(rel):
+                self._add_file(rel, st, out)
+        elif self._accepts(rel):
             out.problems.append(ScanProblem(rel, f"{_kind(st.st_mode)} skipped", False))
 
-    def _add_hashes(self, result: ScanResult, rows: Mapping[str, LedgerRow]) -> None:
-        for rel, local in list(result.files.items()):
-            row = rows.get(rel)
+    def _add_file(self, rel: str, st: os.stat_result, out: ScanResult) -> None:
+        """List a file, with the ledger's hash when its stat is the one the ledger has
+        (the file is built once, hash included); note it when it needs a fresh hash."""
+        local = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        row = self._rows.get(rel)
+        if row is not None:
             sha = known_hash(local, row)
-            if sha is None and needs_hash(local, row):
-                try:
-                    sha, _ = hash_file(self.root / rel)
-                    result.hashed_bytes += local.size
-                except FileChangedError:
-                    sha = None  # doubt: the planner treats it as changed
-                except FileNotFoundError:
-                    del result.files[rel]
-                    continue
-                except OSError as exc:
-                    result.problems.append(ScanProblem(rel, f"cannot read: {exc.strerror}", True))
-                    result.uncertain.add(rel)
-                    del result.files[rel]
-                    continue
             if sha is not None:
-                result.files[rel] = LocalFile(rel, local.size, local.mtime_ns, local.inode, sha)
+                local = local._replace(sha256=sha)
+            elif needs_hash(local, row):
+                self._to_hash.append(rel)
+        out.files[rel] = local
+
+    def _add_hashes(self, result: ScanResult) -> None:
+        """Hash the files ``_add_file`` noted (in the order the walk found them)."""
+        to_hash, self._to_hash, self._rows = self._to_hash, [], {}
+        for rel in to_hash:
+            local = result.files.get(rel)
+            if local is None:
+                continue
+            try:
+                sha, _ = hash_file(self.root / rel)
+                result.hashed_bytes += local.size
+            except FileChangedError:
+                continue  # doubt (no hash): the planner treats it as changed
+            except FileNotFoundError:
+                del result.files[rel]
+                continue
+            except OSError as exc:
+                result.problems.append(ScanProblem(rel, f"cannot read: {exc.strerror}", True))
+                result.uncertain.add(rel)
+                del result.files[rel]
+                continue
+            result.files[rel] = local._replace(sha256=sha)
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
 
 
 def _kind(mode: int) -> str:

@@ -307,16 +307,25 @@ class SyncEngine:
     ) -> tuple[Plan, ScanResult]:
         """Scan and plan. With the remote listing and not ``dry_run``, late copies of
         uploads reconciled as not stored are deleted first (``sweep_late_copies``)."""
-        if only_paths is None:
-            rows = self.ledger.rows()
-            scan = self.scanner.scan(rows)
-        else:
-            rows = self.ledger.rows_for(only_paths)
-            scan = self.scanner.scan_paths(only_paths, rows)
-        listing = None
+        rows = self.ledger.rows() if only_paths is None else self.ledger.rows_for(only_paths)
         wanted = check_remote if check_remote is not None else only_paths is None
+        fetching = None
         if wanted and not self.stopping:
-            listing = self._remote_listing(result, sweep=not dry_run)
+            # The listing is fetched while the folder is walked: the server's time and
+            # the walk's overlap. A missing folder still fails before any request.
+            self.scanner.check_root()
+            fetching = self._fetch_listing()
+        try:
+            if only_paths is None:
+                scan = self.scanner.scan(rows)
+            else:
+                scan = self.scanner.scan_paths(only_paths, rows)
+        finally:
+            if fetching is not None:
+                concurrent.futures.wait([fetching])  # no request outlives the pass
+        listing = None
+        if fetching is not None and not self.stopping:  # as before: no listing once stopped
+            listing = self._remote_listing(fetching, result, sweep=not dry_run)
         options = PlanOptions(
             default_purpose=self.mirror.purpose,
             expires_after=self.mirror.expires_after,
@@ -333,13 +342,32 @@ class SyncEngine:
         )
         return plan(scan.files, rows, listing, now=self.clock(), options=options), scan
 
-    def _remote_listing(self, result: PassResult, *, sweep: bool) -> dict[str, RemoteFile]:
-        """Every remote file by id. A listing that fails stops the pass before anything
-        is uploaded (``FatalError``): a server that cannot list is down
+    def _fetch_listing(self) -> concurrent.futures.Future[dict[str, RemoteFile]]:
+        """Every remote file by id, fetched on a thread of its own (the pass goes on)."""
+        fetching: concurrent.futures.Future[dict[str, RemoteFile]] = concurrent.futures.Future()
+
+        def fetch() -> None:
+            try:
+                fetching.set_result({f.id: f for f in self.remote.list_files()})
+            except BaseException as exc:  # handed to the pass, which raises it there
+                fetching.set_exception(exc)
+
+        threading.Thread(target=fetch, name="syncd-listing", daemon=True).start()
+        return fetching
+
+    def _remote_listing(
+        self,
+        fetching: concurrent.futures.Future[dict[str, RemoteFile]],
+        result: PassResult,
+        *,
+        sweep: bool,
+    ) -> dict[str, RemoteFile]:
+        """The listing ``fetching`` got. A listing that fails stops the pass before
+        anything is uploaded (``FatalError``): a server that cannot list is down
         (``UnreachableError``) or not a Files API at this URL (``WrongEndpointError``),
         and uploading to it would only record a failure for every file."""
         try:
-            listing = {f.id: f for f in self.remote.list_files()}
+            listing = fetching.result()
         except FatalError:
             raise
         except (RetryableError, AmbiguousError) as exc:

@@ -42,6 +42,7 @@ as usual, so the same content is "unchanged" (nothing uploaded) and another cont
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -139,10 +140,10 @@ class Plan:
         return [a for a in self.actions if a.kind in kinds]
 
     def skip_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, reason in self.skipped:
-            counts[reason.value] = counts.get(reason.value, 0) + 1
-        return counts
+        # Counted by member, then named: a member's ``.value`` is a property lookup,
+        # which costs on a pass that skips 100,000 unchanged files (and this runs thrice).
+        counts = Counter(reason for _, reason in self.skipped)
+        return {reason.value: n for reason, n in counts.items()}
 
 
 _ORDER = {

@@ -74,3 +74,36 @@ def test_first_matching_rule_decides_the_purpose() -> None:
     assert choose_purpose("b/a.jsonl", rules, "user_data", 7200).purpose == "batch"
     assert choose_purpose("b/a.jsonl", rules, "user_data", 7200).expires_after == 7200
     assert choose_purpose("a.pdf", rules, "assistants").purpose == "assistants"
+
+
+def _one_at_a_time(include: tuple[str, ...], exclude: tuple[str, ...], path: str) -> bool:
+    """PathFilter.accepts spelled out: every glob against the path and each parent."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    if any(glob_matches(p, c) for p in exclude for c in candidates):
+        return False
+    return not include or any(glob_matches(p, path) for p in include)
+
+
+GLOBS = ("*.tmp", "cache", "build/**", "a/**/b", "/top", "x?", "[ab]*", "**", "*", "a**b")
+PATHS = ("a", "b/x1", "cache/a.txt", "d/cache", "build", "top/y", "s/top", "a/q/b", "f.tmp")
+
+
+@pytest.mark.parametrize("exclude", [(g,) for g in GLOBS] + [GLOBS[:4], GLOBS[4:7]])
+@pytest.mark.parametrize("include", [(), ("*.tmp",), ("a/**/b", "x?"), ("a**b",)])
+def test_compiled_filter_agrees_with_each_glob(
+    include: tuple[str, ...], exclude: tuple[str, ...]
+) -> None:
+    """The globs compiled together decide every path as testing them one by one does."""
+    path_filter = PathFilter(include, exclude)
+    for path in PATHS:
+        expected = _one_at_a_time(include, exclude, path)
+        assert path_filter.accepts(path) is expected, path
+        assert path_filter.excludes_dir(path) is any(glob_matches(p, path) for p in exclude)
+
+
+def test_globs_match_below_names_with_a_newline() -> None:
+    """A name glob matches at any depth, also below a directory whose name holds a newline."""
+    assert glob_matches("*.tmp", "odd\nname/a.tmp")
+    assert not PathFilter(exclude=("*.tmp",)).accepts("odd\nname/a.tmp")
+    assert not PathFilter(exclude=("odd\nname",)).accepts("odd\nname/a.txt")
