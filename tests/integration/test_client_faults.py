@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +15,7 @@ from structlog.testing import capture_logs
 
 from syncd.errors import AmbiguousError, RateLimitedError
 from syncd.remote.files_http import HttpFilesRemote
+from syncd.remote.retry import RetryGate
 from syncd.remote.settings import RemoteSettings
 
 ServerFactory = Callable[..., ServerProcess]
@@ -120,22 +122,54 @@ def test_lost_answer_is_ambiguous_and_the_file_is_on_the_server(
     assert (stored.filename, stored.bytes) == ("sub/f000.txt", source.stat().st_size)
 
 
+class RecordingGate(RetryGate):
+    """A RetryGate that notes, under its own lock, each pause and each passage.
+
+    Recording under the gate's lock (a Condition over an RLock, so ``wait`` can take it
+    again) orders every passage strictly before or after every pause: the check below
+    does not depend on how the threads are scheduled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses: list[tuple[float, float]] = []
+        self.passages: list[float] = []
+
+    def pause_for(self, seconds: float) -> None:
+        with self._cond:
+            super().pause_for(seconds)
+            self.pauses.append((time.monotonic(), self._paused_until))
+
+    def wait(self) -> None:
+        with self._cond:
+            super().wait()
+            self.passages.append(time.monotonic())
+
+
 def test_rate_limit_pauses_every_worker_for_the_retry_after(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    """8 workers, one remote: after a 429 + Retry-After no new request arrives until it ends."""
+    """8 workers, one remote: after a 429 + Retry-After no worker passes the gate until
+    it ends, and at most the 7 other workers' requests already past it reach the server."""
     retry_after = 1.0
-    in_flight_margin = 0.3  # requests past the gate before the 429 reached the client
+    workers = 8
     sources = make_files(tmp_path / "src", 30)
     server.set_faults(
         {"rate_limit": {"requests": 8, "per_seconds": 1.0, "retry_after": retry_after}}
     )
-    with client(server, max_attempts=30, pool_size=8) as remote:
+    gate = RecordingGate()
+    settings = RemoteSettings(
+        base_url=server.base_url,
+        api_key=server.client_key,
+        backoff_base=0.01,
+        backoff_cap=0.05,
+        max_attempts=30,
+    )
+    with HttpFilesRemote(settings, pool_size=workers, gate=gate) as remote:
 
         def upload(path: Path) -> str:
             return remote.upload(path, path.name, "user_data").filename
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             uploaded = sorted(pool.map(upload, sources))
         server.set_faults(None)
         assert sorted(f.filename for f in remote.list_files()) == uploaded
@@ -143,10 +177,18 @@ def test_rate_limit_pauses_every_worker_for_the_retry_after(
     creates = requests_of(server, "create")
     limited = [r for r in creates if r["status"] == 429]
     assert limited, "the rate limit never fired"
+    assert gate.pauses, "no 429 paused the gate"
+    every_request = server.stats()["requests"]
+    assert len(gate.passages) >= len(every_request), "requests went out without the gate"
+    for started, until in gate.pauses:
+        assert until - started == pytest.approx(retry_after, abs=0.01)
+        inside = [t for t in gate.passages if started < t < until]
+        assert inside == [], f"workers passed the gate during a Retry-After: {inside}"
     for refusal in limited:
-        window = (refusal["finished"] + in_flight_margin, refusal["finished"] + retry_after)
-        inside = [r for r in creates if window[0] < r["started"] < window[1]]
-        assert inside == [], f"requests reached the server during a Retry-After: {inside}"
+        window = (refusal["finished"], refusal["finished"] + retry_after)
+        inside_server = [r for r in creates if window[0] < r["started"] < window[1]]
+        # Only requests that passed the gate before the client read this 429 may arrive.
+        assert len(inside_server) < workers, f"requests during a Retry-After: {inside_server}"
 
 
 def test_a_retry_after_beyond_the_limit_defers_instead_of_blocking(
