@@ -70,7 +70,9 @@ def test_refused_deletes_are_approved_while_the_daemon_runs(
         refusal = wait_for(lambda: status_of(folder, state)["refusal"], what="status refusal")
         assert isinstance(refusal, dict)
         held = refusal["deletes"]
-        assert 8 <= held <= 16 and len(remote_names(server)) == 14 + held
+        # The rmtree may reach the daemon in pieces: a first pass can delete up to 15 (the
+        # guard counts the window's deletes), so at least 1 and at most 16 are held.
+        assert 1 <= held <= 16 and len(remote_names(server)) == 14 + held
         command = shlex.split(refusal["approve"])
         assert command[:2] == ["syncd", "approve-deletes"]
         assert command[-2:] == ["--max", str(held)]
@@ -120,10 +122,13 @@ def test_approval_over_max_is_refused(server: ServerProcess, tmp_path: Path) -> 
         daemon.wait_event("deletes_refused")
         refusal = wait_for(lambda: status_of(folder, state)["refusal"], what="status refusal")
         assert isinstance(refusal, dict)
-        held = refusal["deletes"]  # all 12, or the rest of them if a few went first
-        code, _, stderr = run_command("approve-deletes", folder, "--state", state, "--max", "5")
+        # All 12, or the rest of them if up to 10 (half of 20) went in a first pass.
+        held = refusal["deletes"]
+        assert isinstance(held, int) and 2 <= held <= 12
+        below = str(held - 1)
+        code, _, stderr = run_command("approve-deletes", folder, "--state", state, "--max", below)
         assert code == 1
-        assert f"would delete {held} files, more than --max 5: nothing approved" in stderr
+        assert f"would delete {held} files, more than --max {below}: nothing approved" in stderr
         assert len(stderr.splitlines()) == 1
         assert len(remote_names(server)) == 8 + held
         assert daemon.stop() == 0
