@@ -3,7 +3,7 @@ format, served by ``prometheus_client`` on a thread of its own.
 
 Only ``syncd run`` imports this module (``prometheus_client`` is not loaded otherwise).
 ``DaemonMetrics`` is both observers: the remote layer's (``RequestObserver``: requests by
-endpoint and status, retries, 429s, time held at the shared gate) and the daemon's
+endpoint and status, retries, 429s, time held at the shared gate and the pacer) and the daemon's
 (``DaemonObserver``: actions and passes per folder); the per-mirror gauges (mirrored,
 pending, failed, queue depth, delayed and refused deletes) are read from the mirrors'
 status at scrape time, so they are never stale. Its own registry, not the library's
@@ -101,6 +101,9 @@ class DaemonMetrics:
         self.deleted_files = Counter(
             "syncd_files_deleted", "Remote copies of deleted files deleted", ["folder"], registry=r
         )
+        self.deleted_bytes = Counter(
+            "syncd_deleted_bytes", "Bytes of the remote copies deleted", ["folder"], registry=r
+        )
         self.failed_actions = Counter(
             "syncd_actions_failed", "Uploads and deletes that failed", ["folder"], registry=r
         )
@@ -144,7 +147,7 @@ class DaemonMetrics:
         )
         self.pacing = Counter(
             "syncd_pacing_delay_seconds",
-            "Time requests were held at the shared gate (a 429's Retry-After)",
+            "Time requests waited at the shared gate (a 429's Retry-After) and the upload pacer",
             registry=r,
         )
         self._server: WSGIServer | None = None
@@ -201,6 +204,9 @@ class DaemonMetrics:
                 self.uploaded_bytes.labels(folder).inc(outcome.bytes)
             elif kind is ActionKind.DELETE:
                 self.deleted_files.labels(folder).inc()
+                row = outcome.action.row  # the remote copy's size, as the ledger knew it
+                if row is not None:
+                    self.deleted_bytes.labels(folder).inc(row.remote_bytes or row.size or 0)
 
     def pass_finished(self, folder: str, kind: str, result: PassResult) -> None:
         self.passes.labels(folder, kind, result.verdict).inc()

@@ -70,6 +70,7 @@ def test_metrics_are_served_and_parse(
         samples = wait_for(settled, what="the metrics to settle")
         assert value(samples, "syncd_files_uploaded_total", folder=f) == 6
         assert value(samples, "syncd_uploaded_bytes_total", folder=f) == 4 + 5 * len("content 0")
+        assert value(samples, "syncd_deleted_bytes_total", folder=f) == len("aaaa")
         assert value(samples, "syncd_files_pending", folder=f) == 0
         assert value(samples, "syncd_files_failed", folder=f) == 0
         assert value(samples, "syncd_queue_depth", folder=f) == 0
