@@ -6,6 +6,7 @@
     ├── ConfigError                 a bad config key, option or environment value (exit 2)
     ├── LedgerLockedError           another process holds the folder's ledger
     ├── StoreLockedError            another `syncd serve` uses this store directory
+    ├── NothingRefusedError         `approve-deletes`: the ledger holds no refused delete
     ├── FolderUnavailableError      the mirrored folder is missing or not a directory
     ├── LocalFileError              a local file cannot be read as it is (per file)
     │   ├── FileChangedError        it changed while it was read or sent: no hash or
