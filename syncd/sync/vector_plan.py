@@ -19,9 +19,10 @@ wanted file, no row (or ``pending``)  ``attach`` (a pending row once its backoff
 ``failed``, retryable, backoff over   ``retry`` (detach, then attach again)
 ``failed``, permanent                 nothing until the content changes (a new file)
 an old version (the path now holds    ``retire`` (detach, then delete its File) once the
-another file, or is gone)             new version is ``completed`` or failed for good, or
-                                      at once when nothing will replace it; until then it
-                                      keeps serving searches (``waiting``)
+another file, or is gone)             new version is ``completed``, or at once when
+                                      nothing will replace it (the path is gone); until
+                                      then it keeps serving searches (``waiting``), also
+                                      while the new version has failed (even for good)
 a row of another store                ``forget`` it (the store is no longer configured:
                                       left as it is) -- or ``retire`` an old version there
 ``attaching``/``detaching``           ``unsettled``: only listing the store tells
@@ -39,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from syncd.state.ledger import ErrorKind, LedgerRow
-from syncd.state.vector_ledger import Attachment, AttachState, dumps
+from syncd.state.vector_ledger import SERVING, Attachment, AttachState, dumps
 from syncd.sync.vector_report import VectorReport
 from syncd.vector_api import (
     ATTR_OWNER,
@@ -243,12 +244,12 @@ def _old_version(
         else:
             plan.retire.append(row)  # the path is gone, or holds what will not be attached
         return
+    # Only a completed successor replaces it. One that failed (for good, or retried after
+    # a stall) is the path's failure while this version keeps serving: retiring it then
+    # would leave the store without the file's content. A later version, or the path's
+    # delete, takes it from here.
     successor = attachments.get((store_id, want.file_id))
-    settled = successor is not None and (
-        successor.state is AttachState.COMPLETED
-        or (successor.state is AttachState.FAILED and successor.error_kind == ErrorKind.PERMANENT)
-    )
-    if settled:
+    if successor is not None and successor.state is AttachState.COMPLETED:
         plan.retire.append(row)
     else:
         plan.waiting += 1
@@ -285,6 +286,12 @@ def summarise(
     version counts as ``waiting`` only while its successor is on its way in."""
     due: list[float] = []
     indexing: set[str] = set()  # paths whose current version is on its way in
+    current = {(store_id, w.file_id) for w in wanted.values()}
+    serving_old = {  # paths an old version still serves (its successor not completed)
+        row.path
+        for key, row in attachments.items()
+        if key not in current and key[0] == store_id and row.state in SERVING
+    }
     for path, want in wanted.items():
         row = attachments.get((store_id, want.file_id))
         if row is None:
@@ -300,7 +307,10 @@ def summarise(
         ):
             report.failed += 1
             permanent = row.error_kind == ErrorKind.PERMANENT
-            report.failures.append((path, row.last_error or "failed", permanent))
+            reason = row.last_error or "failed"
+            if path in serving_old:
+                reason += "; the previous version stays in the store until a new one is indexed"
+            report.failures.append((path, reason, permanent))
             if not permanent and row.next_attempt_at is not None:
                 due.append(row.next_attempt_at)
         elif row.state is AttachState.FOREIGN:
@@ -315,7 +325,6 @@ def summarise(
                 due += [t for t in (row.next_poll_at, deadline) if t is not None]
             else:
                 due.append(row.next_attempt_at or now)
-    current = {(store_id, w.file_id) for w in wanted.values()}
     report.waiting = sum(
         1
         for key, row in attachments.items()

@@ -18,8 +18,10 @@ each step advances, and ``next_due`` says when the next step has work. A step:
 4. **Changes** (``syncd.sync.vector_plan``): new files attached (one request per file,
    or file batches of up to 2,000 with per-file attributes); attributes updated in
    place; old versions retired -- detached, then their File deleted -- only once the new
-   version is ``completed`` (or failed for good), so the store never lacks the content;
-   rows of a store no longer configured forgotten.
+   version is ``completed``, so the store never lacks the content (a new version that
+   failed, even for good, is the path's failure while the old one keeps serving, until a
+   later version completes or the path is deleted); rows of a store no longer
+   configured forgotten.
 
 Deleting a File the engine deletes (a deleted path, a replace's old version, a duplicate)
 goes through ``DetachFirstRemote``: every attachment of it is detached first, each with

@@ -1,6 +1,7 @@
 """kill -9 at every durable step of keeping a vector store (SYNCD_CRASH_AT=vector.*):
 creating the store, attaching (a batch, a single file), retiring an old version and
-detaching a deleted file. The next `syncd sync` converges: one store, each file attached
+detaching a deleted file, also when the old version was kept behind a new one that
+failed indexing. The next `syncd sync` converges: one store, each file attached
 once with its current content, the Files side exactly the folder (no duplicate, no
 orphan), and a file someone else attached still there."""
 
@@ -26,6 +27,15 @@ SCENARIOS = [
     ("replace", "vector.detached"),
     ("delete", "vector.detach_intent"),
     ("delete", "vector.detached"),
+    # The new version failed indexing (invalid_file), so the old one kept serving; then
+    # the file is fixed, or deleted. The first detach is the failed version's (its File
+    # is deleted, detaching first), the second the kept old version's.
+    ("fix_failed", "vector.detach_intent"),
+    ("fix_failed", "vector.detached"),
+    ("fix_failed", "vector.detach_intent:2"),
+    ("fix_failed", "vector.detached:2"),
+    ("delete_failed", "vector.detach_intent:2"),
+    ("delete_failed", "vector.detached:2"),
 ]
 
 
@@ -61,7 +71,10 @@ def test_kill9_at_a_vector_step_converges(
     if scenario != "new":
         assert run_syncd(vserver, *base).returncode == 0
         foreign = attach_foreign(vserver, the_store(vserver)["id"])
-        if scenario == "replace":
+        if scenario.endswith("_failed"):
+            write(folder, "target.md", b"\x80 not text: fails indexing\n")
+            assert run_syncd(vserver, *base).returncode == 1
+        if scenario in ("replace", "fix_failed"):
             write(folder, "target.md", "version two, longer")
         else:
             (folder / "target.md").unlink()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import ServerFactory
 from serverproc import REPO_ROOT, ServerProcess, clean_env
-from synccli import run_syncd, upload_directly, write
+from synccli import list_remote, run_syncd, upload_directly, write
 from vectorstore import (
     assert_exact,
     by_path,
@@ -543,3 +543,167 @@ def test_dry_run_shows_the_vector_store_actions_and_sends_none(
     assert "detach   doc1.md  (from 'docs', before its file is deleted)" in dry.stdout
     assert "create" not in dry.stdout and "attach   doc0.md" not in dry.stdout
     assert len(store_files(vserver, the_store(vserver)["id"])) == 2
+
+
+# How a changed file's new version is made to fail indexing: by its content (text that is
+# neither UTF-8 nor UTF-16), by fault injection (an unsupported type), or by stalling past
+# indexing_deadline (retryable: the next sync attaches it again, and it stalls again).
+BAD_VERSIONS = {
+    "invalid_file": (None, b"\x80\x81 not text at all\n"),
+    "unsupported_file": (
+        {"indexing": {"fail_names": ["a.md"], "failure_code": "unsupported_file"}},
+        b"# second version\n",
+    ),
+    "stall": ({"indexing": {"stall_names": ["a.md"]}}, b"# second version, stuck\n"),
+}
+
+
+def _remote_exists(server: ServerProcess, file_id: str) -> bool:
+    response = httpx.get(f"{server.base_url}/files/{file_id}", headers=server.headers())
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def _mine(server: ServerProcess, store_id: str) -> dict[str, dict[str, Any]]:
+    """syncd's attachments by file id (not by path: a path may have two versions)."""
+    files = store_files(server, store_id)
+    return {f["id"]: f for f in files if "syncd_owner" in (f.get("attributes") or {})}
+
+
+def _assert_old_serves(
+    server: ServerProcess, store_id: str, old_id: str, new_id: str, reason: str
+) -> None:
+    """The old version is still attached and completed (and stored); the new one is
+    attached beside it, not completed."""
+    attached = _mine(server, store_id)
+    assert attached[old_id]["status"] == "completed", attached[old_id]
+    assert attached[old_id]["attributes"]["path"] == "a.md"
+    assert _remote_exists(server, old_id), "the old version's File was deleted"
+    assert new_id in attached and attached[new_id]["status"] != "completed", attached
+    if reason != "stall":
+        assert attached[new_id]["last_error"]["code"] == reason
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_VERSIONS))
+def test_a_new_version_that_fails_indexing_leaves_the_old_one_serving(
+    vserver: ServerProcess, tmp_path: Path, reason: str
+) -> None:
+    """A changed file whose new version fails indexing (for good, or by stalling past
+    the deadline): the old version stays attached, completed and stored, the failure is
+    reported (sync exit 1, status); a sync with no change keeps it so (a permanent
+    failure is not retried). Once the file is fixed, the new version completes and only
+    then is the old one detached and deleted."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    write(folder, "a.md", "# first version\n")
+    write(folder, "b.md", "stays")
+    config = write_config(tmp_path, folder, vector_store="docs", indexing_deadline=2)
+    assert sync(vserver, config, state).returncode == 0
+    store_id = the_store(vserver)["id"]
+    old_id = by_path(store_files(vserver, store_id))["a.md"]["id"]
+    faults, content = BAD_VERSIONS[reason]
+    vserver.set_faults(faults)
+    write(folder, "a.md", content)
+    result = sync(vserver, config, state)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    why = "still indexing after 2 s" if reason == "stall" else f"indexing failed: {reason}"
+    assert f"failed: a.md: vector store 'docs': {why}" in result.stderr
+    assert "the previous version stays in the store until a new one is indexed" in result.stderr
+    assert _remote_exists(vserver, old_id), "the old version's File was deleted"
+    (new_id,) = [
+        f["id"] for f in list_remote(vserver) if f["filename"] == "a.md" and f["id"] != old_id
+    ]
+    _assert_old_serves(vserver, store_id, old_id, new_id, reason)
+    status = run_syncd(None, "status", "--config", config, "--state", state, "--json")
+    (store,) = json.loads(status.stdout)["vector_stores"]
+    (problem,) = store["problems"]
+    assert problem["path"] == "a.md" and why in problem["reason"]
+    assert problem["permanent"] is (reason != "stall")
+    assert store["old_versions"] == 1 and store["completed"] == 1 and store["failed"] == 1
+    text = run_syncd(None, "status", "--config", config, "--state", state)
+    assert f"a.md: {why}" in text.stdout
+    assert "1 old versions kept until their successor is indexed" in text.stdout
+    checked = run_syncd(vserver, "verify", folder, "--config", config, "--state", state)
+    assert checked.returncode == 0, checked.stderr
+    assert "1 old versions kept in the vector store" in checked.stderr
+
+    before = route_counts(vserver)
+    again = sync(vserver, config, state)  # nothing changed locally
+    assert again.returncode == 1, again.stderr
+    after = route_counts(vserver)
+    if reason != "stall":  # not retried until the file changes
+        for route in ("create", "delete", "vs_file_create", "vs_batch_create", "vs_file_delete"):
+            assert after[route] == before[route], route
+    _assert_old_serves(vserver, store_id, old_id, new_id, reason)
+
+    vserver.set_faults(None)
+    write(folder, "a.md", "# third version, valid\n")
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:  # the store holds a.md completed at every moment
+        while not done.is_set():
+            completed = store_files(vserver, store_id, filter="completed")
+            seen.append(sum(1 for f in completed if f["attributes"]["path"] == "a.md"))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        fixed = sync(vserver, config, state)
+    finally:
+        done.set()
+        watcher.join()
+    assert fixed.returncode == 0, fixed.stderr
+    assert seen and min(seen) >= 1, f"the store lacked a.md at some moment: {seen}"
+    assert not _remote_exists(vserver, old_id) and not _remote_exists(vserver, new_id)
+    assert old_id not in _mine(vserver, store_id)
+    assert_exact(vserver, folder, store_id)
+    log = request_log(vserver)
+    new_attach = max(i for i, (m, p, _) in enumerate(log) if m == "POST" and p.endswith("/files"))
+    detach = log.index(("DELETE", f"/v1/vector_stores/{store_id}/files/{old_id}", 200))
+    assert new_attach < detach < log.index(("DELETE", f"/v1/files/{old_id}", 200))
+    status = run_syncd(None, "status", "--config", config, "--state", state, "--json")
+    (store,) = json.loads(status.stdout)["vector_stores"]
+    assert store["problems"] == [] and store["old_versions"] == 0
+
+
+def test_a_failed_new_version_changed_again_or_deleted(
+    vserver: ServerProcess, tmp_path: Path
+) -> None:
+    """The old version kept behind a failed one: a second bad version replaces the failed
+    one (detached and deleted at once, it serves nothing) while the old one keeps
+    serving; deleting the file then detaches and deletes every version, nothing left."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    write(folder, "a.md", "# first version\n")
+    write(folder, "b.md", "stays")
+    config = write_config(tmp_path, folder, vector_store="docs")
+    assert sync(vserver, config, state).returncode == 0
+    store_id = the_store(vserver)["id"]
+    old_id = by_path(store_files(vserver, store_id))["a.md"]["id"]
+    write(folder, "a.md", b"\x80 bad one\n")
+    assert sync(vserver, config, state).returncode == 1
+    (bad_one,) = [
+        f["id"] for f in list_remote(vserver) if f["filename"] == "a.md" and f["id"] != old_id
+    ]
+    write(folder, "a.md", b"\x80 bad two, longer\n")
+    result = sync(vserver, config, state)
+    assert result.returncode == 1, result.stderr
+    assert "indexing failed: invalid_file" in result.stderr
+    assert not _remote_exists(vserver, bad_one) and bad_one not in _mine(vserver, store_id)
+    (bad_two,) = [
+        f["id"] for f in list_remote(vserver) if f["filename"] == "a.md" and f["id"] != old_id
+    ]
+    _assert_old_serves(vserver, store_id, old_id, bad_two, "invalid_file")
+    (folder / "a.md").unlink()
+    gone = sync(vserver, config, state)
+    assert gone.returncode == 0, gone.stderr
+    assert not _remote_exists(vserver, old_id) and not _remote_exists(vserver, bad_two)
+    assert_exact(vserver, folder, store_id)
+    log = request_log(vserver)
+    for file_id in (old_id, bad_two):
+        detach = log.index(("DELETE", f"/v1/vector_stores/{store_id}/files/{file_id}", 200))
+        assert detach < log.index(("DELETE", f"/v1/files/{file_id}", 200))
+    status = run_syncd(None, "status", "--config", config, "--state", state, "--json")
+    (store,) = json.loads(status.stdout)["vector_stores"]
+    assert store["problems"] == [] and store["old_versions"] == 0

@@ -11,7 +11,14 @@ import pytest
 
 from syncd.state.ledger import ErrorKind, LedgerRow
 from syncd.state.vector_ledger import Attachment, AttachState, dumps
-from syncd.sync.vector_plan import VectorPlan, Wanted, plan_store, wanted_attachments
+from syncd.sync.vector_plan import (
+    VectorPlan,
+    Wanted,
+    plan_store,
+    summarise,
+    wanted_attachments,
+)
+from syncd.sync.vector_report import VectorReport
 from syncd.vector_api import Chunking
 from syncd.vector_config import VectorConfig, VectorRule
 
@@ -237,14 +244,46 @@ CASES: list[tuple[str, list[LedgerRow], list[Attachment], dict[str, Any], dict[s
         {"retire": ["f0"]},
     ),
     (
-        "old version, new one failed for good: retired",
+        "old version, new one failed for good: kept (still serving), nothing retried",
         [A],
         [
             att("a.md", "f0", AttachState.COMPLETED),
             att("a.md", "f1", AttachState.FAILED, error_kind=ErrorKind.PERMANENT),
         ],
+        {"retry_waiting": True},
+        {"waiting": ["1"]},
+    ),
+    (
+        "old version kept behind a failed one, changed again: kept until the next completes",
+        [tracked("a.md", "f2")],
+        [
+            att("a.md", "f0", AttachState.COMPLETED),
+            att("a.md", "f1", AttachState.FAILED, error_kind=ErrorKind.PERMANENT),
+            att("a.md", "f2", AttachState.IN_PROGRESS, next_poll_at=NOW + 5, deadline=NOW + 9),
+        ],
         {},
-        {"retire": ["f0"]},
+        {"waiting": ["2"]},
+    ),
+    (
+        "old version kept behind a failed one, a later one completed: both retired",
+        [tracked("a.md", "f2")],
+        [
+            att("a.md", "f0", AttachState.COMPLETED),
+            att("a.md", "f1", AttachState.FAILED, error_kind=ErrorKind.PERMANENT),
+            att("a.md", "f2", AttachState.COMPLETED),
+        ],
+        {},
+        {"retire": ["f0", "f1"]},
+    ),
+    (
+        "old version kept behind a failed one, path deleted: both retired",
+        [],
+        [
+            att("a.md", "f0", AttachState.COMPLETED),
+            att("a.md", "f1", AttachState.FAILED, error_kind=ErrorKind.PERMANENT),
+        ],
+        {},
+        {"retire": ["f0", "f1"]},
     ),
     (
         "old version, new one failed, retrying: kept",
@@ -376,3 +415,28 @@ def test_only_known_attachable_content_is_wanted() -> None:
     assert sorted(wanted) == ["helper.md", "ok.md"]
     assert [p for p, _ in skipped] == [long_path]
     assert "at most 512" in skipped[0][1]
+
+
+def test_a_failed_new_version_is_a_failure_while_the_old_one_serves() -> None:
+    """The summary of a path whose new version failed for good behind a completed old
+    one: a permanent failure saying the old version still serves; nothing to wait for
+    (the step is settled, nothing is due), not an old version "waiting"."""
+    rows = {"a.md": A}
+    wanted, _ = wanted_attachments(rows, CONFIG, OWNER)
+    attachments = [
+        att("a.md", "f0", AttachState.COMPLETED),
+        att(
+            "a.md",
+            "f1",
+            AttachState.FAILED,
+            error_kind=ErrorKind.PERMANENT,
+            last_error="indexing failed: invalid_file: not text",
+        ),
+    ]
+    report = VectorReport("'docs'")
+    due = summarise(report, STORE, wanted, {a.key: a for a in attachments}, now=NOW)
+    assert due is None and report.settled and not report.exact
+    assert (report.completed, report.failed, report.waiting) == (0, 1, 0)
+    ((path, reason, permanent),) = report.failures
+    assert path == "a.md" and permanent
+    assert reason.startswith("indexing failed: invalid_file: not text; the previous version")
