@@ -4,7 +4,8 @@
 in-memory Files API good enough for `syncd sync`, `run`, `ls` and `pull`: list with
 paging, upload, retrieve, content, delete), it misbehaves in the way its ``mode`` names
 (``MODES`` says what each does), or answers every request as a test scripts it
-(``behaviour``, for the client's integration tests)::
+(``behaviour``, for the client's integration tests; ``forwarding`` is one that hands
+each request on to an honest server and makes its answers hostile in a chosen way)::
 
     with OddServer("trickle-listing") as server:
         result = run_syncd(None, "ls", "--base-url", server.base_url, env=server.env())
@@ -33,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
 
 KEY = "sk-odd-server-key-0123456789"
 TRICKLE_SECONDS = 0.2  # one byte this often, for ever ("trickle-*" modes)
@@ -111,6 +114,9 @@ class Request:
 
 
 Behaviour = Callable[["Handler", Request, int], None]
+_HOP_HEADERS = frozenset(
+    {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding"}
+)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -240,6 +246,30 @@ class OddServer(ThreadingHTTPServer):
         return sum(
             1 for r in self.requests if r.method == method and r.route.startswith(route_prefix)
         )
+
+
+def forwarding(base_url: str, rewrite: Callable[[Any], Any]) -> Behaviour:
+    """A behaviour that sends each request on to the server at ``base_url`` (its
+    ``.../v1``, say a `syncd serve`) and answers what that server answered, a JSON body
+    passed through ``rewrite`` first: the honest server's answers, made hostile in the
+    one way ``rewrite`` chooses (it may change the parsed body in place and return it)."""
+    origin = base_url.removesuffix("/v1")
+
+    def forward(handler: Handler, request: Request, count: int) -> None:
+        headers = {k: v for k, v in request.headers.items() if k not in _HOP_HEADERS}
+        response = httpx.request(
+            request.method,
+            origin + request.path,
+            headers=headers,
+            content=request.body,
+            timeout=60,
+        )
+        body = response.content
+        if response.headers.get("content-type", "").startswith("application/json"):
+            body = json.dumps(rewrite(response.json())).encode()
+        handler.answer(response.status_code, body)
+
+    return forward
 
 
 def file_json(file_id: str, size: int = 5, filename: str = "a.txt") -> dict[str, Any]:
@@ -439,4 +469,4 @@ def _endless_entries() -> Any:
         ).encode()
 
 
-__all__ = ["KEY", "MODES", "Handler", "OddServer", "Request", "file_json"]
+__all__ = ["KEY", "MODES", "Handler", "OddServer", "Request", "file_json", "forwarding"]

@@ -5,6 +5,9 @@ the files the ledger tracks (completed / in progress / failed), the store as las
 retrieved (usage, file counts, expiry) and each failed attachment with its reason.
 ``ls --vector-store`` lists the store's files over the API, marking who attached each:
 this ledger (by its owner tag), another syncd ledger, or someone else.
+The text lines of both show what a server sent (ids, statuses, error codes and
+messages) and local paths with control characters escaped (``printable``); the JSON
+forms are escaped by JSON.
 """
 
 from __future__ import annotations
@@ -88,9 +91,9 @@ def vector_status_lines(stores: list[dict[str, Any]]) -> list[str]:
     """``syncd status``'s lines for its stores."""
     lines: list[str] = []
     for store in stores:
-        name = store["id"] or "(not created yet)"
+        name = printable(store["id"] or "(not created yet)")
         if store["id"] and store["store"] != store["id"]:
-            name += f" ({store['store']!r})"
+            name += f" ('{printable(store['store'])}')"
         usage = store["usage_bytes"]
         line = (
             f"vector store: {name}: {store['completed']} completed, {store['in_progress']} "
@@ -104,7 +107,7 @@ def vector_status_lines(stores: list[dict[str, Any]]) -> list[str]:
                 f"  {store['old_versions']} old versions kept until their successor is indexed"
             )
         if store["error"]:
-            lines.append(f"  problem: {store['error']}")
+            lines.append(f"  problem: {printable(store['error'])}")
         if store["warning"]:
             expires = store["expires_at"]
             when = f" (now {_when(expires)})" if expires else ""
@@ -118,7 +121,8 @@ def vector_status_lines(stores: list[dict[str, Any]]) -> list[str]:
                 )
             else:
                 note = f"attempt {problem['attempts']}"
-            lines.append(f"  {printable(problem['path'])}: {problem['reason']} ({note})")
+            reason = printable(problem["reason"] or "")
+            lines.append(f"  {printable(problem['path'])}: {reason} ({note})")
     return lines
 
 
@@ -172,4 +176,7 @@ def entry_line(entry: StoreEntry) -> str:
     path = item.attributes.get("path")
     where = f"  -> {printable(str(path))}" if entry.owner == "this" and path else ""
     who = "" if entry.owner == "this" else f"  ({entry_json(entry)['attached_by']})"
-    return f"{item.file_id:30} {item.status:11} {item.usage_bytes:>12} {mark}{where}{who}"
+    return (
+        f"{printable(item.file_id):30} {printable(item.status):11} {item.usage_bytes:>12} "
+        f"{mark}{where}{who}"
+    )

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from syncd.config import MirrorConfig
+from syncd.restore.names import printable
 from syncd.sync.vector_report import VectorReport
 from syncd.vector_config import with_store
 
@@ -41,5 +42,6 @@ def with_vector_store(mirror: MirrorConfig, args: argparse.Namespace) -> MirrorC
 
 
 def print_indexing(report: VectorReport) -> None:
-    """A progress line while ``syncd sync`` waits for indexing."""
-    print(f"syncd: waiting for indexing: {report.counts_line()}", file=sys.stderr, flush=True)
+    """A progress line while ``syncd sync`` waits for indexing (escaped: it names the store)."""
+    line = printable(report.counts_line())
+    print(f"syncd: waiting for indexing: {line}", file=sys.stderr, flush=True)

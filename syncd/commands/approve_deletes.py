@@ -11,7 +11,8 @@ daemon, the next ``syncd sync`` or ``syncd run`` carries them out.
 ``--max N`` approves only if the refusal holds at most N deletes (say how many you
 checked; a refusal that grew since is not approved). Exit codes: 0 approved; 1 nothing
 to approve (no refusal waits, or it holds more than ``--max``); 2 usage errors (no such
-folder in the config, no ledger).
+folder in the config, no ledger). The folder and the paths it lists are shown with
+control characters escaped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from syncd.commands._options import add_state_argument, checked_option
 from syncd.commands.status import find_ledger
 from syncd.config import check_max_delete
 from syncd.errors import ConfigError, NothingRefusedError, SyncdError
+from syncd.restore.names import printable
 from syncd.state.deletes import RefusalState, who_am_i
 from syncd.state.ledger import Ledger
 
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     ledger = Ledger.open_beside_owner(path)
     try:
-        folder = ledger.get_meta("folder") or str(args.folder or path)
+        folder = printable(ledger.get_meta("folder") or str(args.folder or path))
         try:
             refusal = ledger.approve_refusal(
                 by=who_am_i(), max_deletes=args.max_deletes, now=time.time()
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
             if approved:
                 print(
                     f"syncd: {folder}: the refused deletes are approved already "
-                    f"({len(approved[0].copies)} to go, approved by {approved[0].approved_by})",
+                    f"({len(approved[0].copies)} to go, approved by "
+                    f"{printable(str(approved[0].approved_by))})",
                     file=sys.stderr,
                 )
             else:
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             return 1
         except SyncdError as exc:
-            print(f"syncd: {folder}: {exc}", file=sys.stderr)
+            print(f"syncd: {folder}: {printable(str(exc))}", file=sys.stderr)
             return 1
     finally:
         ledger.close()
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     for copy_path, _ in refusal.copies[:20]:
-        print(f"  {copy_path}", file=sys.stderr)
+        print(f"  {printable(copy_path)}", file=sys.stderr)
     if len(refusal.copies) > 20:
         print(f"  ... and {len(refusal.copies) - 20} more", file=sys.stderr)
     return 0

@@ -16,7 +16,8 @@ escapes.
 ``--vector-store [ID]`` lists a vector store's files instead (the ledger's store, or ID):
 file id, status, usage, ``*`` for a file this ledger attached (by its owner tag) with
 the path it mirrors, ``+`` for one another syncd ledger attached, blank for files
-someone else attached -- which syncd never detaches or updates.
+someone else attached -- which syncd never detaches or updates. Its ids and statuses
+(the server's) are escaped as the listing's are.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def run_vector_store(
                 print(entry_line(entry))
         mine = sum(1 for e in entries if e.owner == "this")
         print(
-            f"syncd: {store_id}: {len(entries)} files, {mine} attached by "
+            f"syncd: {printable(store_id)}: {len(entries)} files, {mine} attached by "
             f"{'this ledger' if len(ledger_files) == 1 else 'these ledgers'}, "
             f"{len(entries) - mine} by others (syncd leaves those alone)",
             file=sys.stderr,

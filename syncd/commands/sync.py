@@ -10,7 +10,8 @@ action on stdout and makes no write call; ``--json`` prints the summary as JSON 
 stdout. The mirror options (``add_mirror_arguments``/``mirror_from_args``) are shared
 with ``syncd run``. With a vector store the command waits until nothing is indexing
 (``syncd.sync.vector_wait``; Ctrl-C stops waiting) and is in sync only when the store
-holds every file indexed.
+holds every file indexed. Text output (the plan, the summary on stderr) shows paths,
+store names and reasons (which may quote a server) with control characters escaped.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from syncd.errors import ConfigError, FolderUnavailableError, WrongEndpointError
 from syncd.local.scan import Scanner, display_path
 from syncd.paths import ledger_path
 from syncd.remote.protocol import PacingStatus
+from syncd.restore.names import printable
 from syncd.state.ledger import META_FOLDER, Ledger
 from syncd.sync.binding import SWITCH_OPTION, bind_remote
 from syncd.sync.engine import SyncEngine
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.dry_run:
         print_plan(result)
         for verb, name, why in preview:
-            print(f"{verb:8} {display_path(name)}  ({why})")
+            print(printable(f"{verb:8} {display_path(name)}  ({why})"))
     print_summary(result)
     if result.interrupted:
         code = 128 + interrupt.signum
@@ -298,20 +300,23 @@ class Interrupt:
 
 
 def print_plan(result: PassResult) -> None:
-    """Every planned action with its path, one per line, on stdout."""
+    """Every planned action with its path, one per line, on stdout (escaped: a path may
+    hold control characters)."""
     if result.plan is None:
         return
     for action in result.plan.actions:
-        print(f"{action.kind.value:8} {action.path}  ({action.reason})")
+        print(printable(f"{action.kind.value:8} {action.path}  ({action.reason})"))
     for action in result.plan.refused:
-        print(f"{'refused':8} {action.path}  (delete refused by the mass-delete guard)")
+        print(printable(f"{'refused':8} {action.path}  (delete refused by the mass-delete guard)"))
 
 
 def print_summary(result: PassResult) -> None:
-    """The outcome on stderr: counts, then one line per file that needs attention."""
+    """The outcome on stderr: counts, then one line per file that needs attention. Each
+    line is escaped whole (``printable``): paths, reasons quoting a server, the vector
+    store's lines."""
 
     def say(line: str) -> None:
-        print(f"syncd: {line}", file=sys.stderr)
+        print(f"syncd: {printable(line)}", file=sys.stderr)
 
     for problem in result.problems:
         say(f"{'error' if problem.error else 'skipped'}: {problem.path}: {problem.reason}")

@@ -4,7 +4,8 @@
 file_id, bytes, duration, attempt), which is what journald and cron want.
 ``ProgressReporter`` draws a rich progress bar (files and bytes) on stderr, but only
 once a pass has run for ``DELAY_SECONDS`` so quick passes stay quiet; while it is shown,
-failures are printed above the bar as one line each, and so is whatever else is written
+failures are printed above the bar as one line each (path and reason with control
+characters escaped: ``printable``), and so is whatever else is written
 to ``sys.stderr`` (log lines, messages), instead of breaking the bar.
 """
 
@@ -26,6 +27,7 @@ from rich.progress import (
 )
 
 from syncd.local.scan import ScanResult
+from syncd.restore.names import printable
 from syncd.sync.plan import Action, ActionKind, Plan
 from syncd.sync.result import Outcome, OutcomeStatus, PassResult, Reporter
 
@@ -147,8 +149,9 @@ class ProgressReporter:
                 description=f"syncing {self._files_done}/{self._files_total} files",
             )
         if outcome.status is OutcomeStatus.FAILED and self._shown:
+            path, reason = printable(outcome.action.path), printable(outcome.reason)
             self.console.print(
-                f"[red]failed[/red] {escape(outcome.action.path)}: {escape(outcome.reason)}",
+                f"[red]failed[/red] {escape(path)}: {escape(reason)}",
                 markup=True,
                 highlight=False,
             )

@@ -16,12 +16,15 @@ import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from oddserver import OddServer, gzip_bomb
+from conftest import ServerFactory
+from oddserver import OddServer, forwarding, gzip_bomb
 from serverproc import ServerProcess
-from synccli import Measured, peak_rss_mib, remote_files, run_measured, write
+from synccli import Measured, peak_rss_mib, remote_files, run_measured, run_syncd, write
 from test_run_support import DaemonProcess
+from vectorstore import write_config
 
 OddFactory = Callable[..., OddServer]
 LIMIT = 60.0  # seconds, per command (the slowest case, 1,100 pages, takes ~6 s)
@@ -29,6 +32,10 @@ MEMORY_MIB = 150.0  # a plain `syncd ls` peaks at ~40 MiB; the page cap adds 16 
 DEADLINE = "1"  # SYNCD_ANSWER_DEADLINE for these tests: a trickle is cut off after 1 s
 MALFORMED = ["not-object", "no-id", "bytes-string", "expires-date", "huge-number"]
 MALFORMED += ["dot-id", "dotdot-id", "nul-id"]
+# Clear screen, set the window title (BEL-terminated), a bidi override: what a hostile
+# answer or file name holds, and how `printable` shows it.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\u202e"
+SHOWN = "\\x1b[2J\\x1b]0;owned\\x07\\u202e"
 
 
 def syncd(server: OddServer, *args: str | Path, tmp_path: Path, **env: str) -> Measured:
@@ -267,6 +274,87 @@ def test_ls_escapes_what_the_server_sends(odd_server: OddFactory, tmp_path: Path
     assert "gnp.\\u202eexe" in result.stdout
     listed = json.loads(syncd(server, "ls", "--json", tmp_path=tmp_path).stdout)
     assert {f["filename"] for f in listed} == {"evil\x1b[2J\x1b[31m.txt", "gnp.\u202eexe"}
+
+
+class HostileStoreFiles:
+    """Rewrites a vector store's file objects on their way to syncd: a failed file's
+    ``last_error.message`` gets ``HOSTILE`` in front, and with ``status`` set every
+    file's status gets it behind."""
+
+    def __init__(self) -> None:
+        self.status = False
+
+    def __call__(self, body: Any) -> Any:
+        items = body.get("data", [body]) if isinstance(body, dict) else []
+        for item in items:
+            if not isinstance(item, dict) or item.get("object") != "vector_store.file":
+                continue
+            if isinstance(item.get("last_error"), dict):
+                item["last_error"]["message"] = HOSTILE + item["last_error"]["message"]
+            if self.status:
+                item["status"] += HOSTILE
+        return body
+
+
+def assert_escaped(text: str) -> None:
+    """No control character (nor bidi override) in ``text``'s lines, save JSON log lines
+    (which escape what JSON escapes)."""
+    lines = [line for line in text.splitlines() if not line.startswith("{")]
+    assert not [line for line in lines if any(c in line for c in "\x1b\x07\u202e")], text
+
+
+def test_vector_store_text_from_the_server_is_escaped(
+    server_factory: ServerFactory, odd_server: OddFactory, tmp_path: Path
+) -> None:
+    """A store whose answers put terminal escapes in a failed file's last_error message
+    (a `syncd serve` behind a forwarding odd server), and a local file named with them:
+    `sync` (its --dry-run plan and its failure lines), `status` and `ls --vector-store`
+    print both escaped, in text; the JSON forms keep them as JSON escapes."""
+    upstream = server_factory(extra_args=["--index-delay", "0.2"])
+    upstream.set_faults({"indexing": {"fail_names": ["bad*"], "failure_code": "unsupported_file"}})
+    answers = HostileStoreFiles()
+    proxy = odd_server(forwarding(upstream.base_url, answers))
+    folder, state = tmp_path / "data", tmp_path / "state"
+    write(folder, "good.md", "# fine\n")
+    write(folder, f"bad{HOSTILE}.md", "# fails\n")
+    config = write_config(tmp_path, folder, vector_store="docs")
+    env = {"OPENAI_API_KEY": upstream.client_key}
+
+    def syncd_via_proxy(*args: str | Path) -> Any:
+        return run_syncd(None, *args, "--base-url", proxy.base_url, env=env)
+
+    dry = syncd_via_proxy("sync", "--config", config, "--state", state, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"upload   bad{SHOWN}.md  (new file)" in dry.stdout
+    assert f"attach   bad{SHOWN}.md  (to vector store 'docs' once uploaded)" in dry.stdout
+    assert_escaped(dry.stdout + dry.stderr)
+    result = syncd_via_proxy("sync", "--config", config, "--state", state)
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"syncd: failed: bad{SHOWN}.md: vector store 'docs': indexing failed: "
+        f"unsupported_file: {SHOWN}The file type" in result.stderr
+    )
+    assert_escaped(result.stdout + result.stderr)
+    status = run_syncd(None, "status", "--config", config, "--state", state)
+    assert status.returncode == 0, status.stderr
+    assert f"  bad{SHOWN}.md: indexing failed: unsupported_file: {SHOWN}The file" in status.stdout
+    assert_escaped(status.stdout + status.stderr)
+    (store,) = json.loads(
+        run_syncd(None, "status", "--config", config, "--state", state, "--json").stdout
+    )["vector_stores"]
+    assert HOSTILE in store["problems"][0]["reason"]
+    answers.status = True
+    listed = syncd_via_proxy("ls", "--folder", folder, "--state", state, "--vector-store")
+    assert listed.returncode == 0, listed.stderr
+    assert f"failed{SHOWN}" in listed.stdout and f"completed{SHOWN}" in listed.stdout
+    assert f"-> bad{SHOWN}.md" in listed.stdout
+    assert_escaped(listed.stdout + listed.stderr)
+    (entries,) = json.loads(
+        syncd_via_proxy(
+            "ls", "--folder", folder, "--state", state, "--vector-store", "--json"
+        ).stdout
+    ).values()
+    assert {e["status"] for e in entries} == {f"failed{HOSTILE}", f"completed{HOSTILE}"}
 
 
 # -- hostile local files -------------------------------------------------------------------------

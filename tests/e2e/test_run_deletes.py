@@ -112,6 +112,27 @@ def test_approving_with_nothing_refused_says_so(server: ServerProcess, tmp_path:
         assert daemon.stop() == 0
 
 
+def test_approval_lists_the_paths_escaped(server: ServerProcess, tmp_path: Path) -> None:
+    """The paths approve-deletes lists are local file names: names holding terminal
+    escapes (clear screen, a window title, a bidi override) are listed escaped."""
+    folder, state = tmp_path / "data", tmp_path / "state"
+    hostile, shown = "\x1b[2J\x1b]0;owned\x07\u202e", "\\x1b[2J\\x1b]0;owned\\x07\\u202e"
+    for n in range(20):
+        write(folder, f"{'gone' if n < 12 else 'keep'}/f{n:02}{hostile}.txt", f"file {n}")
+    with DaemonProcess(server, folder, state).start_ready() as daemon:
+        shutil.rmtree(folder / "gone")
+        daemon.wait_event("deletes_refused")
+        refusal = wait_for(lambda: status_of(folder, state)["refusal"], what="status refusal")
+        assert isinstance(refusal, dict)
+        code, _, stderr = run_command("approve-deletes", folder, "--state", state)
+        assert code == 0, stderr
+        listed = [line for line in stderr.splitlines() if line.startswith("  ")]
+        assert len(listed) == refusal["deletes"], stderr
+        assert all(line.startswith("  gone/f") and line.endswith(f"{shown}.txt") for line in listed)
+        assert not any(c in stderr for c in "\x1b\x07\u202e"), stderr
+        assert daemon.stop() == 0
+
+
 def test_approval_over_max_is_refused(server: ServerProcess, tmp_path: Path) -> None:
     """--max below the refused count approves nothing (exit 1, one line)."""
     folder, state = tmp_path / "data", tmp_path / "state"

@@ -133,6 +133,42 @@ def test_sparse_file_over_512_mb(server: ServerProcess, folder: Path, state: Pat
     assert set(remote_files(server)) == {"good.txt"}
 
 
+def test_control_characters_in_names_are_printed_escaped(
+    server: ServerProcess, folder: Path, state: Path
+) -> None:
+    """Names holding terminal escapes (clear screen, a window title, a bidi override):
+    the --dry-run plan, the failure line and the next pass's "failed earlier" line show
+    them escaped; no syncd line carries a control character. (The file still mirrors.)"""
+    hostile = "\x1b[2J\x1b]0;owned\x07\u202e"
+    shown = "\\x1b[2J\\x1b]0;owned\\x07\\u202e"
+    write(folder, f"evil{hostile}.txt", "x")
+    write(folder, f"empty{hostile}.txt", b"")  # refused: a failure line naming it
+
+    def assert_no_control_characters(text: str) -> None:
+        lines = [line for line in text.splitlines() if not line.startswith("{")]  # JSON logs
+        assert not [line for line in lines if any(c in line for c in "\x1b\x07\u202e")], text
+
+    dry = sync(server, folder, state, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"upload   evil{shown}.txt  (new file)" in dry.stdout.splitlines()
+    assert_no_control_characters(dry.stdout + dry.stderr)
+    first = sync(server, folder, state)
+    assert first.returncode == 1
+    assert lines_about(first.stderr, "empty") == [
+        f"syncd: failed: empty{shown}.txt: empty file (0 bytes); the Files API refuses empty files"
+    ]
+    assert_no_control_characters(first.stdout + first.stderr)
+    again = sync(server, folder, state)
+    assert again.returncode == 1
+    assert lines_about(again.stderr, "empty") == [
+        f"syncd: failed earlier, unchanged since: empty{shown}.txt: empty file (0 bytes); the "
+        "Files API refuses empty files"
+    ]
+    assert_no_control_characters(again.stdout + again.stderr)
+    assert_clean(again.stderr)
+    assert len(remote_files(server)) == 2  # good.txt and evil...txt
+
+
 def test_invalid_jsonl_for_fine_tune(server: ServerProcess, folder: Path, state: Path) -> None:
     """Invalid JSONL under a fine-tune purpose names the file and the first bad line."""
     write(folder, "train.jsonl", '{"messages": []}\n{"messages": [}\n')
