@@ -192,6 +192,14 @@ class PathFilter:
             return False
         return not self.include or compile_globs(self.include).matches(path)
 
+    def accepts_in_walk(self, path: str) -> bool:
+        """``accepts`` for a file whose every directory ``excludes_dir`` let through (the
+        walk prunes the others): no exclude can match a directory above it, so only
+        the path itself is tested."""
+        if self.exclude and compile_globs(self.exclude).matches(path):
+            return False
+        return not self.include or compile_globs(self.include).matches(path)
+
 
 @dataclass(frozen=True)
 class PurposeRule:

@@ -201,15 +201,20 @@ class Scanner:
         return result
 
     def _ignored_above(self, rel: str, out: ScanResult) -> bool:
-        """A partial pass: whether a directory above ``rel`` is ignored or uncertain (the
-        ``.syncdignore`` files on the way are loaded first)."""
+        """A partial pass: whether a directory above ``rel`` is excluded, ignored or
+        uncertain (the ``.syncdignore`` files on the way are loaded first). As in a full
+        walk, which prunes such directories: what is walked below ``rel`` is then tested
+        by its own path only (``PathFilter.accepts_in_walk``)."""
         self.ignore_files.load_chain(rel)
         parts = rel.rstrip("/").split("/")
         for n in range(len(parts)):
             directory = "/".join(parts[:n])
             if self._unreadable(directory, out):
                 return True
-            if directory and self._rules.ignores(directory, is_dir=True):
+            if directory and (
+                self.path_filter.excludes_dir(directory)
+                or self._rules.ignores(directory, is_dir=True)
+            ):
                 return True
         return False
 
@@ -265,7 +270,9 @@ class Scanner:
                     out.uncertain.add(child)
                     continue
                 if stat.S_ISREG(st.st_mode):  # the common case first: no call for it
-                    if self._accepts(child):
+                    # Its directories passed excludes_dir on the way down: only the
+                    # file itself is left to test against the excludes.
+                    if self.path_filter.accepts_in_walk(child) and not self._rules.ignores(child):
                         self._add_file(child, st, out)
                     continue
                 self._visit(entry.path, child, chain, out, stack, st)
@@ -366,14 +373,25 @@ class Scanner:
     def _add_file(self, rel: str, st: os.stat_result, out: ScanResult) -> None:
         """List a file, with the ledger's hash when its stat is the one the ledger has
         (the file is built once, hash included); note it when it needs a fresh hash."""
-        local = LocalFile(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        size, mtime_ns, inode = st.st_size, st.st_mtime_ns, st.st_ino
         row = self._rows.get(rel)
-        if row is not None:
-            sha = known_hash(local, row)
-            if sha is not None:
-                local = local._replace(sha256=sha)
-            elif needs_hash(local, row):
-                self._to_hash.append(rel)
+        if row is None:
+            out.files[rel] = LocalFile(rel, size, mtime_ns, inode)
+            return
+        if (  # known_hash's first case, the usual one, without building the file twice
+            row.file_id is not None
+            and row.size == size
+            and row.mtime_ns == mtime_ns
+            and row.inode == inode
+        ):
+            out.files[rel] = LocalFile(rel, size, mtime_ns, inode, row.sha256)
+            return
+        local = LocalFile(rel, size, mtime_ns, inode)
+        sha = known_hash(local, row)
+        if sha is not None:
+            local = local._replace(sha256=sha)
+        elif needs_hash(local, row):
+            self._to_hash.append(rel)
         out.files[rel] = local
 
     def _add_hashes(self, result: ScanResult) -> None:

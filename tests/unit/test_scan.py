@@ -170,6 +170,18 @@ def test_filters_prune_and_select(tmp_path: Path) -> None:
     assert set(result.files) == {"keep/a.jsonl"}
 
 
+def test_scan_paths_below_an_excluded_directory_finds_nothing(tmp_path: Path) -> None:
+    """A partial pass given a directory inside an excluded one (a name glob or an
+    anchored glob) finds nothing there, as a full walk, which prunes the excluded one."""
+    write(tmp_path, "node_modules/pkg/x.jsonl")
+    write(tmp_path, "build/out/y.jsonl")
+    write(tmp_path, "src/z.jsonl")
+    scanner = Scanner(tmp_path, PathFilter(exclude=("node_modules", "build/**")))
+    found = scanner.scan_paths(["node_modules/pkg", "build/out", "src"], {})
+    assert set(found.files) == {"src/z.jsonl"}
+    assert set(scanner.scan({}).files) == {"src/z.jsonl"}
+
+
 def test_scan_paths_looks_only_at_the_given_paths(tmp_path: Path) -> None:
     """scan_paths examines files and directories named, and ignores missing ones."""
     write(tmp_path, "a.txt")
