@@ -422,19 +422,26 @@ class Reconciler:
                 by_path[intent.path].append(intent)
         if not by_path:
             return report
-        offset = self.offset()
-        names = self._our_names([i for group in by_path.values() for i in group])
+        known = self.ledger.known_file_ids()
         by_name: dict[str, list[RemoteFile]] = defaultdict(list)
         for remote in files:
-            by_name[remote.filename].append(remote)
-        by_id = {r.id: r for r in files}
-        known = self.ledger.known_file_ids()
+            if remote.id not in known:  # what the ledger knows is never a late copy
+                by_name[remote.filename].append(remote)
+        nearby: dict[str, list[RemoteFile]] = {}
         for path, attempts in sorted(by_path.items()):
             wanted = set().union(*(exact_names(i.filename or i.path) for i in attempts))
             wanted |= {n.rsplit("/", 1)[-1] for n in wanted}
+            sizes = {i.size for i in attempts}
             near = [r for name in sorted(wanted) for r in by_name.get(name, [])]
-            if not near:
-                continue
+            if any(r.bytes in sizes for r in near):  # the judge looks no further otherwise
+                nearby[path] = near
+        if not nearby:  # the usual full pass: no unknown file is like a failed upload
+            return report
+        offset = self.offset()
+        names = self._our_names([i for group in by_path.values() for i in group])
+        by_id = {r.id: r for r in files}
+        for path, near in nearby.items():
+            attempts = by_path[path]
             try:
                 verdict = self._judge(
                     attempts, near, known, names.taken_for(path), offset, adopter=None
