@@ -4,6 +4,7 @@
 
     SyncdError                      anything syncd reports as a one-line message
     ├── ConfigError                 a bad config key, option or environment value (exit 2)
+    │   └── RemoteChangedError      the ledger mirrors to another remote than this run's
     ├── LedgerLockedError           another process holds the folder's ledger
     ├── StoreLockedError            another `syncd serve` uses this store directory
     ├── NothingRefusedError         `approve-deletes`: the ledger holds no refused delete
@@ -42,6 +43,14 @@
             └── UnreachableError    a full pass cannot list the remote files even after
                                     retrying: the server is down (.cause "unreachable")
 
+Three more are signals between two parts of syncd, always caught by the caller and
+never shown as they are: ``LockHeldError`` (a lock file is held; the ledger and the
+server's store turn it into their ``*LockedError``), ``RefusedName`` (a ValueError: a
+path that cannot be made safe; restore reports it per file) and ``StoreGone`` (the
+vector store vanished during a step; the step settles its rows). The server's own
+errors (``syncd.server.envelope.ApiError`` and the upload store's ``UploadClosedError``)
+are answers of the API it serves, in its envelope, and live with the server.
+
 The verdict of a status is decided here, once (``classify_status``), before anything
 retries; tenacity only ever retries errors whose verdict is ``RETRYABLE``. A
 ``FatalError``'s ``cause`` says what a daemon waits for before it tries again: a new key
@@ -52,6 +61,7 @@ a backoff).
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 
 
 class SyncdError(Exception):
@@ -60,6 +70,10 @@ class SyncdError(Exception):
 
 class ConfigError(SyncdError):
     """A bad config key, command-line option or environment value."""
+
+
+class RemoteChangedError(ConfigError):
+    """The ledger mirrors to another remote than the one this run talks to."""
 
 
 class NothingRefusedError(SyncdError):
@@ -239,3 +253,23 @@ def error_for_status(
     else:
         cls = PermanentError
     return cls(message, status=status, retry_after=retry_after, code=code)
+
+
+# -- signals between parts of syncd (module docstring) ---------------------------------
+
+
+class LockHeldError(Exception):
+    """Another process holds the lock; ``holder`` is what it wrote there ("pid N: ...")."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is held by {holder or 'another process'}")
+        self.path = path
+        self.holder = holder
+
+
+class RefusedName(ValueError):
+    """A name that cannot be made into a safe path; ``str()`` says why."""
+
+
+class StoreGone(Exception):
+    """The vector store vanished during a step (a 404 from the store itself)."""

@@ -35,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from syncd.errors import RemoteError
+from syncd.errors import LockHeldError, RemoteError
 from syncd.log import demote_to_debug
 from syncd.remote.files_http import HttpFilesRemote
 from syncd.remote.pacing import pacing_for
 from syncd.remote.settings import RemoteSettings, check_base_url
-from syncd.state.lock import FileLock, LockHeldError
+from syncd.state.lock import FileLock
 
 LOCAL_SERVER_DIR = "local-server"
 ENDPOINT_FILE = "local-server.json"

@@ -36,6 +36,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from syncd.api import RemoteFile
+from syncd.errors import RefusedName
 
 MAX_NAME_BYTES = 255  # NAME_MAX of every common Linux filesystem
 MAX_PATH_BYTES = 3800  # below PATH_MAX (4096), leaving room for the destination itself
@@ -46,10 +47,6 @@ _HASH_TAG_HEX = 8
 # U+2066-U+2069) that can make a name print as something it is not.
 _UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-class RefusedName(ValueError):
-    """A name that cannot be made into a safe path; ``str()`` says why."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from syncd.errors import (
     FatalError,
     NotFoundError,
     PullCancelledError,
+    RefusedName,
     RemoteError,
     StoppedError,
     UnsafePathError,
@@ -51,7 +52,6 @@ from syncd.remote.protocol import FilesRemote, SupportsStop
 from syncd.restore.destination import Destination, HashingWriter, describe_mode
 from syncd.restore.names import (
     Refusal,
-    RefusedName,
     check_relative,
     describe,
     place_remote_files,

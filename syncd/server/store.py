@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from syncd.errors import StoreLockedError
+from syncd.errors import LockHeldError, StoreLockedError
 from syncd.group_commit import GroupCommit
 from syncd.server import clock
-from syncd.state.lock import FileLock, LockHeldError
+from syncd.state.lock import FileLock
 
 _ALPHABET = string.ascii_letters + string.digits
 _SCHEMA = """

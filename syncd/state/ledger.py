@@ -61,13 +61,13 @@ from typing import Any
 import structlog
 
 from syncd.api import RemoteFile
-from syncd.errors import ConfigError, LedgerLockedError, SyncdError
+from syncd.errors import ConfigError, LedgerLockedError, LockHeldError, SyncdError
 from syncd.group_commit import GroupCommit
 from syncd.local.fingerprint import Fingerprint
 from syncd.log import redact_text
 from syncd.paths import check_state_dir
 from syncd.state.deletes import DeleteRecords
-from syncd.state.lock import FileLock, LockHeldError
+from syncd.state.lock import FileLock
 from syncd.state.registry import LedgerRegistry
 from syncd.state.schema import SCHEMA_VERSION, ensure_schema, schema_version
 from syncd.state.vector_ledger import serving_versions

@@ -14,14 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-
-class LockHeldError(Exception):
-    """Another process holds the lock; ``holder`` is what it wrote there ("pid N: ...")."""
-
-    def __init__(self, path: Path, holder: str) -> None:
-        super().__init__(f"{path} is held by {holder or 'another process'}")
-        self.path = path
-        self.holder = holder
+from syncd.errors import LockHeldError
 
 
 class FileLock:

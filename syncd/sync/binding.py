@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import time
 
-from syncd.errors import ConfigError
+from syncd.errors import RemoteChangedError
 from syncd.remote.identity import RemoteIdentity
 from syncd.remote.protocol import FilesRemote
 from syncd.state.ledger import Ledger
 
 META_REMOTE = "remote"
 SWITCH_OPTION = "--switch-remote"
-
-
-class RemoteChangedError(ConfigError):
-    """The ledger mirrors to another remote than the one this run talks to."""
 
 
 def recorded_remote(ledger: Ledger) -> RemoteIdentity | None:

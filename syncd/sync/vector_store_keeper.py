@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from syncd.errors import AmbiguousError, FatalError, NotFoundError, RemoteError
+from syncd.errors import AmbiguousError, FatalError, NotFoundError, RemoteError, StoreGone
 from syncd.remote.vector_stores import VectorStoresApi
 from syncd.state.vector_ledger import StoreRow, VectorLedger, dumps
 from syncd.sync.steps import StepHook
@@ -32,10 +32,6 @@ from syncd.vector_api import META_NONCE, META_OWNER, VectorStore
 from syncd.vector_config import VectorConfig
 
 log = structlog.get_logger(__name__)
-
-
-class StoreGone(Exception):
-    """The store vanished during a step (a 404 from the store itself)."""
 
 
 class StoreKeeper:

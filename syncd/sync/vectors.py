@@ -53,6 +53,7 @@ from syncd.errors import (
     NotFoundError,
     PermanentError,
     RemoteError,
+    StoreGone,
     VectorStoreGoneError,
 )
 from syncd.remote.protocol import FilesRemote
@@ -84,7 +85,7 @@ from syncd.sync.vector_states import (
     pending,
     status_change,
 )
-from syncd.sync.vector_store_keeper import StoreGone, StoreKeeper
+from syncd.sync.vector_store_keeper import StoreKeeper
 from syncd.vector_api import (
     MAX_BATCH_FILES,
     AttachRequest,

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.api import RemoteFile
+from syncd.errors import RefusedName
 from syncd.restore.names import (
     MAX_NAME_BYTES,
-    RefusedName,
     check_relative,
     clean_remote_name,
     is_inside,
